@@ -1,0 +1,221 @@
+"""Calibration files: OpenCV FileStorage (YAML/XML/JSON) and aniposelib TOML, with validation.
+
+OpenCV file names follow OpenCV's stereo sample: ``M1 D1 M2 D2 R T`` plus ``image_width`` and
+``image_height`` (``imageSize``/``image_size`` as [w, h] also read), optional ``R_world`` and
+``t_world`` (world -> camera 0: x0 = R_world X + t_world).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+
+from .camera import CameraModel
+from .epipolar import is_rotation
+from .errors import CalibrationError
+from .stereo import StereoCalibration, from_world_poses
+
+_DIST_LENGTHS = (4, 5, 8, 12, 14)
+_ROT_TOL = 1e-5
+
+
+def _fail(path: Any, field: str, what: str) -> CalibrationError:
+    return CalibrationError(f"{path}: field '{field}': {what}")
+
+
+def _check_matrix(path, name: str, value: Optional[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    if value is None:
+        raise _fail(path, name, f"missing (expected a {'x'.join(map(str, shape))} matrix)")
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.size != int(np.prod(shape)):
+        raise _fail(path, name, f"expected {'x'.join(map(str, shape))} values, got shape {arr.shape}")
+    arr = arr.reshape(shape)
+    if not np.all(np.isfinite(arr)):
+        raise _fail(path, name, "contains NaN or infinite values")
+    return arr
+
+
+def _check_dist(path, name: str, value: Optional[np.ndarray]) -> np.ndarray:
+    if value is None:
+        raise _fail(path, name, "missing (expected 4, 5, 8, 12 or 14 distortion coefficients)")
+    arr = np.asarray(value, dtype=np.float64).ravel()
+    if arr.size not in _DIST_LENGTHS:
+        raise _fail(path, name, f"expected 4, 5, 8, 12 or 14 distortion coefficients, got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise _fail(path, name, "contains NaN or infinite values")
+    return arr
+
+
+def _check_K(path, name: str, value) -> np.ndarray:
+    K = _check_matrix(path, name, value, (3, 3))
+    if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], [0, 0, 1]) or K[1, 0] != 0 or K[2, 0] != 0:
+        raise _fail(path, name, "not a camera matrix (expected fx, fy > 0 and last row 0 0 1)")
+    return K
+
+
+def _check_size(path, value) -> tuple[int, int]:
+    if value is None:
+        raise _fail(path, "image_size", "missing (expected image_width and image_height in pixels)")
+    arr = np.asarray(value, dtype=np.float64).ravel()
+    if arr.size != 2 or not np.all(np.isfinite(arr)) or np.any(arr < 1) or np.any(arr != np.round(arr)):
+        raise _fail(path, "image_size", f"expected two positive integers (width, height), got {arr.tolist()}")
+    return int(arr[0]), int(arr[1])
+
+
+def validate(calib: StereoCalibration, path: Any = "<calibration>") -> StereoCalibration:
+    """Check a StereoCalibration built in memory; raises CalibrationError naming the field."""
+    for i, cam in enumerate((calib.cam0, calib.cam1)):
+        _check_K(path, f"M{i + 1}", cam.K)
+        _check_dist(path, f"D{i + 1}", cam.dist)
+        _check_size(path, cam.image_size)
+    _check_matrix(path, "R", calib.R, (3, 3))
+    if not is_rotation(calib.R, _ROT_TOL):
+        raise _fail(path, "R", "not a rotation matrix (expected R R^T = I and det(R) = +1)")
+    _check_matrix(path, "T", calib.T, (3,))
+    if calib.baseline <= 1e-12:
+        raise _fail(path, "T", "zero baseline (the two cameras are at the same place)")
+    if calib.R_world is not None:
+        _check_matrix(path, "R_world", calib.R_world, (3, 3))
+        if not is_rotation(calib.R_world, _ROT_TOL):
+            raise _fail(path, "R_world", "not a rotation matrix")
+        _check_matrix(path, "t_world", calib.t_world, (3,))
+    return calib
+
+
+# ---- OpenCV FileStorage --------------------------------------------------------------------
+def _fs_mat(fs: cv2.FileStorage, name: str) -> Optional[np.ndarray]:
+    node = fs.getNode(name)
+    if node.empty() or node.isNone():
+        return None
+    if node.isSeq():
+        vals = [node.at(i).real() for i in range(node.size())]
+        return np.asarray(vals, dtype=np.float64)
+    if node.isReal() or node.isInt():
+        return np.asarray([node.real()])
+    m = node.mat()
+    return None if m is None else np.asarray(m, dtype=np.float64)
+
+
+def _fs_size(fs: cv2.FileStorage) -> Optional[np.ndarray]:
+    w, h = fs.getNode("image_width"), fs.getNode("image_height")
+    if not w.empty() and not h.empty():
+        if not (w.isInt() or w.isReal()) or not (h.isInt() or h.isReal()):
+            return np.asarray([np.nan, np.nan])
+        return np.asarray([w.real(), h.real()])
+    for key in ("image_size", "imageSize"):
+        v = _fs_mat(fs, key)
+        if v is not None:
+            return v
+    return None
+
+
+def _load_opencv(path: Path) -> StereoCalibration:
+    try:
+        fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
+    except (cv2.error, SystemError) as exc:  # OpenCV 5 raises SystemError from the parser
+        cause = exc.__cause__ or exc
+        text = str(cause).strip()
+        msg = text.splitlines()[-1][:160] if text else "parse error"
+        raise CalibrationError(f"{path}: not a readable OpenCV FileStorage file ({msg})") from None
+    if not fs.isOpened():
+        raise CalibrationError(f"{path}: not a readable OpenCV FileStorage file")
+    try:
+        size = _check_size(path, _fs_size(fs))
+        cams = []
+        for i in (1, 2):
+            K = _check_K(path, f"M{i}", _fs_mat(fs, f"M{i}"))
+            D = _check_dist(path, f"D{i}", _fs_mat(fs, f"D{i}"))
+            cams.append(CameraModel(K, D, size))
+        R = _check_matrix(path, "R", _fs_mat(fs, "R"), (3, 3))
+        T = _check_matrix(path, "T", _fs_mat(fs, "T"), (3,))
+        Rw, tw = _fs_mat(fs, "R_world"), _fs_mat(fs, "t_world")
+        if Rw is not None:
+            Rw = _check_matrix(path, "R_world", Rw, (3, 3))
+            tw = _check_matrix(path, "t_world", tw, (3,)) if tw is not None else np.zeros(3)
+        elif tw is not None:
+            raise _fail(path, "R_world", "missing while t_world is given")
+    except (cv2.error, SystemError) as exc:
+        raise CalibrationError(f"{path}: malformed OpenCV FileStorage content ({str(exc).strip()[-120:]})") from None
+    finally:
+        fs.release()
+    return validate(StereoCalibration(cams[0], cams[1], R, T, Rw, tw), path)
+
+
+def save_calibration(calib: StereoCalibration, path: str | os.PathLike) -> Path:
+    """Write an OpenCV FileStorage file (.yaml/.yml/.xml/.json by extension)."""
+    path = Path(path)
+    validate(calib, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_WRITE)
+    if not fs.isOpened():
+        raise CalibrationError(f"{path}: cannot open for writing")
+    fs.writeComment(f"tracker3d stereo calibration, written {_dt.datetime.now().isoformat(timespec='seconds')}")
+    fs.writeComment("x1 = R x0 + T (camera 0 -> camera 1); T in metres (or board square units)")
+    fs.write("image_width", int(calib.cam0.width))
+    fs.write("image_height", int(calib.cam0.height))
+    fs.write("M1", calib.cam0.K)
+    fs.write("D1", calib.cam0.dist.reshape(1, -1))
+    fs.write("M2", calib.cam1.K)
+    fs.write("D2", calib.cam1.dist.reshape(1, -1))
+    fs.write("R", calib.R)
+    fs.write("T", calib.T.reshape(3, 1))
+    fs.write("E", calib.E)
+    fs.write("F", calib.F)
+    if calib.has_world:
+        fs.write("R_world", calib.R_world)
+        fs.write("t_world", calib.t_world.reshape(3, 1))
+    for key in ("rms", "epipolar_error"):
+        if key in calib.meta:
+            fs.write(key, float(calib.meta[key]))
+    fs.release()
+    return path
+
+
+# ---- aniposelib TOML -----------------------------------------------------------------------
+def _load_anipose(path: Path) -> StereoCalibration:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"{path}: not valid TOML ({exc})") from None
+    sections = [k for k, v in data.items() if isinstance(v, dict) and k != "metadata"]
+    if len(sections) < 2:
+        raise _fail(path, "cam_0", f"expected two camera sections, found {len(sections)}")
+    if len(sections) > 2:
+        raise _fail(path, sections[2], "expected exactly two cameras (tracker3d is a stereo tracker)")
+    cams, poses = [], []
+    for name in sections:
+        d = data[name]
+        if d.get("fisheye"):
+            raise _fail(path, f"{name}.fisheye", "fisheye cameras are not supported (expected pinhole)")
+        size = _check_size(path, d.get("size"))
+        K = _check_K(path, f"{name}.matrix", d.get("matrix"))
+        D = _check_dist(path, f"{name}.distortions", d.get("distortions"))
+        rvec = _check_matrix(path, f"{name}.rotation", d.get("rotation"), (3,))
+        tvec = _check_matrix(path, f"{name}.translation", d.get("translation"), (3,))
+        cams.append(CameraModel(K, D, size))
+        poses.append((rvec, tvec))
+    calib = from_world_poses(cams[0], *poses[0], cams[1], *poses[1])
+    calib.meta["camera_names"] = [str(data[s].get("name", s)) for s in sections]
+    return validate(calib, path)
+
+
+def load_calibration(path: str | os.PathLike) -> StereoCalibration:
+    """Load and validate a stereo calibration (.yaml/.yml/.xml/.json OpenCV, .toml aniposelib).
+
+    Raises CalibrationError with one line naming the file and the field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(f"{path}: calibration file not found")
+    if path.stat().st_size == 0:
+        raise CalibrationError(f"{path}: calibration file is empty")
+    if path.suffix.lower() == ".toml":
+        return _load_anipose(path)
+    if path.suffix.lower() not in (".yaml", ".yml", ".xml", ".json"):
+        raise CalibrationError(f"{path}: unknown calibration format (expected .yaml, .yml, .xml, .json or .toml)")
+    return _load_opencv(path)

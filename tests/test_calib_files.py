@@ -1,0 +1,131 @@
+"""Calibration files: OpenCV FileStorage and aniposelib TOML, world poses, malformed inputs."""
+import re
+
+import cv2
+import numpy as np
+import pytest
+
+from calib import CalibrationError, from_world_poses, load_calibration, save_calibration
+from calib.rigs import make_rig
+
+
+@pytest.fixture
+def good_yaml(tmp_path):
+    return save_calibration(make_rig(), tmp_path / "rig.yaml")
+
+
+def _replace_block(text: str, name: str, new: str) -> str:
+    """Replace the YAML matrix block `name: !!opencv-matrix ...` (up to the next key) by `new`."""
+    pat = re.compile(rf"^{name}:.*?(?=^\w)", re.S | re.M)
+    assert pat.search(text), name
+    return pat.sub(new, text, count=1)
+
+
+def _mat(name, rows, cols, data):
+    vals = ", ".join(str(v) for v in data)
+    return f"{name}: !!opencv-matrix\n   rows: {rows}\n   cols: {cols}\n   dt: d\n   data: [ {vals} ]\n"
+
+
+@pytest.mark.parametrize("edit, field, what", [
+    (lambda t: _replace_block(t, "M1", ""), "M1", "missing"),
+    (lambda t: _replace_block(t, "R", _mat("R", 2, 2, [1, 0, 0, 1])), "R", "expected 3x3"),
+    (lambda t: _replace_block(t, "T", _mat("T", 3, 1, [".Nan", 0, 0])), "T", "NaN"),
+    (lambda t: _replace_block(t, "R", _mat("R", 3, 3, [1, 0.2, 0, 0, 1, 0, 0, 0, 1])), "R", "not a rotation"),
+    (lambda t: _replace_block(t, "R", _mat("R", 3, 3, [-1, 0, 0, 0, -1, 0, 0, 0, -1])), "R", "not a rotation"),
+    (lambda t: _replace_block(t, "T", _mat("T", 3, 1, [0, 0, 0])), "T", "zero baseline"),
+    (lambda t: _replace_block(t, "D2", _mat("D2", 1, 3, [0, 0, 0])), "D2", "distortion coefficients"),
+    (lambda t: _replace_block(t, "M2", _mat("M2", 3, 3, [500, 0, 320, 0, -500, 240, 0, 0, 1])), "M2",
+     "not a camera matrix"),
+    (lambda t: re.sub(r"image_width: \d+\n", "", t), "image_size", "missing"),
+    (lambda t: t.replace("image_width: 640", "image_width: -640"), "image_size", "positive integers"),
+])
+def test_malformed_opencv_file_names_the_field(good_yaml, edit, field, what):
+    text = good_yaml.read_text()
+    good_yaml.write_text(edit(text))
+    with pytest.raises(CalibrationError) as ei:
+        load_calibration(good_yaml)
+    msg = str(ei.value)
+    assert str(good_yaml) in msg and f"'{field}'" in msg and what in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.5, 0.8])
+def test_truncated_file_is_clear(good_yaml, cut):
+    text = good_yaml.read_text()
+    good_yaml.write_text(text[: int(len(text) * cut)])
+    with pytest.raises(CalibrationError) as ei:
+        load_calibration(good_yaml)
+    assert str(good_yaml) in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_missing_empty_unknown(tmp_path):
+    with pytest.raises(CalibrationError, match="not found"):
+        load_calibration(tmp_path / "none.yaml")
+    (tmp_path / "e.yaml").write_text("")
+    with pytest.raises(CalibrationError, match="empty"):
+        load_calibration(tmp_path / "e.yaml")
+    (tmp_path / "c.txt").write_text("x")
+    with pytest.raises(CalibrationError, match="unknown calibration format"):
+        load_calibration(tmp_path / "c.txt")
+    (tmp_path / "g.yaml").write_text("%YAML:1.0\n---\nM1: [1, 2\n")
+    with pytest.raises(CalibrationError, match="g.yaml"):
+        load_calibration(tmp_path / "g.yaml")
+
+
+def test_world_transform_round_trip(tmp_path):
+    rig = make_rig()
+    rvec0, tvec0 = np.array([0.3, -0.2, 0.1]), np.array([0.5, 1.0, 3.0])
+    R0, _ = cv2.Rodrigues(rvec0)
+    R1 = rig.R @ R0
+    t1 = rig.R @ tvec0 + rig.T
+    world = from_world_poses(rig.cam0, rvec0, tvec0, rig.cam1, cv2.Rodrigues(R1)[0], t1)
+    np.testing.assert_allclose(world.R, rig.R, atol=1e-12)
+    np.testing.assert_allclose(world.T, rig.T, atol=1e-12)
+    Xw = np.random.default_rng(0).normal(size=(20, 3))
+    np.testing.assert_allclose(world.to_world(world.from_world(Xw)), Xw, atol=1e-12)
+    np.testing.assert_allclose(world.from_world(Xw), Xw @ R0.T + tvec0, atol=1e-12)
+    back = load_calibration(save_calibration(world, tmp_path / "w.yaml"))
+    assert back.has_world
+    np.testing.assert_allclose(back.R_world, R0, atol=1e-12)
+    np.testing.assert_allclose(back.t_world, tvec0, atol=1e-12)
+
+
+def _anipose_text(rig, rv0, tv0, rv1, tv1, extra=""):
+    def cam(i, cm, rv, tv):
+        return (f"[cam_{i}]\nname = \"{'AB'[i]}\"\nsize = [ {cm.width}, {cm.height},]\n"
+                f"matrix = {np.asarray(cm.K).tolist()}\ndistortions = {cm.dist.tolist()}\n"
+                f"rotation = {list(map(float, rv))}\ntranslation = {list(map(float, tv))}\n\n")
+    return cam(0, rig.cam0, rv0, tv0) + cam(1, rig.cam1, rv1, tv1) + extra + \
+        "[metadata]\nadjusted = false\nerror = 0.5\n"
+
+
+def test_anipose_toml(tmp_path):
+    rig = make_rig()
+    rv0, tv0 = np.array([0.1, 0.2, -0.1]), np.array([0.2, -0.3, 2.0])
+    R0, _ = cv2.Rodrigues(rv0)
+    rv1 = cv2.Rodrigues(rig.R @ R0)[0].ravel()
+    tv1 = rig.R @ tv0 + rig.T
+    p = tmp_path / "calibration.toml"
+    p.write_text(_anipose_text(rig, rv0, tv0, rv1, tv1))
+    calib = load_calibration(p)
+    np.testing.assert_allclose(calib.R, rig.R, atol=1e-9)
+    np.testing.assert_allclose(calib.T, rig.T, atol=1e-9)
+    np.testing.assert_allclose(calib.R_world, R0, atol=1e-9)
+    assert calib.meta["camera_names"] == ["A", "B"]
+    # malformed: NaN translation, missing matrix, a third camera, bad TOML
+    bad = p.read_text().replace(f"translation = {list(map(float, tv0))}", "translation = [nan, 0.0, 1.0]")
+    p.write_text(bad)
+    with pytest.raises(CalibrationError, match=r"'cam_0.translation': contains NaN"):
+        load_calibration(p)
+    p.write_text(_anipose_text(rig, rv0, tv0, rv1, tv1).replace("matrix", "matrx", 1))
+    with pytest.raises(CalibrationError, match=r"'cam_0.matrix': missing"):
+        load_calibration(p)
+    p.write_text(_anipose_text(rig, rv0, tv0, rv1, tv1, extra="[cam_2]\nname = \"C\"\n\n"))
+    with pytest.raises(CalibrationError, match="exactly two cameras"):
+        load_calibration(p)
+    p.write_text("[cam_0\nname=")
+    with pytest.raises(CalibrationError, match="not valid TOML"):
+        load_calibration(p)
+    p.write_text(_anipose_text(rig, rv0, tv0, rv0, tv0))
+    with pytest.raises(CalibrationError, match="zero baseline"):
+        load_calibration(p)

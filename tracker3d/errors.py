@@ -1,0 +1,17 @@
+"""Errors that the CLI reports as one line (no traceback)."""
+from calib.errors import CalibrationError
+
+
+class Tracker3DError(RuntimeError):
+    """A user-facing failure of the application layer (bad option, bad input)."""
+
+
+#: Every exception type the CLI turns into a one-line message.
+USER_ERRORS: tuple[type[BaseException], ...] = (CalibrationError, Tracker3DError)
+
+
+def register_user_error(exc_type: type[BaseException]) -> None:
+    """Let a package's error type be reported as one line by the CLI."""
+    global USER_ERRORS
+    if exc_type not in USER_ERRORS:
+        USER_ERRORS = USER_ERRORS + (exc_type,)
