@@ -9,9 +9,13 @@ from typing import Optional, Sequence
 
 from . import __version__
 from . import errors
+from streams.errors import SchemaError, StreamError
+
+errors.register_user_error(StreamError)
+errors.register_user_error(SchemaError)
 
 # Subcommand modules under tracker3d.commands, in --help order.
-COMMANDS = ["calibrate"]
+COMMANDS = ["sim", "record", "replay", "calibrate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,305 @@
+"""Recordings: a folder with cam0/cam1 videos, frames.csv, calib.yaml, meta.json (and gt.csv for sims).
+
+frames.csv (header `index,t0,t1`) is flushed after each pair's images are written and flushed,
+so a recording killed mid-write stays readable up to its last complete pair. The default video
+format is a Motion-JPEG stream (`cam0.mjpg`: JPEG frames encoded by OpenCV, one after another,
+which OpenCV, ffmpeg and VLC play); the AVI/MKV codecs go through cv2.VideoWriter, whose muxer
+buffers, so a killed AVI recording may end a few pairs before its frames.csv (the reader then
+stops cleanly at the last complete pair and counts the rest). An empty t0/t1 means
+that camera gave no frame for the pair; the video then holds a black placeholder frame so that
+both videos stay frame-aligned with frames.csv.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import cv2
+import numpy as np
+
+from calib import CalibrationError, StereoCalibration, load_calibration, save_calibration
+
+from .errors import StreamError
+from .frames import FramePair
+from .pairing import PairStats, StereoSource
+
+log = logging.getLogger(__name__)
+
+FRAMES_HEADER = ["index", "t0", "t1"]
+CODECS = {"MJPEG": ".mjpg", "MJPG": ".avi", "FFV1": ".mkv", "HFYU": ".avi"}
+VIDEO_EXTS = (".mjpg", ".avi", ".mkv", ".mp4", ".mov")
+
+
+class JpegStreamSink:
+    """A Motion-JPEG elementary stream: each frame JPEG-encoded by OpenCV and flushed at once."""
+
+    def __init__(self, path: Path, quality: int = 95):
+        self.path = path
+        self._f = open(path, "wb")
+        self._params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+
+    def write(self, img: np.ndarray) -> None:
+        ok, buf = cv2.imencode(".jpg", img, self._params)
+        if not ok:
+            raise StreamError(f"{self.path}: JPEG encoding failed")
+        self._f.write(buf.tobytes())
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def release(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+class CvVideoSink:
+    """cv2.VideoWriter (its muxer buffers: flush() cannot force frames out)."""
+
+    def __init__(self, path: Path, codec: str, fps: float, size: tuple[int, int]):
+        self.path = path
+        self._w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size, True)
+        if not self._w.isOpened():
+            raise StreamError(f"{path}: OpenCV cannot write {codec} video here")
+        if codec == "MJPG":
+            self._w.set(cv2.VIDEOWRITER_PROP_QUALITY, 95)
+
+    def write(self, img: np.ndarray) -> None:
+        self._w.write(img)
+
+    def flush(self) -> None:
+        pass
+
+    def release(self) -> None:
+        self._w.release()
+
+
+class RecordingWriter:
+    """Writes FramePairs to a recording folder. Use as a context manager or call close()."""
+
+    def __init__(self, out_dir: str | os.PathLike, calib: Optional[StereoCalibration] = None, fps: float = 30.0,
+                 codec: str = "MJPEG", meta: Optional[dict] = None, overwrite: bool = False,
+                 fsync_every_s: float = 1.0):
+        self.dir = Path(out_dir)
+        if codec not in CODECS:
+            raise StreamError(f"codec {codec!r}: expected one of {', '.join(CODECS)}")
+        if self.dir.exists() and any(self.dir.iterdir()) and not overwrite:
+            raise StreamError(f"{self.dir}: folder exists and is not empty (choose another --out)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.fps = float(fps)
+        self.codec = codec
+        self.count = 0
+        self._writers: list = [None, None]
+        self._size: Optional[tuple[int, int]] = None
+        self._channels = 3
+        if calib is not None:
+            save_calibration(calib, self.dir / "calib.yaml")
+        self.meta = {"format": "tracker3d-recording@1", "fps": self.fps, "codec": codec,
+                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(meta or {})}
+        (self.dir / "meta.json").write_text(json.dumps(self.meta, indent=2))
+        self._frames = open(self.dir / "frames.csv", "w", newline="", encoding="utf-8")
+        self._frames.write(",".join(FRAMES_HEADER) + "\n")
+        self._frames.flush()
+        self._fsync_every = fsync_every_s
+        self._last_sync = time.monotonic()
+
+    def _open_writers(self, img: np.ndarray) -> None:
+        h, w = img.shape[:2]
+        self._size = (w, h)
+        for i in (0, 1):
+            path = self.dir / f"cam{i}{CODECS[self.codec]}"
+            self._writers[i] = (JpegStreamSink(path) if self.codec == "MJPEG"
+                                else CvVideoSink(path, self.codec, self.fps, (w, h)))
+
+    def _prepare(self, img: Optional[np.ndarray]) -> np.ndarray:
+        if img is None:
+            return np.zeros((self._size[1], self._size[0], 3), np.uint8)
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        if (img.shape[1], img.shape[0]) != self._size:
+            raise StreamError(f"{self.dir}: frame {img.shape[1]}x{img.shape[0]} differs from the recording's "
+                              f"{self._size[0]}x{self._size[1]}")
+        return img
+
+    def write(self, pair: FramePair) -> None:
+        first = pair.img0 if pair.img0 is not None else pair.img1
+        if first is None:
+            return
+        if self._writers[0] is None:
+            self._open_writers(first)
+        self._writers[0].write(self._prepare(pair.img0))
+        self._writers[1].write(self._prepare(pair.img1))
+        self._writers[0].flush()
+        self._writers[1].flush()
+        t0 = "" if pair.img0 is None or math.isnan(pair.t0) else f"{pair.t0:.6f}"
+        t1 = "" if pair.img1 is None or math.isnan(pair.t1) else f"{pair.t1:.6f}"
+        self._frames.write(f"{pair.index},{t0},{t1}\n")
+        self._frames.flush()
+        now = time.monotonic()
+        if now - self._last_sync >= self._fsync_every:
+            os.fsync(self._frames.fileno())
+            self._last_sync = now
+        self.count += 1
+
+    def close(self) -> None:
+        for w in self._writers:
+            if w is not None:
+                w.release()
+        if not self._frames.closed:
+            self._frames.flush()
+            os.fsync(self._frames.fileno())
+            self._frames.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _parse_time(s: str, path: Path, line: int, col: str) -> float:
+    if s == "":
+        return math.nan
+    try:
+        v = float(s)
+    except ValueError:
+        raise StreamError(f"{path}:{line}: field '{col}': expected seconds, got {s!r}") from None
+    if not math.isfinite(v):
+        raise StreamError(f"{path}:{line}: field '{col}': expected a finite time, got {s!r}")
+    return v
+
+
+def read_frames_csv(path: Path) -> list[tuple[int, float, float]]:
+    """Rows (index, t0, t1) of a frames.csv; a partial last line (a cut-off write) is ignored."""
+    if not path.is_file():
+        raise StreamError(f"{path}: missing (not a tracker3d recording?)")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StreamError(f"{path}: not UTF-8 text") from None
+    lines = text.split("\n")
+    complete, tail = lines[:-1], lines[-1]
+    if tail.strip():
+        log.warning("%s: ignoring a partial last line (recording was cut off)", path)
+    if not complete or complete[0].strip().replace(" ", "") != ",".join(FRAMES_HEADER):
+        raise StreamError(f"{path}: expected the header 'index,t0,t1'")
+    rows = []
+    last = -1
+    for n, line in enumerate(complete[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.strip().split(",")
+        if len(parts) != 3:
+            raise StreamError(f"{path}:{n}: expected 3 fields index,t0,t1, got {len(parts)}")
+        try:
+            idx = int(parts[0])
+        except ValueError:
+            raise StreamError(f"{path}:{n}: field 'index': expected an integer, got {parts[0]!r}") from None
+        if idx <= last:
+            raise StreamError(f"{path}:{n}: field 'index': {idx} does not increase (previous {last})")
+        last = idx
+        t0 = _parse_time(parts[1], path, n, "t0")
+        t1 = _parse_time(parts[2], path, n, "t1")
+        if math.isnan(t0) and math.isnan(t1):
+            raise StreamError(f"{path}:{n}: both t0 and t1 are empty")
+        rows.append((idx, t0, t1))
+    return rows
+
+
+def _find_video(d: Path, cam: str) -> Path:
+    found = sorted(p for p in d.glob(f"{cam}.*") if p.suffix.lower() in VIDEO_EXTS)
+    if not found:
+        raise StreamError(f"{d}: no {cam} video ({'/'.join(VIDEO_EXTS)})")
+    return found[0]
+
+
+class RecordingReader(StereoSource):
+    """Reads a recording folder as a lossless StereoSource, at full speed or at recorded speed.
+
+    A recording whose videos hold fewer frames than frames.csv lists ends cleanly at the last
+    complete pair; `truncated` counts the rows that could not be read.
+    """
+
+    def __init__(self, path: str | os.PathLike, realtime: bool = False, start: int = 0,
+                 stop: Optional[int] = None, require_calib: bool = False):
+        super().__init__()
+        self.dir = Path(path)
+        if not self.dir.is_dir():
+            raise StreamError(f"{self.dir}: recording folder not found")
+        self.rows = read_frames_csv(self.dir / "frames.csv")[start:stop]
+        self.meta: dict = {}
+        mp = self.dir / "meta.json"
+        if mp.is_file():
+            try:
+                self.meta = json.loads(mp.read_text(encoding="utf-8"))
+                if not isinstance(self.meta, dict):
+                    raise ValueError("not an object")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise StreamError(f"{mp}: not a JSON object ({exc})") from None
+        self.calib: Optional[StereoCalibration] = None
+        cp = self.dir / "calib.yaml"
+        if cp.is_file():
+            self.calib = load_calibration(cp)
+        elif require_calib:
+            raise StreamError(f"{cp}: missing (a recording needs its calibration; pass --calib FILE)")
+        self.video_paths = (_find_video(self.dir, "cam0"), _find_video(self.dir, "cam1"))
+        self.caps = [cv2.VideoCapture(str(p)) for p in self.video_paths]
+        for p, c in zip(self.video_paths, self.caps):
+            if not c.isOpened():
+                raise StreamError(f"{p}: cannot open the video")
+        if start:
+            for c in self.caps:
+                c.set(cv2.CAP_PROP_POS_FRAMES, start)
+        self.realtime = realtime
+        self.truncated = 0
+        self._i = 0
+        self._clock: Optional[tuple[float, float]] = None
+        if self.calib is not None:
+            self.image_size = self.calib.cam0.image_size
+        self.fps = float(self.meta.get("fps", 30.0))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read(self, timeout: Optional[float] = None) -> Optional[FramePair]:
+        if self._i >= len(self.rows):
+            return None
+        idx, t0, t1 = self.rows[self._i]
+        ok0, img0 = self.caps[0].read()
+        ok1, img1 = self.caps[1].read()
+        if not (ok0 and ok1):
+            self.truncated = len(self.rows) - self._i
+            log.warning("%s: videos end after %d of %d pairs listed in frames.csv; stopping cleanly",
+                        self.dir, self._i, len(self.rows))
+            self._i = len(self.rows)
+            return None
+        if self.image_size is not None:
+            for k, img in enumerate((img0, img1)):
+                if (img.shape[1], img.shape[0]) != tuple(self.image_size):
+                    raise StreamError(f"{self.video_paths[k]}: frames are {img.shape[1]}x{img.shape[0]} but "
+                                      f"the calibration expects {self.image_size[0]}x{self.image_size[1]}")
+        self._i += 1
+        pair = FramePair(idx, t0, t1, img0 if not math.isnan(t0) else None, img1 if not math.isnan(t1) else None)
+        if self.realtime:
+            now = time.monotonic()
+            if self._clock is None:
+                self._clock = (now, pair.t)
+            else:
+                delay = (pair.t - self._clock[1]) - (now - self._clock[0])
+                if delay > 0:
+                    time.sleep(delay)
+        self.stats.pairs += 1
+        if not math.isnan(pair.skew):
+            self.stats.skews.append(pair.skew)
+        return pair
+
+    def close(self) -> None:
+        for c in self.caps:
+            c.release()

@@ -1,0 +1,167 @@
+"""Publisher -> subscriber over real ZMQ on loopback; schema validation; bind safety."""
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from streams import SchemaError, StreamError, TrackPublisher, decode, encode, make_message, subscribe
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def track(i=1):
+    return {"id": i, "xyz": [0.1, -0.2, 2.5], "vel": [0.0, 0.1, 0.0], "cov": [[1e-4, 0, 0], [0, 1e-4, 0], [0, 0, 4e-4]],
+            "persistence": 0.9, "age_s": 1.5, "state": "tracked", "cam0": {"track": 3, "uv": [100.0, 200.0]},
+            "cam1": None}
+
+
+def wait_subscribed(pub, n=1, timeout=5.0):
+    t = time.monotonic() + timeout
+    while pub.stats.subscribers < n and time.monotonic() < t:
+        pub._drain_subscriptions()
+        time.sleep(0.01)
+    assert pub.stats.subscribers >= n
+
+
+def test_publish_subscribe_round_trip():
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    with TrackPublisher(ep) as pub, subscribe(ep, timeout=2.0) as sub:
+        wait_subscribed(pub)
+        sent = [pub.publish(frame=10 + i, t=0.5 + i / 30, tracks=[track(i + 1)], latency_ms=3.0) for i in range(5)]
+        got = [sub.recv() for _ in range(5)]
+    assert got == [json.loads(encode(m)) for m in sent]
+    assert [m["seq"] for m in got] == [0, 1, 2, 3, 4] and sub.missed == 0
+    assert got[2]["tracks"][0]["cam1"] is None
+
+
+def test_slow_subscriber_does_not_slow_publisher_and_sees_gaps():
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    n = 20000
+    with TrackPublisher(ep, hwm=50) as pub, subscribe(ep, timeout=1.0, rcvhwm=50) as slow:
+        wait_subscribed(pub)
+        done = threading.Event()
+
+        def run():
+            for i in range(n):
+                pub.publish(frame=i, t=i / 30, tracks=[track(1), track(2)])
+            done.set()
+
+        th = threading.Thread(target=run, daemon=True)
+        th.start()
+        assert done.wait(30.0), "publisher blocked on a subscriber that does not read"
+        # The subscriber stalled throughout; now it reads what is left.
+        got = []
+        while (m := slow.recv(timeout=0.5)) is not None:
+            got.append(m["seq"])
+    assert pub.stats.sent + pub.stats.dropped == n
+    assert len(got) < n and slow.missed > 0
+    assert slow.missed + len(got) <= n and got == sorted(got)
+
+
+def test_late_subscriber_and_restart_are_not_gaps():
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    with TrackPublisher(ep) as pub:
+        for i in range(50):  # nobody listens yet
+            pub.publish(frame=i, t=float(i), tracks=[])
+        with subscribe(ep, timeout=2.0) as sub:
+            first = None
+            for i in range(50, 1000):  # a late joiner starts mid-stream: not a gap
+                pub.publish(frame=i, t=float(i), tracks=[])
+                first = sub.recv(timeout=0.01)
+                if first is not None:
+                    break
+            assert first is not None and first["seq"] >= 50 and sub.missed == 0
+            last = first["seq"]
+            while (m := sub.recv(timeout=0.2)) is not None:
+                last = m["seq"]
+            pub.close()
+            time.sleep(0.2)
+            with TrackPublisher(ep) as pub2:  # restart: seq starts again at 0
+                got = None
+                for i in range(1000):
+                    pub2.publish(frame=i, t=float(i), tracks=[])
+                    got = sub.recv(timeout=0.01)
+                    if got is not None:
+                        break
+                assert got is not None and got["seq"] < last
+                assert sub.missed == 0
+
+
+def test_port_in_use_and_remote_bind():
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    with TrackPublisher(ep):
+        with pytest.raises(StreamError, match="address already in use"):
+            TrackPublisher(ep)
+    with pytest.raises(StreamError, match="not a loopback address"):
+        TrackPublisher("tcp://0.0.0.0:5999")
+    with pytest.raises(StreamError, match="expected tcp://"):
+        TrackPublisher("udp://127.0.0.1:1")
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda m: m.pop("seq"), "seq: missing"),
+    (lambda m: m.update(schema="other@2"), "schema"),
+    (lambda m: m.update(seq=-1), "seq: expected >= 0"),
+    (lambda m: m["tracks"][0].update(xyz=[1, 2]), r"tracks\[0\].xyz"),
+    (lambda m: m["tracks"][0].update(persistence=1.5), r"persistence: expected 0..1"),
+    (lambda m: m["tracks"][0].update(state="flying"), r"tracks\[0\].state"),
+    (lambda m: m["tracks"][0]["cov"].pop(), r"tracks\[0\].cov"),
+    (lambda m: m["tracks"][0].update(cam0={"track": 1, "uv": ["a", 2]}), r"cam0.uv\[0\]"),
+    (lambda m: m.update(tracks={}), "tracks: expected a list"),
+    (lambda m: m.update(t=True), "t: expected a number"),
+])
+def test_schema_errors_name_the_field(mutate, match):
+    m = make_message(1, 2, 3.0, [track()])
+    mutate(m)
+    with pytest.raises(SchemaError, match=match):
+        decode(json.dumps(m).encode())
+
+
+def test_decode_rejects_garbage():
+    for payload in (b"\xff\xfe", b"{", b"[]", b'{"t": NaN}', b"null"):
+        with pytest.raises(SchemaError):
+            decode(payload)
+    with pytest.raises(SchemaError, match="cannot encode"):
+        encode(make_message(0, 0, float("nan"), []))
+
+
+def test_malformed_messages_are_skipped_and_counted():
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(ep)
+    try:
+        with subscribe(ep, timeout=2.0) as sub:
+            time.sleep(0.3)
+            pub.send_multipart([b"tracks3d", b"not json"])
+            pub.send_multipart([b"tracks3d", encode(make_message(0, 0, 0.0, []))])
+            m = sub.recv()
+            assert m["seq"] == 0 and sub.invalid == 1
+    finally:
+        pub.close(0)
+
+
+def test_example_subscriber_runs():
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    example = Path(__file__).parents[1] / "examples" / "subscriber.py"
+    proc = subprocess.Popen([sys.executable, str(example), ep, "3"], stdout=subprocess.PIPE, text=True)
+    try:
+        with TrackPublisher(ep) as pub:
+            wait_subscribed(pub, timeout=20.0)
+            for i in range(3):
+                pub.publish(frame=i, t=i / 30, tracks=[track(7)])
+            out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert out.count("frame ") == 3 and "(7, [0.1, -0.2, 2.5])" in out
