@@ -5,23 +5,42 @@ BIN := $(VENV)/bin
 # The CPU build of torch that lies on the dev/CI machines' disk; elsewhere pip fetches it.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test install install-test install-bench bench bench-quick clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# trackeval (2D metrics) and roboflow trackers (bench peers) declare opencv-python, which would
+# install a second cv2 over opencv-contrib-python-headless; they run on ours, so --no-deps.
+EVAL_PKGS := trackeval==1.3.0
+BENCH_PKGS := trackers==2.6.1 supervision==0.31.2
+BENCH_DEPS := rich requests "pydeprecate>=0.9,<0.14" pyyaml defusedxml matplotlib pillow
+
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps $(EVAL_PKGS)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/pip install -q --no-deps $(BENCH_PKGS)
+	$(BIN)/pip install -q $(BENCH_DEPS)
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-bench: $(VENV)/.installed-bench
+
+bench: install-bench
+	$(BIN)/tracker3d bench
+
+bench-quick: install-bench
+	$(BIN)/tracker3d bench --quick
 
 demo: install
 	@echo "demo not built yet: the pipeline issue adds 'tracker3d demo'"

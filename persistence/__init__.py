@@ -2,3 +2,6 @@
 
 Imports numpy and torch only; a track is an array of rows [t, cx, cy, w, h, score, observed].
 """
+from .gate import HISTORY_COLUMNS, Gate, HitCountGate, pad_histories
+
+__all__ = ["Gate", "HISTORY_COLUMNS", "HitCountGate", "pad_histories"]

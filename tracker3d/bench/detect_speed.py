@@ -1,0 +1,39 @@
+"""Detector speed on sim frames (ms per frame, one core) with its recall, at two resolutions."""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from ..detect import make_detector
+from ..sim import SimWorld, get_scene
+
+
+def detect_speed(width: int, height: int, frames: int = 150, warmup: int = 60, objects: int = 10) -> dict:
+    cfg = get_scene("default").with_(width=width, height=height, n_objects=objects, seconds=frames / 30.0)
+    world = SimWorld(cfg, seed=7)
+    data = [world.step() for _ in range(frames)]
+    det = make_detector("bg")
+    prev = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        ms, tp, n = [], 0, 0
+        for k, (pair, gt) in enumerate(data):
+            t0 = time.perf_counter()
+            d = det.detect(pair.img0, pair.t0)
+            ms.append((time.perf_counter() - t0) * 1000)
+            if k < warmup:
+                continue
+            g = np.array([r.uv0 for r in gt if r.kind == "object" and r.vis0]).reshape(-1, 2)
+            n += len(g)
+            if len(d) and len(g):
+                D = np.linalg.norm(d.centroids[:, None] - g[None], axis=2)
+                r, c = linear_sum_assignment(D)
+                tp += int((D[r, c] < 3).sum())
+    finally:
+        cv2.setNumThreads(prev)
+    ms = np.asarray(ms[warmup:])
+    return {"resolution": f"{width}x{height}", "objects": objects, "ms_median": float(np.median(ms)),
+            "ms_p99": float(np.percentile(ms, 99)), "recall": tp / max(n, 1)}

@@ -1,0 +1,73 @@
+"""`tracker3d bench`: reproducible speed figures, always beside accuracy and the machine."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import time
+
+from ..bench.detect_speed import detect_speed
+from ..bench.machine import machine
+from ..progress import progress
+
+HELP = "benchmark detection and tracking (speed with accuracy); --quick in under a minute"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help=HELP, description=HELP)
+    p.add_argument("--quick", action="store_true", help="short scenes, no parameter sweep")
+    p.add_argument("--json", help="write all figures here as JSON")
+    p.set_defaults(func=run)
+
+
+def _have_trackers() -> bool:
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            import supervision  # noqa: F401
+            import trackers  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench import peers
+
+    t_start = time.perf_counter()
+    res: dict = {"machine": machine(), "quick": bool(args.quick)}
+    print(f"machine: {res['machine']}\n")
+
+    print("detection (background subtraction, one core, 10 objects)")
+    res["detect"] = [detect_speed(640, 480, frames=90 if args.quick else 200),
+                     detect_speed(1280, 720, frames=90 if args.quick else 200)]
+    for d in res["detect"]:
+        print(f"  {d['resolution']:>9s}: {d['ms_median']:.2f} ms median, {d['ms_p99']:.2f} ms p99, "
+              f"recall {d['recall']:.3f}")
+
+    seconds = 4.0 if args.quick else 10.0
+    scenes = ("default",) if args.quick else peers.SCENES
+    seeds = peers.REPORT_SEEDS[:1] if args.quick else peers.REPORT_SEEDS
+    if _have_trackers():
+        bt = None
+        if not args.quick:
+            tune = [s for sc in ("default", "walkers", "throws", "swarm") for sd in peers.TUNING_SEEDS
+                    for s in peers.make_streams(sc, sd, seconds=8.0)]
+            bt, bt_hota = peers.sweep_bytetrack(tune, progress=lambda it: progress(it, "ByteTrack sweep"))
+            res["bytetrack_sweep"] = {"best": bt, "tuning_hota": bt_hota, "grid": peers.BYTETRACK_SWEEP}
+            print(f"\nByteTrack sweep on tuning seeds {peers.TUNING_SEEDS}: best {bt} (HOTA {bt_hota:.3f})")
+        rows = peers.compare(scenes, seeds, seconds, bytetrack_params=bt,
+                             progress=lambda it: progress(it, "2D trackers"))
+        res["track2d"] = rows
+        print("\n2D tracking on the same detections (both cameras; HOTA/MOTA/IDF1 vs sim ground truth, "
+              "centroid similarity 1 - d/10 px; ms/frame = tracker update, median)")
+        print(peers.format_rows(rows))
+    else:
+        res["track2d"] = "skipped: roboflow trackers not installed (make install-bench)"
+        print("\n2D tracker comparison skipped: roboflow `trackers` is not installed (make install-bench)")
+    res["wall_s"] = time.perf_counter() - t_start
+    print(f"\nbench took {res['wall_s']:.0f} s")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(res, f, indent=2)
+    return 0

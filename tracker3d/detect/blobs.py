@@ -1,0 +1,51 @@
+"""Connected components of a foreground mask -> Detections with sub-pixel weighted centroids."""
+from __future__ import annotations
+
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from ..detections import Detections
+
+
+def blobs_to_detections(mask: np.ndarray, weight: Callable[[int, int, int, int], np.ndarray],
+                        full_size: tuple[int, int], scale: float, min_area: float, max_area: float,
+                        contrast_ref: float) -> Detections:
+    """Blobs of `mask` (computed at `scale` x full resolution) as full-resolution Detections.
+
+    weight(y0, y1, x0, x1): the full-resolution foreground strength (e.g. |frame - background|,
+    grey levels) in a window; centroids are its weighted centroid inside each blob's box; score =
+    mean strength of the box's strong pixels / contrast_ref, clipped to [0,1]. Areas and limits are
+    in full-resolution pixels^2.
+    """
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return Detections.empty()
+    st = stats[1:].astype(np.float64)
+    inv = 1.0 / scale
+    areas = st[:, cv2.CC_STAT_AREA] * inv * inv
+    keep = (areas >= min_area) & (areas <= max_area)
+    st, areas = st[keep], areas[keep]
+    if len(st) == 0:
+        return Detections.empty()
+    W, H = full_size
+    x0 = np.clip(np.floor(st[:, 0] * inv) - 1, 0, W - 1).astype(int)
+    y0 = np.clip(np.floor(st[:, 1] * inv) - 1, 0, H - 1).astype(int)
+    x1 = np.clip(np.ceil((st[:, 0] + st[:, 2]) * inv) + 1, 1, W).astype(int)
+    y1 = np.clip(np.ceil((st[:, 1] + st[:, 3]) * inv) + 1, 1, H).astype(int)
+    cents = np.empty((len(st), 2))
+    scores = np.empty(len(st))
+    for i in range(len(st)):
+        win = weight(y0[i], y1[i], x0[i], x1[i])
+        thr = 0.25 * float(win.max())
+        win = np.where(win > thr, win - thr, 0.0)
+        m = cv2.moments(win)
+        if m["m00"] > 0:
+            cents[i] = (x0[i] + m["m10"] / m["m00"], y0[i] + m["m01"] / m["m00"])
+            scores[i] = (m["m00"] / max(np.count_nonzero(win), 1) + thr) / contrast_ref
+        else:
+            cents[i] = ((x0[i] + x1[i] - 1) / 2, (y0[i] + y1[i] - 1) / 2)
+            scores[i] = 0.0
+    boxes = np.column_stack([x0, y0, x1, y1]).astype(np.float64)
+    return Detections(boxes, cents, np.clip(scores, 0.0, 1.0), areas)

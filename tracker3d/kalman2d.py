@@ -1,0 +1,103 @@
+"""Constant-velocity Kalman filter for many image-space boxes at once (batched numpy).
+
+State per track: [cx, cy, w, h, vcx, vcy, vw, vh] (pixels, pixels/s); measurement [cx, cy, w, h].
+Process noise is white acceleration (pixels/s^2) integrated over dt seconds. These are the
+equations of filterpy's KalmanFilter (predict: x = F x, P = F P F' + Q; update: S = H P H' + R,
+K = P H' S^-1, x += K y, P = (I - K H) P). With this F, Q, H and a diagonal R, the four
+coordinates never mix, so P is kept as four 2x2 blocks [[pp, pv], [pv, vv]] per track and every
+step is a handful of elementwise array operations for all tracks at once (tests/test_track2d.py
+checks it against filterpy's full 8x8 filter).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+DIM_X, DIM_Z = 8, 4
+
+
+class BatchedKalman:
+    """N independent constant-velocity filters sharing the noise model."""
+
+    def __init__(self, accel_std: float = 500.0, size_accel_std: float = 100.0, meas_std: float = 1.0,
+                 size_meas_std: float = 2.0, init_vel_std: float = 300.0, init_size_vel_std: float = 20.0):
+        self.q = np.array([accel_std, accel_std, size_accel_std, size_accel_std], dtype=np.float64) ** 2
+        self.r = np.array([meas_std, meas_std, size_meas_std, size_meas_std], dtype=np.float64) ** 2
+        self.v0 = np.array([init_vel_std, init_vel_std, init_size_vel_std, init_size_vel_std]) ** 2
+        self.x = np.zeros((0, DIM_X))
+        self.pp = np.zeros((0, 4))  # var(position-like coordinate)
+        self.pv = np.zeros((0, 4))  # cov(coordinate, its rate)
+        self.vv = np.zeros((0, 4))  # var(rate)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def R(self) -> np.ndarray:
+        return np.diag(self.r)
+
+    @property
+    def P(self) -> np.ndarray:
+        """Full (N,8,8) covariances (for inspection and tests)."""
+        n = len(self.x)
+        P = np.zeros((n, DIM_X, DIM_X))
+        i = np.arange(4)
+        P[:, i, i] = self.pp
+        P[:, i, i + 4] = P[:, i + 4, i] = self.pv
+        P[:, i + 4, i + 4] = self.vv
+        return P
+
+    def add(self, z: np.ndarray) -> None:
+        """Start filters at measurements z (M,4) with zero velocity."""
+        z = np.asarray(z, dtype=np.float64).reshape(-1, 4)
+        m = len(z)
+        self.x = np.vstack([self.x, np.hstack([z, np.zeros_like(z)])])
+        self.pp = np.vstack([self.pp, np.broadcast_to(self.r, (m, 4))])
+        self.pv = np.vstack([self.pv, np.zeros((m, 4))])
+        self.vv = np.vstack([self.vv, np.broadcast_to(self.v0, (m, 4))])
+
+    def keep(self, mask: np.ndarray) -> None:
+        self.x, self.pp, self.pv, self.vv = self.x[mask], self.pp[mask], self.pv[mask], self.vv[mask]
+
+    def predict(self, dt: float) -> None:
+        if dt <= 0 or len(self.x) == 0:
+            return
+        q = self.q
+        self.x[:, :4] += self.x[:, 4:] * dt
+        self.pp += 2 * dt * self.pv + dt * dt * self.vv + q * (dt ** 4 / 4)
+        self.pv += dt * self.vv + q * (dt ** 3 / 2)
+        self.vv += q * (dt * dt)
+
+    def innovation_var(self) -> np.ndarray:
+        """Diagonal of S = H P H' + R, (N,4)."""
+        return self.pp + self.r
+
+    def update_masked(self, mask: np.ndarray, z: np.ndarray, r: np.ndarray | None = None) -> None:
+        """Correct the tracks where mask is True with z (N,4) (rows of other tracks are ignored);
+        r (N,4) overrides the measurement variances per track. Computed for all rows at once:
+        cheaper than indexing when most tracks are matched."""
+        if not mask.any():
+            return
+        s = self.pp + (self.r if r is None else r)
+        m = mask[:, None]
+        kp = np.where(m, self.pp / s, 0.0)
+        kv = np.where(m, self.pv / s, 0.0)
+        y = z - self.x[:, :4]
+        self.x[:, :4] += kp * y
+        self.x[:, 4:] += kv * y
+        self.vv -= kv * self.pv
+        self.pv *= 1 - kp
+        self.pp *= 1 - kp
+
+    def update(self, idx: np.ndarray, z: np.ndarray) -> None:
+        """Correct tracks idx with measurements z (len(idx), 4)."""
+        if len(idx) == 0:
+            return
+        pp, pv, vv = self.pp[idx], self.pv[idx], self.vv[idx]
+        s = pp + self.r
+        kp, kv = pp / s, pv / s
+        y = np.asarray(z, dtype=np.float64) - self.x[idx, :4]
+        self.x[idx, :4] += kp * y
+        self.x[idx, 4:] += kv * y
+        self.pp[idx] = (1 - kp) * pp
+        self.pv[idx] = (1 - kp) * pv
+        self.vv[idx] = vv - kv * pv

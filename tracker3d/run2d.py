@@ -1,0 +1,53 @@
+"""Detector + tracker over one camera's frames; MOT rows out."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+
+from .detect import Detector
+from .detections import Detections
+from .track2d import ByteTracker
+
+
+@dataclass
+class Run2D:
+    rows: list[tuple] = field(default_factory=list)  # MOT rows (frame 1-based, id, x, y, w, h, conf)
+    points: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # frame0 -> (ids, centroids)
+    detect_ms: list[float] = field(default_factory=list)
+    track_ms: list[float] = field(default_factory=list)
+    detections: dict[int, Detections] = field(default_factory=dict)
+
+
+def record_frame(out: Run2D, frame0: int, tracker: ByteTracker) -> None:
+    """Append the tracker's reported tracks for 0-based frame `frame0` to `out`."""
+    rep = tracker.reported_mask()
+    ids = tracker.ids[rep]
+    meas = tracker.measured()[rep]
+    out.points[frame0] = (ids, meas[:, :2])
+    for tid, (cx, cy, w, h), s in zip(ids, meas, tracker.gate_score[rep]):
+        out.rows.append((frame0 + 1, int(tid), cx - w / 2, cy - h / 2, w, h, float(s)))
+
+
+def run_2d(frames: Iterable[tuple[int, float, Optional[np.ndarray]]], detector: Detector, tracker: ByteTracker,
+           keep_detections: bool = False, progress: Optional[Callable] = None) -> Run2D:
+    """frames: (frame index 0-based, t seconds, image or None for a missing frame)."""
+    out = Run2D()
+    it = progress(frames) if progress else frames
+    for k, t, img in it:
+        if img is None:
+            dets = Detections.empty()
+            out.detect_ms.append(0.0)
+        else:
+            t0 = time.perf_counter()
+            dets = detector.detect(img, t)
+            out.detect_ms.append((time.perf_counter() - t0) * 1000)
+        if keep_detections:
+            out.detections[k] = dets
+        t0 = time.perf_counter()
+        tracker.update(dets, t)
+        out.track_ms.append((time.perf_counter() - t0) * 1000)
+        record_frame(out, k, tracker)
+    return out
