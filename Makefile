@@ -43,7 +43,7 @@ bench-quick: install-bench
 	$(BIN)/tracker3d bench --quick
 
 demo: install
-	@echo "demo not built yet: the pipeline issue adds 'tracker3d demo'"
+	$(BIN)/tracker3d demo
 
 test: install-test
 	$(BIN)/python -m pytest -q

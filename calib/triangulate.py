@@ -97,6 +97,7 @@ def triangulate(
     refine: bool = True,
     min_parallax_deg: float = 0.05,
     iterations: int = 5,
+    covariance: bool = True,
 ) -> Triangulation:
     """Triangulate matches uv0[i] <-> uv1[i] (distorted pixels, Nx2 each).
 
@@ -105,7 +106,8 @@ def triangulate(
     point for isotropic noise in the distorted image. The covariance is (J^T W J)^-1 with J the
     Jacobian of both projections at the solution and W that noise's inverse (first order);
     pixel_sigma is the pixel noise standard deviation (scalar or per point). Points behind either
-    camera or seen along near-parallel rays are flagged and returned as NaN.
+    camera or seen along near-parallel rays are flagged and returned as NaN. covariance=False
+    (with refine=False) skips the noise model: a quicker check of where matches land.
     """
     uv0 = np.asarray(uv0, dtype=np.float64).reshape(-1, 2)
     uv1 = np.asarray(uv1, dtype=np.float64).reshape(-1, 2)
@@ -138,8 +140,9 @@ def triangulate(
     u1 = n1 @ K1[:2, :2].T + K1[:2, 2]
 
     # Whitening: pixel noise sigma in the distorted image becomes sigma * A A^T in ideal pixels.
-    W0 = np.linalg.inv(_undistort_jacobian(calib.cam0, uv0[idx])) / sig[idx, None, None]
-    W1 = np.linalg.inv(_undistort_jacobian(calib.cam1, uv1[idx])) / sig[idx, None, None]
+    need_w = refine or covariance
+    W0 = np.linalg.inv(_undistort_jacobian(calib.cam0, uv0[idx])) / sig[idx, None, None] if need_w else None
+    W1 = np.linalg.inv(_undistort_jacobian(calib.cam1, uv1[idx])) / sig[idx, None, None] if need_w else None
 
     z0 = X[:, 2]
     z1 = (X @ R.T + T)[:, 2]
@@ -152,7 +155,7 @@ def triangulate(
             Jtr = np.einsum("nki,nk->ni", J, r)
             step = np.linalg.solve(JtJ + 1e-12 * np.eye(3), -Jtr[..., None])[..., 0]
             Xr = Xr + step
-            if np.max(np.abs(step)) < 1e-12 * max(1.0, float(np.max(np.abs(Xr)))):
+            if np.max(np.abs(step)) < 1e-9 * max(1.0, float(np.max(np.abs(Xr)))):
                 break
         X[ok] = Xr
         z0 = X[:, 2]
@@ -173,8 +176,9 @@ def triangulate(
     if np.any(good):
         gi = idx[good]
         Xg = X[good]
-        _, J = _residual_and_jacobian(Xg, u0[good], u1[good], K0, K1, R, T, W0[good], W1[good])
-        cov[gi] = np.linalg.inv(np.einsum("nki,nkj->nij", J, J))
+        if covariance:
+            _, J = _residual_and_jacobian(Xg, u0[good], u1[good], K0, K1, R, T, W0[good], W1[good])
+            cov[gi] = np.linalg.inv(np.einsum("nki,nkj->nij", J, J))
         xyz[gi] = Xg
         p0, p1 = calib.project(Xg)
         e = np.concatenate([p0 - uv0[gi], p1 - uv1[gi]], axis=1)

@@ -28,6 +28,7 @@ class FramePair:
     t1: float
     img0: Optional[np.ndarray]
     img1: Optional[np.ndarray]
+    wall: float = float("nan")  # wall-clock time (time.time()) the pair was captured, for latency
 
     @property
     def t(self) -> float:

@@ -210,7 +210,7 @@ class LiveStereoSource(StereoSource):
             with self._cond:
                 if self._latest is not None and self._latest.index != self._taken:
                     self.stats.overwritten += 1
-                self._latest = FramePair(self._index, t0, t1, img0, img1)
+                self._latest = FramePair(self._index, t0, t1, img0, img1, wall=min(x for x in (t0, t1) if x == x))
                 if self.image_size is None:
                     img = img0 if img0 is not None else img1
                     self.image_size = (img.shape[1], img.shape[0])

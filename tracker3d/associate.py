@@ -17,7 +17,6 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from calib import StereoCalibration
-from calib.epipolar import sampson_distance_matrix
 from calib.triangulate import triangulate
 
 from .track2d import ByteTracker
@@ -26,10 +25,12 @@ from .track2d import ByteTracker
 @dataclass
 class AssociationConfig:
     window_s: float = 0.4  # seconds of history used as evidence
-    gate_px: float = 2.5  # mean Sampson distance accepted (undistorted pixels)
+    gate_px: float = 1.5  # mean Sampson distance accepted (undistorted pixels)
+    min_common: int = 3  # a new pair needs this many rows where both tracks observed the object
     keep_factor: float = 0.5  # last frame's pairs cost this much less
     keep_cost: float = 0.9  # cost of an existing pair with no fresh evidence (both tracks alive)
     max_depth: float = 200.0  # candidate pairs triangulating beyond this (metres) are rejected
+    max_size_ratio: float = 2.0  # the two views' blob sizes (sqrt of box area) differ at most this much
 
 
 class StereoAssociator:
@@ -58,24 +59,24 @@ class StereoAssociator:
         uv0, t0, ob0 = self._window(trk0, idx0, W)
         uv1, t1, ob1 = self._window(trk1, idx1, W)
         # Camera 1's rows moved to camera 0's capture times (rows align: one per pair).
-        shift = np.nanmedian(np.where(ob0[:1].any() and True, t0[0:1], np.nan)) if False else None
         dt = (np.nanmedian(t0, axis=0) - np.nanmedian(t1, axis=0))  # (W,) per-row shutter offset
         dt = np.where(np.isfinite(dt), dt, 0.0)
         uv1 = uv1 + trk1.kf.x[idx1, None, 4:6] * dt[None, :, None]
         u0 = self.calib.cam0.undistort_points(uv0.reshape(-1, 2)).reshape(n0, W, 2)
         u1 = self.calib.cam1.undistort_points(uv1.reshape(-1, 2)).reshape(n1, W, 2)
-        total = np.zeros((n0, n1))
-        count = np.zeros((n0, n1))
         F = self.calib.F
-        for k in range(W):
-            both = ob0[:, k, None] & ob1[None, :, k]
-            if not both.any():
-                continue
-            d = sampson_distance_matrix(F, u0[:, k], u1[:, k])
-            total += np.where(both, d, 0.0)
-            count += both
+        x0 = np.concatenate([u0, np.ones((n0, W, 1))], axis=2)
+        x1 = np.concatenate([u1, np.ones((n1, W, 1))], axis=2)
+        Fx0 = x0 @ F.T  # (n0,W,3) epipolar lines in image 1
+        Ftx1 = x1 @ F  # (n1,W,3) epipolar lines in image 0
+        num = np.abs(np.einsum("bwk,awk->abw", x1, Fx0))  # (n0,n1,W)
+        den = (Fx0[:, None, :, 0] ** 2 + Fx0[:, None, :, 1] ** 2) + (Ftx1[None, :, :, 0] ** 2 + Ftx1[None, :, :, 1] ** 2)
+        both = ob0[:, None, :] & ob1[None, :, :]
+        d = np.where(both, num / np.sqrt(np.maximum(den, 1e-300)), 0.0)
+        count = both.sum(axis=2)
+        self.last_count = count
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(count > 0, total / count, np.inf)
+            return np.where(count > 0, d.sum(axis=2) / count, np.inf)
 
     def associate(self, trk0: ByteTracker, idx0: np.ndarray, trk1: ByteTracker, idx1: np.ndarray,
                   t_now: float, dt_frame: float) -> list[tuple[int, int, float]]:
@@ -83,17 +84,25 @@ class StereoAssociator:
         c = self.cfg
         sam = self.cost_matrix(trk0, idx0, trk1, idx1, t_now, dt_frame)
         cost = sam / c.gate_px
+        if len(idx0) and len(idx1):
+            cost[self.last_count < c.min_common] = np.inf  # not enough joint evidence yet
         ids0, ids1 = trk0.ids[idx0], trk1.ids[idx1]
         col_of = {int(v): j for j, v in enumerate(ids1)}
         for i, a in enumerate(ids0):
             j = col_of.get(self.pairs.get(int(a), -1))
             if j is not None:
                 cost[i, j] = cost[i, j] * c.keep_factor if np.isfinite(cost[i, j]) else c.keep_cost
+        # The same object has about the same size in both views (depth >> baseline).
+        m0, m1 = trk0.measured(), trk1.measured()
+        s0 = np.sqrt(np.maximum(m0[idx0, 2] * m0[idx0, 3], 1e-6))
+        s1 = np.sqrt(np.maximum(m1[idx1, 2] * m1[idx1, 3], 1e-6))
+        ratio = s0[:, None] / s1[None, :]
+        cost[(ratio > c.max_size_ratio) | (ratio < 1.0 / c.max_size_ratio)] = np.inf
         feasible = cost < 1.0
         # Reject candidates that triangulate behind a camera or absurdly far (latest positions).
         r, q = np.nonzero(feasible)
         if len(r):
-            tri = triangulate(self.calib, trk0.measured()[idx0[r], :2], trk1.measured()[idx1[q], :2], refine=False)
+            tri = triangulate(self.calib, m0[idx0[r], :2], m1[idx1[q], :2], refine=False, covariance=False)
             bad = ~tri.valid | (tri.xyz[:, 2] > c.max_depth)
             cost[r[bad], q[bad]] = np.inf
             feasible[r[bad], q[bad]] = False

@@ -15,7 +15,7 @@ errors.register_user_error(StreamError)
 errors.register_user_error(SchemaError)
 
 # Subcommand modules under tracker3d.commands, in --help order.
-COMMANDS = ["sim", "record", "replay", "track2d", "eval", "calibrate", "bench"]
+COMMANDS = ["demo", "live", "replay", "record", "calibrate", "sim", "eval", "track2d", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

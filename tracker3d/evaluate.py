@@ -1,42 +1,87 @@
-"""Evaluation of whole recordings against their ground truth (gt.csv)."""
+"""Evaluation of whole runs against ground truth (a sim recording's gt.csv, or a live sim)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
-from persistence import HitCountGate
 from streams import RecordingReader, StreamError
 
-from .detect import make_detector
 from .eval2d import FrameObjects, evaluate_2d, sim_gt_frames
-from .progress import progress
-from .run2d import run_2d
+from .eval3d import FrameTracks, evaluate_3d
+from .pipeline import PipelineConfig, StereoPipeline, run
+from .progress import bar
 from .sim import read_gt
-from .track2d import ByteTracker
 
-CENTROID_DIST_PX = 10.0  # similarity 1 - d/10 px: CLEAR/ID match within 5 px
+CENTROID_DIST_PX = 10.0  # 2D: similarity 1 - d/10 px, CLEAR/ID match within 5 px
 
 
-def evaluate_recording_2d(path: str, detector: str = "bg", min_hits: int = 3) -> dict[str, dict]:
-    """Detect and track each camera of a sim recording; metrics per camera vs gt.csv."""
+class Collector:
+    """Keeps what evaluation needs from each processed pair: 3D tracks in camera 0's frame (with
+    the raw triangulation and the pixels behind them) and each camera's reported 2D tracks."""
+
+    def __init__(self, pipeline: StereoPipeline):
+        self.pipe = pipeline
+        self.frames3d: dict[int, FrameTracks] = {}
+        self.frames2d: tuple[dict, dict] = ({}, {})
+
+    def __call__(self, f3) -> None:
+        rep = self.pipe.tracker3d.reported()
+        ids = np.array([tr.id for tr in rep], int)
+        nan2 = [np.nan, np.nan]
+        self.frames3d[f3.index] = FrameTracks(
+            ids, np.array([tr.xyz for tr in rep]).reshape(-1, 3),
+            np.array([f3.raw.get(int(i), [np.nan] * 3) for i in ids]).reshape(-1, 3),
+            uv0=np.array([tr.uv0 if tr.uv0 is not None else nan2 for tr in rep]).reshape(-1, 2),
+            uv1=np.array([tr.uv1 if tr.uv1 is not None else nan2 for tr in rep]).reshape(-1, 2))
+        for c, trk in enumerate(self.pipe.trackers):
+            m = trk.reported_mask()
+            self.frames2d[c][f3.index] = FrameObjects(trk.ids[m], points=trk.measured()[m, :2])
+
+    def add_smoothing(self, smoothed: dict) -> None:
+        for f, ft in self.frames3d.items():
+            ft.smooth = np.array([smoothed[(int(i), f)][0][:3] if (int(i), f) in smoothed else [np.nan] * 3
+                                  for i in ft.ids]).reshape(-1, 3)
+
+    def evaluate(self, gt: dict[str, np.ndarray], fps: float, skip_s: float) -> dict:
+        res = {"3d": evaluate_3d(self.frames3d, gt, self.pipe.calib, fps, skip_s=skip_s)}
+        first = int(round(skip_s * fps))
+        for c in (0, 1):
+            frames = sorted(f for f in self.frames2d[c] if f >= first)
+            res[f"2d_cam{c}"] = evaluate_2d(sim_gt_frames(gt, c), self.frames2d[c], frames=frames, kind="centroid",
+                                            dist_px=CENTROID_DIST_PX)
+        return res
+
+
+def warmup_s(config: PipelineConfig, fps: float) -> float:
+    """Seconds at the start in which the detector learns its background and reports nothing."""
+    if config.detector in ("bg", "mog2", "knn"):
+        from .detect.background import BackgroundSubtractionDetector
+
+        return BackgroundSubtractionDetector().warmup_frames / fps
+    return 0.0
+
+
+def evaluate_recording(path: str, config: Optional[PipelineConfig] = None, gate=None,
+                       show_progress: bool = True) -> dict:
+    """Run the pipeline over a sim recording (lossless) and score it against its gt.csv."""
     rec_dir = Path(path)
     gt = read_gt(rec_dir / "gt.csv")
-    out = {}
-    for cam in (0, 1):
-        rec = RecordingReader(rec_dir)
-        size = rec.calib.cam0.image_size if rec.calib else None
-        frames = ((p.index, p.t0 if cam == 0 else p.t1, p.img0 if cam == 0 else p.img1) for p in rec)
-        run = run_2d(frames, make_detector(detector), ByteTracker(gate=HitCountGate(min_hits, 1.0), image_size=size),
-                     progress=lambda it: progress(it, f"cam{cam}", total=len(rec), unit="pair"))
+    rec = RecordingReader(rec_dir, require_calib=True)
+    config = config or PipelineConfig()
+    pipe = StereoPipeline(rec.calib, config, gate=gate, keep_log=True)
+    col = Collector(pipe)
+    prog = bar("eval", total=len(rec), unit="pair") if show_progress else None
+    try:
+        stats = run(rec, pipe, on_frame=col, progress=prog)
+    finally:
         rec.close()
-        tracks = {f: FrameObjects(ids, points=pts) for f, (ids, pts) in run.points.items()}
-        m = evaluate_2d(sim_gt_frames(gt, cam), tracks, frames=sorted(run.points), kind="centroid",
-                        dist_px=CENTROID_DIST_PX)
-        m["detect_ms"] = float(np.median(run.detect_ms))
-        m["track_ms"] = float(np.median(run.track_ms))
-        out[f"cam{cam}"] = m
-    return out
+        pipe.close()
+    col.add_smoothing(pipe.smoothed_states())
+    res = col.evaluate(gt, rec.fps, warmup_s(config, rec.fps))
+    res["run"] = stats.summary()
+    return res
 
 
 def format_table(rows: dict[str, dict], cols=("HOTA", "DetA", "AssA", "MOTA", "IDF1", "IDSW", "FP", "FN")) -> str:

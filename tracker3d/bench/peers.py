@@ -129,8 +129,12 @@ BYTETRACK_SWEEP = {
 }
 
 
+WARMUP_FRAMES = 60  # the detector learns its background first and reports nothing
+
+
 def _score(gt, out, frames) -> dict:
-    return evaluate_2d(gt, out, frames=frames, kind="centroid", dist_px=10.0)
+    """Metrics over the frames after the detector's warm-up (same for every tracker)."""
+    return evaluate_2d(gt, out, frames=[f for f in frames if f >= WARMUP_FRAMES], kind="centroid", dist_px=10.0)
 
 
 def sweep_bytetrack(streams: list[Stream], progress: Optional[Callable] = None) -> tuple[dict, float]:

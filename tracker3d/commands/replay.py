@@ -1,14 +1,20 @@
-"""`tracker3d replay`: read a recording back (lossless), at full or recorded speed."""
+"""`tracker3d replay`: the stereo pipeline over a recording (lossless), at full or recorded speed."""
 from __future__ import annotations
 
 import argparse
-import time
 
-from streams import RecordingReader
+import numpy as np
 
-from ..progress import progress
+from calib import load_calibration
+from streams import RecordingReader, TrackPublisher
+from streams.publisher import DEFAULT_ENDPOINT
 
-HELP = "replay a recording folder"
+from ..outputs import JsonlWriter
+from ..pipeline import StereoPipeline, run as run_pipeline
+from ..progress import bar
+from .common import add_pipeline_args, format_summary, pipeline_from_args
+
+HELP = "track a recording folder in 3D (lossless; --smooth for offline RTS smoothing)"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,17 +23,58 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     speed = p.add_mutually_exclusive_group()
     speed.add_argument("--fast", action="store_true", help="as fast as possible (default)")
     speed.add_argument("--realtime", action="store_true", help="at the recorded speed")
+    p.add_argument("--calib", help="calibration file (default: the recording's calib.yaml)")
+    p.add_argument("--smooth", action="store_true", help="RTS-smooth every 3D track (written to --out at the end)")
+    p.add_argument("--out", help="write the tracks3d messages here (.jsonl)")
+    p.add_argument("--publish", nargs="?", const=DEFAULT_ENDPOINT, metavar="ENDPOINT",
+                   help=f"also publish on ZMQ (default endpoint {DEFAULT_ENDPOINT})")
+    p.add_argument("--allow-remote", action="store_true", help="allow --publish on a non-loopback address")
+    add_pipeline_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    rec = RecordingReader(args.dir, realtime=args.realtime)
-    t = time.perf_counter()
-    n = 0
-    with rec:
-        for _ in progress(rec, "replay", total=len(rec), unit="pair"):
-            n += 1
-    dt = max(time.perf_counter() - t, 1e-9)
-    extra = f"; {rec.truncated} listed pairs missing from the videos" if rec.truncated else ""
-    print(f"{args.dir}: {n} pairs in {dt:.2f}s ({n / dt:.0f} pairs/s){extra}")
+    rec = RecordingReader(args.dir, realtime=args.realtime, require_calib=not args.calib)
+    calib = load_calibration(args.calib) if args.calib else rec.calib
+    config, gate = pipeline_from_args(args)
+    pipe = StereoPipeline(calib, config, gate=gate, keep_log=args.smooth)
+    pub = TrackPublisher(args.publish, allow_remote=args.allow_remote, frame_id=pipe.frame_id) if args.publish \
+        else None
+    frames: list = []
+    out = JsonlWriter(args.out, pipe.frame_id) if args.out and not args.smooth else None
+    try:
+        def on_frame(f3):
+            if out is not None:
+                out.write(f3.index, f3.t, f3.tracks)
+            elif args.smooth:
+                frames.append(f3)
+
+        stats = run_pipeline(rec, pipe, publisher=pub, on_frame=on_frame,
+                             progress=bar("replay", total=len(rec), unit="pair"))
+    finally:
+        rec.close()
+        pipe.close()
+        if pub is not None:
+            pub.close()
+        if out is not None:
+            out.close()
+    if args.smooth:
+        smoothed = pipe.smoothed_states()
+        if args.out:
+            with JsonlWriter(args.out, pipe.frame_id) as w:
+                for f3 in frames:
+                    for tr in f3.tracks:
+                        s = smoothed.get((tr["id"], f3.index))
+                        if s is not None:
+                            xyz, vel, cov = pipe.to_output_frame(s[0][:3], s[0][3:6], s[1][:3, :3])
+                            tr["xyz"] = [round(float(v), 5) for v in xyz]
+                            tr["vel"] = [round(float(v), 4) for v in vel]
+                            tr["cov"] = [[float(f"{v:.6g}") for v in row] for row in cov]
+                    w.write(f3.index, f3.t, f3.tracks)
+    summary = stats.summary(rec.stats.as_dict(), pub)
+    print(format_summary(summary))
+    if rec.truncated:
+        print(f"{rec.truncated} listed pairs missing from the videos (recording cut off)")
+    if args.out:
+        print(f"wrote {args.out}" + (" (RTS-smoothed)" if args.smooth else ""))
     return 0

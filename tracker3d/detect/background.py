@@ -25,7 +25,7 @@ class BackgroundSubtractionDetector:
     """
 
     def __init__(self, method: str = "mog2", scale: float = 0.5, min_area: float = 6.0, max_area: float = 40000.0,
-                 learning_rate: float = 0.002, warmup_frames: int = 20, history: int = 500, var_threshold: float = 16.0,
+                 learning_rate: float = 0.002, warmup_frames: int = 60, history: int = 500, var_threshold: float = 16.0,
                  contrast_ref: float = 40.0, open_kernel: int = 3, bg_alpha: float = 0.004):
         if method not in ("mog2", "knn"):
             raise Tracker3DError(f"method {method!r}: expected mog2 or knn")
@@ -40,16 +40,32 @@ class BackgroundSubtractionDetector:
         self.contrast_ref = float(contrast_ref)
         self.bg_alpha = float(bg_alpha)
         self.warmup_frames = int(warmup_frames)
-        if method == "mog2":
-            self.sub = cv2.createBackgroundSubtractorMOG2(history=history, varThreshold=var_threshold,
-                                                          detectShadows=True)
-        else:
-            self.sub = cv2.createBackgroundSubtractorKNN(history=history, detectShadows=True)
+        self._make_sub = (lambda: cv2.createBackgroundSubtractorMOG2(history=history, varThreshold=var_threshold,
+                                                                     detectShadows=True)) if method == "mog2" \
+            else (lambda: cv2.createBackgroundSubtractorKNN(history=history, detectShadows=True))
+        self.sub = self._make_sub()
+        self._warm: list[tuple[np.ndarray, np.ndarray]] = []  # (small, full) frames of the warm-up
         self.kernel = (cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (open_kernel, open_kernel))
                        if open_kernel > 1 else None)
         self._bg: np.ndarray | None = None
         self._size: tuple[int, int] | None = None
         self._frames = 0
+
+    def _restart_from_median(self) -> None:
+        """Objects present from the first frame were learned into the background during the
+        warm-up (and would leave 'ghosts' when they move): rebuild the background from the
+        per-pixel median of the warm-up frames, in which moving objects do not survive."""
+        stack = np.stack([w[0] for w in self._warm])
+        small = np.median(stack, axis=0).astype(np.uint8)
+        full = np.median(np.stack([w[1] for w in self._warm]), axis=0).astype(np.float32)
+        self._warm = []
+        self.sub = self._make_sub()
+        # Re-learn from the warm-up frames with whatever moved replaced by the median, so the
+        # model keeps the real sensor noise but none of the objects.
+        for i, f in enumerate(stack):
+            moved = cv2.absdiff(f, small) > 25
+            self.sub.apply(np.where(moved, small, f), learningRate=1.0 / (i + 1))
+        self._bg = full
 
     def detect(self, image: np.ndarray, t: float) -> Detections:
         check_image(image, self._size)
@@ -61,6 +77,10 @@ class BackgroundSubtractionDetector:
                                                          interpolation=cv2.INTER_AREA)
         self._frames += 1
         warm = self._frames <= self.warmup_frames
+        if warm and self._frames % 4 == 1:
+            self._warm.append((small, src))
+        if self._frames == self.warmup_frames and self._warm:
+            self._restart_from_median()
         fg = self.sub.apply(small, learningRate=1.0 / self._frames if warm else self.learning_rate)
         mask = cv2.threshold(fg, 200, 255, cv2.THRESH_BINARY)[1]  # drop shadows (127)
         if self.kernel is not None:
@@ -77,7 +97,9 @@ class BackgroundSubtractionDetector:
                                                               interpolation=cv2.INTER_NEAREST)
         still = cv2.bitwise_not(cv2.dilate(full_mask, None, iterations=2))
         alpha = 1.0 / self._frames if warm else self.bg_alpha
-        dets = blobs_to_detections(mask, weight, self._size, self.scale, self.min_area, self.max_area,
+        if warm or self._frames % 2 == 0:  # every other frame, at twice the rate, after the warm-up
+            cv2.accumulateWeighted(src, self._bg, alpha if warm else min(1.0, 2 * alpha), mask=still)
+        if warm:  # no background yet: anything reported now would be a ghost later
+            return Detections.empty()
+        return blobs_to_detections(mask, weight, self._size, self.scale, self.min_area, self.max_area,
                                    self.contrast_ref)
-        cv2.accumulateWeighted(src, self._bg, alpha, mask=still)
-        return dets

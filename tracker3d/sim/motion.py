@@ -93,7 +93,8 @@ def advance(obj: SimObject, dt: float, rng: np.random.Generator) -> None:
 
 
 def gone(obj: SimObject, cfg: SceneConfig) -> bool:
-    """True when the object has left the world's volume for good."""
+    """True when the object has left the world's volume (the world also checks that no camera
+    still sees it before removing it)."""
     (x0, x1), (y0, y1), (z0, z1) = cfg.volume_x, cfg.volume_y, cfg.volume_z
     m = 0.5
     if obj.motion == "ballistic":

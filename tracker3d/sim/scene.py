@@ -35,6 +35,8 @@ class SceneConfig:
     flash_rate: float = 1.0  # brief flashes per second (1-3 frames each)
     flash_3d_fraction: float = 0.5  # share of flashes that exist in 3D (seen by both cameras)
     clutter_count: int = 3  # static blinking spots
+    clutter_on_frames: tuple[int, int] = (1, 2)  # each blink lasts this many frames (inclusive range)
+    clutter_off_frames: tuple[int, int] = (5, 40)
     noise_track_rate: float = 0.5  # short noise tracks per second (one camera only)
     # Rig faults.
     time_offset: float = 0.0  # camera 1 captures this many seconds after camera 0
@@ -63,7 +65,7 @@ SCENES: dict[str, SceneConfig] = {
                          radius=(0.015, 0.03), volume_x=(-3.0, 3.0), volume_z=(3.0, 9.0), flash_rate=3.0),
     "sparse": SceneConfig(name="sparse", n_objects=1, motion_mix=(("walker", 1.0),), flash_rate=0.5),
     "cluttered": SceneConfig(name="cluttered", n_objects=8, noise_sigma=6.0, flicker=0.05, flash_rate=6.0,
-                             clutter_count=12, noise_track_rate=3.0),
+                             clutter_count=12, clutter_on_frames=(2, 8), noise_track_rate=3.0),
     "faults": SceneConfig(name="faults", n_objects=8, time_offset=0.008, drop_prob=0.02, dark=(1, 4.0, 5.5)),
 }
 

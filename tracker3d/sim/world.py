@@ -219,7 +219,7 @@ class SimWorld:
         for o in self.objects:
             advance(o, self.dt, rng)
         before = len(self.objects)
-        self.objects = [o for o in self.objects if not gone(o, cfg)]
+        self.objects = [o for o in self.objects if not (gone(o, cfg) and not self._in_view(o.p))]
         for _ in range(before - len(self.objects)):
             self._add_object(initial=False)
         keep = []
@@ -228,7 +228,8 @@ class SimWorld:
                 s.timer -= 1
                 if s.timer <= 0:
                     s.on = not s.on
-                    s.timer = int(rng.integers(2, 9)) if s.on else int(rng.integers(5, 40))
+                    lo, hi = cfg.clutter_on_frames if s.on else cfg.clutter_off_frames
+                    s.timer = int(rng.integers(lo, hi + 1))
                 keep.append(s)
                 continue
             s.frames_left -= 1
@@ -239,6 +240,19 @@ class SimWorld:
                 keep.append(s)
         self.spots = keep
         self.k += 1
+
+    def _in_view(self, X: np.ndarray, margin: float = 30.0) -> bool:
+        """Whether a point (camera 0 frame) projects into either image (with a margin, pixels):
+        objects leave the world only once no camera can see them."""
+        w, h = self.size
+        for c in (0, 1):
+            Xc = self._camera_points(c, X[None])[0]
+            if Xc[2] <= 0.05:
+                continue
+            u, v = (self.calib.cam0 if c == 0 else self.calib.cam1).project(Xc[None])[0]
+            if -margin <= u <= w + margin and -margin <= v <= h + margin:
+                return True
+        return False
 
     def frames(self, n: Optional[int] = None) -> Iterator[tuple[FramePair, list[GTRow]]]:
         """The next n pairs (default: the scene's length from the current frame)."""
@@ -266,6 +280,10 @@ class SimStereoSource(StereoSource):
         self.last_gt: list[GTRow] = []
         self._start: Optional[float] = None
 
+    @property
+    def ended(self) -> bool:
+        return self.world.k >= self.n_frames
+
     def read(self, timeout: Optional[float] = None) -> Optional[FramePair]:
         if self.world.k >= self.n_frames:
             return None
@@ -283,7 +301,9 @@ class SimStereoSource(StereoSource):
                 due += self.world.dt
             if due > now:
                 time.sleep(due - now)
+        wall = time.time()
         pair, gt = self.world.step()
+        pair.wall = wall
         self.last_gt = gt
         if self.keep_gt:
             self.gt.extend(gt)

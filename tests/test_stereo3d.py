@@ -1,0 +1,209 @@
+"""Cross-camera association, 3D tracks, the pipeline on sim scenes, and the live/replay/demo commands."""
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from calib.rigs import make_rig
+from streams import subscribe
+from tracker3d.associate import StereoAssociator
+from tracker3d.cli import main
+from tracker3d.commands.demo import _sim_gt_columns
+from tracker3d.detections import Detections
+from tracker3d.evaluate import Collector, evaluate_recording
+from tracker3d.outputs import read_jsonl
+from tracker3d.pipeline import PipelineConfig, StereoPipeline, run
+from tracker3d.sim import SimStereoSource, SimWorld, get_scene, write_sim_recording
+from tracker3d.track2d import ByteTracker
+from tracker3d.track3d import PairObservation, Tracker3D
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def blobs(uv, size=10.0):
+    uv = np.asarray(uv, float).reshape(-1, 2)
+    return Detections.from_boxes(np.column_stack([uv - size / 2, uv + size / 2]), np.ones(len(uv)), centroids=uv)
+
+
+def test_association_separates_objects_on_one_epipolar_line():
+    rig = make_rig(dist=(0, 0, 0, 0, 0))
+    trk = [ByteTracker(image_size=(640, 480)), ByteTracker(image_size=(640, 480))]
+    assoc = StereoAssociator(rig)
+    fps = 30.0
+    for k in range(20):
+        t = k / fps
+        # Two objects at the same height and similar depth: at k=10 both lie on one epipolar line;
+        # one moves up, the other down, so their history tells them apart.
+        X = np.array([[-0.4 + 0.04 * k, 0.1 - 0.01 * k, 3.0], [0.5 - 0.03 * k, 0.1 + 0.012 * k, 3.2]])
+        uv0, uv1 = rig.project(X)
+        order1 = [1, 0] if k % 2 else [0, 1]  # detection order must not matter
+        trk[0].update(blobs(uv0), t)
+        trk[1].update(blobs(uv1[order1]), t)
+    i0 = np.arange(len(trk[0]))
+    i1 = np.arange(len(trk[1]))
+    pairs = assoc.associate(trk[0], i0, trk[1], i1, 19 / fps, 1 / fps)
+    assert len(pairs) == 2
+    for a, b, sampson in pairs:
+        xa = trk[0].measured()[a, 0]
+        xb = trk[1].measured()[b, 0]
+        # The same object: camera 1 (to the right, toed in) sees it within a few tens of pixels.
+        assert abs(xa - xb) < 60 and sampson < 0.5
+
+
+def _obs(id0, id1, X, rig, cov=0.0004):
+    uv0, uv1 = rig.project(np.asarray(X)[None])
+    return PairObservation(id0, id1, True, True, uv0[0], uv1[0], 0.9, xyz=np.asarray(X, float),
+                           cov=np.eye(3) * cov)
+
+
+def test_2d_id_switch_keeps_the_3d_id():
+    rig = make_rig()
+    trk = Tracker3D(rig)
+    ids = set()
+    for k in range(40):
+        X = [0.5 * k / 30, 0.0, 3.0]
+        id1 = 7 if k < 20 else 9  # camera 1's 2D tracker switched identity at k=20
+        id0 = 4 if k < 30 else 12  # and camera 0's at k=30
+        trk.update(k / 30, [_obs(id0, id1, X, rig)])
+        ids |= {tr.id for tr in trk.reported()}
+    assert ids == {1}
+    assert trk.tracks[0].pair == (12, 9)
+    # A pair that jumps away is not the same object: new 3D id.
+    trk.update(40 / 30, [_obs(12, 9, [2.0, 1.0, 6.0], rig)])
+    trk.update(41 / 30, [_obs(12, 9, [2.0, 1.0, 6.0], rig)])
+    assert {tr.id for tr in trk.tracks} >= {1, 2}
+
+
+def test_tracks_coast_then_end_without_views():
+    rig = make_rig()
+    trk = Tracker3D(rig)
+    for k in range(10):
+        trk.update(k / 30, [_obs(1, 1, [0.1 * k / 30, 0, 3.0], rig)])
+    assert trk.reported()[0].state == "tracked"
+    trk.update(10 / 30, [])
+    assert trk.reported()[0].state == "coasting"
+    for k in range(11, 40):
+        trk.update(k / 30, [])
+    assert trk.tracks == [] and trk.reported() == []
+
+
+def _run_sim(cfg, seed, **pcfg):
+    world = SimWorld(cfg, seed=seed)
+    src = SimStereoSource(world)
+    pipe = StereoPipeline(world.calib, PipelineConfig(**pcfg))
+    col = Collector(pipe)
+    stats = run(src, pipe, on_frame=col)
+    pipe.close()
+    return col.evaluate(_sim_gt_columns(src.gt), cfg.fps, 2.0), stats
+
+
+def test_default_scene_accuracy():
+    res, stats = _run_sim(get_scene("default").with_(seconds=8.0), seed=0)  # the demo scene
+    m = res["3d"]
+    assert m["IDF1"] >= 0.9
+    assert not {k for k in m["false_by_kind"] if k in ("flash", "clutter")}
+    assert m["rmse_m"] <= 1.2 * m["bound_m"]
+    assert m["time_to_track_s_median"] <= 0.2
+    assert stats.processed == 240
+
+
+def test_shutter_skew_is_corrected():
+    cfg = get_scene("walkers").with_(seconds=6.0, time_offset=0.015, speed=(1.0, 2.0))
+    with_corr, _ = _run_sim(cfg, 4)
+    without, _ = _run_sim(cfg, 4, sync_correction=False)
+    assert with_corr["3d"]["rmse_m"] < 0.5 * without["3d"]["rmse_m"]
+    assert with_corr["3d"]["IDF1"] > without["3d"]["IDF1"] + 0.2
+
+
+def test_camera_going_dark_coasts_and_loop_continues():
+    cfg = get_scene("default").with_(seconds=7.0, dark=(1, 3.5, 5.0), flash_rate=0.0)
+    world = SimWorld(cfg, seed=1)
+    src = SimStereoSource(world)
+    pipe = StereoPipeline(world.calib)
+    states = {}
+
+    def on(f3):
+        states[f3.index] = [t["state"] for t in f3.tracks]
+
+    stats = run(src, pipe, on_frame=on)
+    assert stats.processed == 210
+    before = states[100]  # 3.3 s
+    assert before and all(s == "tracked" for s in before)
+    assert all(s == "coasting" for s in states[110]), "one view left: tracks coast"
+    assert states[140] == [], "without stereo for longer than max_coast_s the tracks end"
+    assert states[205].count("tracked") >= 3, "camera back: tracking resumes"
+
+
+def test_replay_smooth_and_eval_on_a_recording(tmp_path, capsys):
+    rec = write_sim_recording(get_scene("default").with_(seconds=7.0), tmp_path / "rec", seed=5)
+    res = evaluate_recording(str(rec), show_progress=False)
+    m = res["3d"]
+    assert m["IDF1"] > 0.85 and m["rmse_m"] <= 1.2 * m["bound_m"]
+    assert m["rmse_smooth_m"] < m["rmse_raw_m"]
+    out = tmp_path / "tracks.jsonl"
+    assert main(["replay", str(rec), "--smooth", "--out", str(out)]) == 0
+    msgs = read_jsonl(out)
+    assert len(msgs) == 210 and [m_["seq"] for m_ in msgs] == list(range(210))
+    assert sum(len(m_["tracks"]) for m_ in msgs) > 500
+    text = capsys.readouterr().out
+    assert "pairs/s" in text and "RTS-smoothed" in text
+    assert main(["eval", str(rec), "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["3d"]["IDF1"] > 0.85
+
+
+def test_demo_publishes_to_a_real_subscriber(capsys):
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    got = []
+    sub = subscribe(ep, timeout=20.0)
+
+    def listen():
+        for msg in sub:
+            got.append(msg)
+            if msg["frame"] >= 110:
+                break
+
+    th = threading.Thread(target=listen, daemon=True)
+    th.start()
+    time.sleep(0.3)
+    assert main(["demo", "--fast", "--seconds", "4", "--publish", ep]) == 0
+    th.join(10)
+    sub.close()
+    assert got, "the subscriber received messages"
+    with_tracks = [m for m in got if m["tracks"]]
+    assert with_tracks and all(m["schema"] == "tracker3d/tracks3d@1" for m in got)
+    tr = with_tracks[-1]["tracks"][0]
+    assert len(tr["xyz"]) == 3 and 0 <= tr["persistence"] <= 1 and tr["cam0"]["track"] >= 1
+    out = capsys.readouterr().out
+    assert "3D IDF1" in out and "latency" in out
+
+
+def test_live_from_two_files(tmp_path, capsys):
+    rec = write_sim_recording(get_scene("sparse").with_(seconds=3.0), tmp_path / "rec", seed=1)
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "live.jsonl"
+    rc = main(["live", "--cam0", str(rec / "cam0.mjpg"), "--cam1", str(rec / "cam1.mjpg"), "--calib",
+               str(rec / "calib.yaml"), "--publish", ep, "--out", str(out), "--record", str(tmp_path / "again")])
+    assert rc == 0
+    assert len(read_jsonl(out)) == 90
+    text = capsys.readouterr().out
+    assert "processed 90" in text and "zmq: sent 90" in text
+    assert (tmp_path / "again" / "frames.csv").read_text().count("\n") == 91
+
+
+def test_live_bad_inputs_are_clear(tmp_path, capsys):
+    rec = write_sim_recording(get_scene("sparse").with_(seconds=0.5, width=320, height=240), tmp_path / "small",
+                              seed=1)
+    big = write_sim_recording(get_scene("sparse").with_(seconds=0.5), tmp_path / "big", seed=1)
+    assert main(["live", "--cam0", str(rec / "cam0.mjpg"), "--cam1", str(rec / "cam1.mjpg"), "--calib",
+                 str(big / "calib.yaml")]) == 2
+    assert "frames are 320x240 but the calibration expects 640x480" in capsys.readouterr().err
+    assert main(["replay", str(tmp_path / "nothing")]) == 2
+    assert main(["live", "--cam0", "0", "--cam1", str(rec / "cam1.mjpg"), "--calib", str(big / "calib.yaml")]) == 2
+    assert "mix of a live camera and a file" in capsys.readouterr().err

@@ -1,0 +1,284 @@
+"""The stereo loop: one FramePair in, 3D tracks out (StereoPipeline), and the runner around it
+(threads for the two cameras' detection, backpressure, timing, counters, publishing, shutdown).
+
+Stages know nothing of threads or sockets; this module is the only place that does.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from calib import StereoCalibration
+from calib.triangulate import triangulate
+from persistence import Gate, HitCountGate
+from streams.frames import FramePair
+
+from .associate import AssociationConfig, StereoAssociator
+from .detect import make_detector
+from .detections import Detections
+from .track2d import ByteTracker, TrackerConfig
+from .track3d import PairObservation, Track3D, Track3DConfig, Tracker3D
+
+log = logging.getLogger(__name__)
+
+STAGES = ("detect", "track2d", "gate", "associate", "triangulate_kf", "publish")
+CAM1_KEY_OFFSET = 1 << 40  # cam1 track ids in the shared gate batch
+
+
+@dataclass
+class PipelineConfig:
+    detector: str = "bg"
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    association: AssociationConfig = field(default_factory=AssociationConfig)
+    track3d: Track3DConfig = field(default_factory=Track3DConfig)
+    pixel_sigma: float = 0.25  # centroid noise used for triangulation covariance (our detector: 0.1-0.3 px)
+    border_px: float = 1.0  # blobs this close to the image border are not triangulated
+    sync_correction: bool = True  # move camera 1's pixels to camera 0's capture time (shutter skew)
+    threads: bool = True  # detect the two cameras side by side
+
+
+@dataclass
+class Frame3D:
+    """What one pair produced. tracks: message-format dicts (see streams.messages)."""
+
+    index: int
+    t: float
+    tracks: list[dict]
+    timings: dict[str, float]  # ms per stage
+    raw: dict[int, np.ndarray] = field(default_factory=dict)  # 3D id -> raw triangulated xyz this frame
+    wall: float = float("nan")
+
+
+class StereoPipeline:
+    """detect -> track2d (both cameras) -> one gate call -> associate -> triangulate + 3D KF."""
+
+    def __init__(self, calib: StereoCalibration, config: Optional[PipelineConfig] = None,
+                 gate: Optional[Gate] = None, keep_log: bool = False):
+        self.calib = calib
+        self.cfg = config or PipelineConfig()
+        self.gate = gate if gate is not None else HitCountGate(3, 1.0)
+        size = calib.cam0.image_size
+        self.detectors = [make_detector(self.cfg.detector), make_detector(self.cfg.detector)]
+        self.trackers = [ByteTracker(self.cfg.tracker, self.gate, size), ByteTracker(self.cfg.tracker, self.gate, size)]
+        self.associator = StereoAssociator(calib, self.cfg.association)
+        self.tracker3d = Tracker3D(calib, self.cfg.track3d, keep_log=keep_log)
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="detect") if self.cfg.threads else None
+        self._last_t: Optional[float] = None
+        self._dt = 1 / 30.0
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _detect(self, pair: FramePair) -> tuple[Detections, Detections]:
+        jobs = [(self.detectors[0], pair.img0, pair.t0), (self.detectors[1], pair.img1, pair.t1)]
+        if self._pool is not None and pair.img0 is not None and pair.img1 is not None:
+            futs = [self._pool.submit(d.detect, img, t) for d, img, t in jobs]
+            return futs[0].result(), futs[1].result()
+        return tuple(d.detect(img, t) if img is not None else Detections.empty() for d, img, t in jobs)
+
+    def step(self, pair: FramePair) -> Frame3D:
+        tm: dict[str, float] = {}
+        t = pair.t
+        c0 = time.perf_counter()
+        d0, d1 = self._detect(pair)
+        c1 = time.perf_counter()
+        # A camera with no frame this time coasts at the pair's time.
+        t0 = pair.t0 if pair.img0 is not None and math.isfinite(pair.t0) else t
+        t1 = pair.t1 if pair.img1 is not None and math.isfinite(pair.t1) else t
+        trk0, trk1 = self.trackers
+        trk0.update(d0, t0, run_gate=False)
+        trk1.update(d1, t1, run_gate=False)
+        c2 = time.perf_counter()
+        self._run_gate()
+        c3 = time.perf_counter()
+        if self._last_t is not None and t > self._last_t:
+            self._dt = 0.9 * self._dt + 0.1 * (t - self._last_t)
+        self._last_t = t
+        obs = self._associate(t, t1 - t0)
+        c4 = time.perf_counter()
+        self._triangulate(obs)
+        self.tracker3d.update(t, obs, frame=pair.index)
+        raw = {}
+        by_pair = {(o.id0, o.id1): o for o in obs}
+        tracks = []
+        for tr in self.tracker3d.reported():
+            o = by_pair.get(tr.pair)
+            if o is not None and o.xyz is not None:
+                raw[tr.id] = o.xyz
+            tracks.append(self._message_track(tr, t))
+        c5 = time.perf_counter()
+        tm.update(detect=(c1 - c0) * 1e3, track2d=(c2 - c1) * 1e3, gate=(c3 - c2) * 1e3,
+                  associate=(c4 - c3) * 1e3, triangulate_kf=(c5 - c4) * 1e3)
+        return Frame3D(pair.index, t, tracks, tm, raw, pair.wall)
+
+    def _run_gate(self) -> None:
+        """One batched gate call over the live tracks of both cameras."""
+        trk0, trk1 = self.trackers
+        n0 = len(trk0)
+        if n0 + len(trk1) == 0:
+            return
+        L = max(trk0.hist.shape[1], trk1.hist.shape[1])
+        ids = np.concatenate([trk0.ids, trk1.ids + CAM1_KEY_OFFSET])
+        hist = np.concatenate([trk0.hist, trk1.hist]) if trk0.hist.shape[1] == trk1.hist.shape[1] else None
+        if hist is None:  # never happens with one config; kept for safety
+            hist = np.zeros((len(ids), L, 7))
+            hist[:n0, :trk0.hist.shape[1]] = trk0.hist
+            hist[n0:, :trk1.hist.shape[1]] = trk1.hist
+        lens = np.concatenate([trk0.hlen, trk1.hlen])
+        persistent, scores = self.gate(ids, hist, lens)
+        trk0.apply_gate(persistent[:n0], scores[:n0])
+        trk1.apply_gate(persistent[n0:], scores[n0:])
+
+    def _associate(self, t: float, skew: float) -> list[PairObservation]:
+        trk0, trk1 = self.trackers
+        idx0 = np.flatnonzero(trk0.confirmed & trk0.persistent)
+        idx1 = np.flatnonzero(trk1.confirmed & trk1.persistent)
+        pairs = self.associator.associate(trk0, idx0, trk1, idx1, t, self._dt)
+        obs = []
+        m0, m1 = trk0.measured(), trk1.measured()
+        for i, j, _ in pairs:
+            uv0 = m0[i, :2].copy()
+            # Camera 1's observation moved to camera 0's capture time with its image velocity.
+            shift = -skew if (self.cfg.sync_correction and math.isfinite(skew)) else 0.0
+            uv1 = m1[j, :2] + trk1.kf.x[j, 4:6] * shift
+            o = PairObservation(int(trk0.ids[i]), int(trk1.ids[j]), bool(trk0.matched[i]), bool(trk1.matched[j]),
+                                uv0, uv1, float(min(trk0.gate_score[i], trk1.gate_score[j])))
+            o.truncated = self._truncated(m0[i, :2], m0[i, 2:4], self.calib.cam0) or \
+                self._truncated(m1[j, :2], m1[j, 2:4], self.calib.cam1)
+            obs.append(o)
+        return obs
+
+    def _truncated(self, uv: np.ndarray, wh: np.ndarray, cam) -> bool:
+        """A blob touching the image border is cut off: its centroid is biased inwards."""
+        m = self.cfg.border_px
+        return bool(uv[0] - wh[0] / 2 < m or uv[1] - wh[1] / 2 < m or uv[0] + wh[0] / 2 > cam.width - m
+                    or uv[1] + wh[1] / 2 > cam.height - m)
+
+    def _triangulate(self, obs: list[PairObservation]) -> None:
+        both = [o for o in obs if o.seen0 and o.seen1 and not o.truncated]
+        if not both:
+            return
+        tri = triangulate(self.calib, np.array([o.uv0 for o in both]), np.array([o.uv1 for o in both]),
+                          pixel_sigma=self.cfg.pixel_sigma)
+        for k, o in enumerate(both):
+            if tri.valid[k]:
+                o.xyz, o.cov = tri.xyz[k], tri.cov[k]
+
+    def smoothed_states(self) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+        """After the input ended (and keep_log): {(3D id, frame): (state, covariance)} smoothed by RTS."""
+        self.tracker3d.finish()
+        out = {}
+        for tr in self.tracker3d.finished:
+            frames, xs, Ps = tr.smoothed()
+            for f, x, P in zip(frames, xs, Ps):
+                out[(tr.id, int(f))] = (x, P)
+        return out
+
+    def to_output_frame(self, xyz: np.ndarray, vel: np.ndarray, cov: np.ndarray):
+        """Camera 0 frame -> the published frame (world when the calibration has one)."""
+        if self.calib.has_world:
+            Rw = self.calib.R_world.T
+            return self.calib.to_world(xyz[None])[0], Rw @ vel, Rw @ cov @ Rw.T
+        return xyz, vel, cov
+
+    @property
+    def frame_id(self) -> str:
+        return "world" if self.calib.has_world else "cam0"
+
+    def _message_track(self, tr: Track3D, t: float) -> dict:
+        xyz, vel, cov = self.to_output_frame(tr.xyz, tr.vel, tr.cov)
+        return {
+            "id": tr.id, "xyz": [round(float(v), 5) for v in xyz], "vel": [round(float(v), 4) for v in vel],
+            "cov": [[float(f"{v:.6g}") for v in row] for row in cov], "persistence": round(float(tr.persistence), 4),
+            "age_s": round(float(t - tr.born_t), 4), "state": tr.state,
+            "cam0": {"track": int(tr.pair[0]), "uv": [round(float(v), 2) for v in tr.uv0]}
+            if tr.uv0 is not None and tr.pair[0] >= 0 else None,
+            "cam1": {"track": int(tr.pair[1]), "uv": [round(float(v), 2) for v in tr.uv1]}
+            if tr.uv1 is not None and tr.pair[1] >= 0 else None,
+        }
+
+
+@dataclass
+class RunStats:
+    pairs_in: int = 0
+    processed: int = 0
+    published: int = 0
+    timings: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES + ("latency",)})
+    tracks_max: int = 0
+    wall_s: float = 0.0
+
+    def summary(self, source_stats: Optional[dict] = None, publisher=None) -> dict:
+        out = {"pairs_in": self.pairs_in, "processed": self.processed, "published": self.published,
+               "tracks_max": self.tracks_max, "wall_s": round(self.wall_s, 3),
+               "pairs_per_s": self.processed / self.wall_s if self.wall_s > 0 else float("nan")}
+        for k, v in self.timings.items():
+            if v:
+                a = np.asarray(v)
+                out[f"{k}_ms_median"] = float(np.median(a))
+                out[f"{k}_ms_p99"] = float(np.percentile(a, 99))
+        if source_stats:
+            out["source"] = source_stats
+        if publisher is not None:
+            out["zmq_sent"] = publisher.stats.sent
+            out["zmq_dropped"] = publisher.stats.dropped
+            out["zmq_subscribers"] = publisher.stats.subscribers
+        return out
+
+
+def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Callable[[Frame3D], None]] = None,
+        recorder=None, max_pairs: Optional[int] = None, progress=None,
+        stop: Optional[Callable[[], bool]] = None) -> RunStats:
+    """Drive `pipeline` with pairs from `source` until it ends (or Ctrl-C / stop()).
+
+    Live sources hand over only their newest pair (a slow loop drops, never queues); recordings
+    and files are lossless. Each processed pair may be recorded, is published, and goes to on_frame.
+    progress: an object with update(n) and close() (a tqdm bar), advanced per processed pair.
+    """
+    st = RunStats()
+    start = time.perf_counter()
+    bar = progress
+    try:
+        while max_pairs is None or st.processed < max_pairs:
+            if stop is not None and stop():
+                break
+            pair = source.read(timeout=0.5)
+            if pair is None:
+                if getattr(source, "live", False) and not getattr(source, "ended", False):
+                    continue  # a live source had nothing new yet
+                break
+            arrived = time.time()
+            if not math.isfinite(pair.wall):
+                pair.wall = arrived
+            st.pairs_in += 1
+            if recorder is not None:
+                recorder.write(pair)
+            f3 = pipeline.step(pair)
+            c = time.perf_counter()
+            if publisher is not None:
+                publisher.publish(f3.index, f3.t, f3.tracks, latency_ms=(time.time() - pair.wall) * 1e3)
+                st.published += 1
+            f3.timings["publish"] = (time.perf_counter() - c) * 1e3
+            latency = (time.time() - pair.wall) * 1e3
+            for k, v in f3.timings.items():
+                st.timings[k].append(v)
+            st.timings["latency"].append(latency)
+            st.processed += 1
+            st.tracks_max = max(st.tracks_max, len(f3.tracks))
+            if on_frame is not None:
+                on_frame(f3)
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt:
+        log.info("interrupted: shutting down")
+    finally:
+        st.wall_s = time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+    return st

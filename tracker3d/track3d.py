@@ -1,0 +1,300 @@
+"""3D tracks: a filterpy Kalman filter per object on triangulated stereo pairs.
+
+Camera 0 frame, metres, seconds. Each frame, every 3D track is predicted to the pair's time; a
+track whose 2D pair saw it in both views is updated with the triangulated point (its first-order
+covariance is the measurement noise), a track seen in one view only gets an extended-Kalman
+update from that view's pixel (so a camera going dark does not stop a track), and a track seen
+in neither coasts until `max_coast_s`. Measurements outside the Mahalanobis gate are refused.
+A new pair whose triangulated point continues a coasting 3D track (a 2D ID switch in one camera)
+takes over that track instead of starting a new ID. Finished tracks can be RTS-smoothed
+(filterpy's rts_smoother) for offline replay.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from filterpy.kalman import KalmanFilter, rts_smoother
+
+from calib import StereoCalibration
+from calib.triangulate import _project_ideal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Track3DConfig:
+    model: str = "cv"  # "cv" constant velocity, "ca" constant acceleration
+    accel_std: float = 4.0  # m/s^2, white acceleration noise of the CV model
+    jerk_std: float = 40.0  # m/s^3, white jerk noise of the CA model
+    gate_chi2: float = 30.0  # Mahalanobis^2 beyond which a 3D measurement is refused (chi2(3) 99.9 % is 16.3)
+    gate_chi2_2d: float = 13.8  # chi2(2) at 99.9 % for one-view updates
+    max_coast_s: float = 0.5  # a track without a stereo update this long is deleted
+    report_coast_s: float = 0.2  # a track seen by neither camera is still reported this long
+    max_pos_std: float = 0.5  # m: a track whose position is this uncertain is deleted
+    init_vel_std: float = 2.0  # m/s
+    pixel_sigma: float = 0.5  # centroid noise assumed for the one-view update, pixels
+    min_updates: int = 2  # stereo updates before a track is reported (a 3-frame glint never is)
+
+
+@dataclass
+class PairObservation:
+    """One associated pair this frame: 2D track ids, whether each view observed its object now,
+    and pixel positions (distorted) at the common time t (camera 1 moved to camera 0's time)."""
+
+    id0: int
+    id1: int
+    seen0: bool
+    seen1: bool
+    uv0: np.ndarray
+    uv1: np.ndarray
+    persistence: float
+    xyz: Optional[np.ndarray] = None  # triangulated (both views seen), camera 0 frame
+    cov: Optional[np.ndarray] = None
+    truncated: bool = False  # a view's blob touches the image border (not triangulated)
+
+
+@dataclass
+class Track3D:
+    id: int
+    kf: KalmanFilter
+    pair: tuple[int, int]
+    born_t: float
+    last_t: float  # last update with any view
+    last_stereo_t: float
+    updates: int = 0
+    state: str = "tracked"
+    persistence: float = 0.0
+    uv0: Optional[np.ndarray] = None
+    uv1: Optional[np.ndarray] = None
+    # For RTS smoothing: per step (t, x, P, F, Q) after the update.
+    log_t: list = field(default_factory=list)
+    log_frame: list = field(default_factory=list)
+    log_x: list = field(default_factory=list)
+    log_P: list = field(default_factory=list)
+    log_F: list = field(default_factory=list)
+    log_Q: list = field(default_factory=list)
+
+    @property
+    def xyz(self) -> np.ndarray:
+        return self.kf.x[:3, 0].copy()
+
+    @property
+    def vel(self) -> np.ndarray:
+        return self.kf.x[3:6, 0].copy()
+
+    @property
+    def cov(self) -> np.ndarray:
+        return self.kf.P[:3, :3].copy()
+
+    def smoothed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(frames, RTS-smoothed states (n, dim), covariances (n, dim, dim)) over the track's life
+        (filterpy's rts_smoother over the logged filter states)."""
+        xs = np.array(self.log_x)
+        Ps = np.array(self.log_P)
+        if len(xs) < 2:
+            return np.array(self.log_frame), xs, Ps
+        xs_s, Ps_s, _, _ = rts_smoother(xs, Ps, np.array(self.log_F), np.array(self.log_Q))
+        return np.array(self.log_frame), xs_s, Ps_s
+
+
+class Tracker3D:
+    def __init__(self, calib: StereoCalibration, config: Optional[Track3DConfig] = None, keep_log: bool = False):
+        self.calib = calib
+        self.cfg = config or Track3DConfig()
+        if self.cfg.model not in ("cv", "ca"):
+            raise ValueError(f"3D model {self.cfg.model!r}: expected cv or ca")
+        self.dim = 6 if self.cfg.model == "cv" else 9
+        self.tracks: list[Track3D] = []
+        self.finished: list[Track3D] = []  # deleted tracks (kept when keep_log)
+        self.keep_log = keep_log
+        self.next_id = 1
+        self.t: Optional[float] = None
+
+    # ---- model -------------------------------------------------------------------------------------
+    def _FQ(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        if self.cfg.model == "cv":
+            F = np.eye(6)
+            F[:3, 3:] = np.eye(3) * dt
+            q = self.cfg.accel_std ** 2
+            G = np.array([[dt * dt / 2], [dt]])
+            blk = (G @ G.T) * q
+        else:
+            F = np.eye(9)
+            F[:3, 3:6] = np.eye(3) * dt
+            F[:3, 6:] = np.eye(3) * dt * dt / 2
+            F[3:6, 6:] = np.eye(3) * dt
+            q = self.cfg.jerk_std ** 2
+            G = np.array([[dt ** 3 / 6], [dt * dt / 2], [dt]])
+            blk = (G @ G.T) * q
+        k = blk.shape[0]
+        Q = np.zeros((self.dim, self.dim))
+        for a in range(k):
+            for b in range(k):
+                Q[a * 3:(a + 1) * 3, b * 3:(b + 1) * 3] = np.eye(3) * blk[a, b]
+        return F, Q
+
+    def _new_kf(self, xyz: np.ndarray, cov: np.ndarray) -> KalmanFilter:
+        kf = KalmanFilter(dim_x=self.dim, dim_z=3)
+        kf.x = np.zeros((self.dim, 1))
+        kf.x[:3, 0] = xyz
+        kf.P = np.eye(self.dim) * self.cfg.init_vel_std ** 2
+        kf.P[:3, :3] = cov
+        if self.dim == 9:
+            kf.P[6:, 6:] = np.eye(3) * 25.0
+        kf.H = np.hstack([np.eye(3), np.zeros((3, self.dim - 3))])
+        return kf
+
+    # ---- per frame ---------------------------------------------------------------------------------
+    def update(self, t: float, pairs: list[PairObservation], frame: int = -1) -> list[Track3D]:
+        """Advance to time t (seconds) with this frame's associated pairs; returns live tracks.
+        frame (the pair's index) labels the smoothing log."""
+        dt = 0.0 if self.t is None else max(0.0, t - self.t)
+        self.t = t
+        F, Q = self._FQ(dt)
+        for tr in self.tracks:
+            if dt > 0:
+                tr.kf.predict(F=F, Q=Q)
+        by_pair = {tr.pair: tr for tr in self.tracks}
+        by_id0 = {tr.pair[0]: tr for tr in self.tracks}
+        by_id1 = {tr.pair[1]: tr for tr in self.tracks}
+        used: set[int] = set()
+        for p in pairs:
+            tr = by_pair.get((p.id0, p.id1))
+            if tr is not None and p.xyz is not None and self._mahalanobis(tr, p.xyz, p.cov) > self.cfg.gate_chi2:
+                # The pair now sees something else (both 2D tracks switched objects): the 3D track
+                # lets go of it and coasts; the pair continues another track or starts a new one.
+                used.add(tr.id)
+                tr.pair = (-1, -1)
+                tr = None
+            if tr is None:
+                tr = self._takeover(p, by_id0, by_id1, used)
+            if tr is None:
+                if p.xyz is not None:
+                    self._start(p, t)
+                continue
+            used.add(tr.id)
+            self._observe(tr, p, t)
+        # Coast or delete.
+        alive = []
+        in_view = self._in_view(self.tracks)
+        for tr, seen in zip(self.tracks, in_view):
+            if tr.last_t < t:
+                tr.state = "coasting"
+            lost = t - tr.last_stereo_t > self.cfg.max_coast_s or not seen or \
+                np.sqrt(np.trace(tr.kf.P[:3, :3])) > self.cfg.max_pos_std
+            if lost:
+                tr.state = "lost"
+                if self.keep_log:
+                    self.finished.append(tr)
+                continue
+            if self.keep_log:
+                tr.log_t.append(t)
+                tr.log_frame.append(frame)
+                tr.log_x.append(tr.kf.x[:, 0].copy())
+                tr.log_P.append(tr.kf.P.copy())
+                tr.log_F.append(F.copy())
+                tr.log_Q.append(Q.copy())
+            alive.append(tr)
+        self.tracks = alive
+        return self.tracks
+
+    def finish(self) -> None:
+        """End of input: every live track is finished (for smoothing)."""
+        if self.keep_log:
+            self.finished.extend(self.tracks)
+        self.tracks = []
+
+    def reported(self) -> list[Track3D]:
+        """Tracks with enough stereo updates that were seen recently: by both cameras or by one
+        this frame (state 'coasting', until max_coast_s), or by none for at most report_coast_s."""
+        t = self.t if self.t is not None else 0.0
+        return [tr for tr in self.tracks if tr.updates >= self.cfg.min_updates
+                and (t - tr.last_t <= self.cfg.report_coast_s)]
+
+    def _in_view(self, tracks: list[Track3D], margin: float = 20.0) -> np.ndarray:
+        """For each track: is its predicted position in front of and inside at least one image?"""
+        if not tracks:
+            return np.zeros(0, bool)
+        X = np.array([tr.kf.x[:3, 0] for tr in tracks])
+        seen = np.zeros(len(X), bool)
+        for cam, Xc in ((self.calib.cam0, X), (self.calib.cam1, X @ self.calib.R.T + self.calib.T)):
+            front = Xc[:, 2] > 0.05
+            if front.any():
+                uv = cam.project(Xc[front])
+                ok = (uv[:, 0] >= -margin) & (uv[:, 0] <= cam.width + margin) & (uv[:, 1] >= -margin) & \
+                     (uv[:, 1] <= cam.height + margin)
+                seen[np.flatnonzero(front)[ok]] = True
+        return seen
+
+    def _mahalanobis(self, tr: Track3D, xyz: np.ndarray, cov: np.ndarray) -> float:
+        y = xyz - tr.kf.x[:3, 0]
+        S = tr.kf.P[:3, :3] + cov
+        return float(y @ np.linalg.solve(S, y))
+
+    def _takeover(self, p: PairObservation, by_id0, by_id1, used) -> Optional[Track3D]:
+        """A new pair that shares a 2D track with a 3D track, or continues a coasting one."""
+        if p.xyz is None:
+            return None
+        cands = [by_id0.get(p.id0), by_id1.get(p.id1)]
+        cands += [tr for tr in self.tracks if tr.last_stereo_t < (self.t or 0.0)]
+        best, best_d = None, self.cfg.gate_chi2
+        for tr in cands:
+            if tr is None or tr.id in used:
+                continue
+            d = self._mahalanobis(tr, p.xyz, p.cov)
+            if d < best_d:
+                best, best_d = tr, d
+        if best is not None:
+            log.debug("3D track %d re-paired %s -> %s", best.id, best.pair, (p.id0, p.id1))
+            best.pair = (p.id0, p.id1)
+        return best
+
+    def _start(self, p: PairObservation, t: float) -> Track3D:
+        tr = Track3D(self.next_id, self._new_kf(p.xyz, p.cov), (p.id0, p.id1), t, t, t, updates=1,
+                     persistence=p.persistence, uv0=p.uv0, uv1=p.uv1)
+        self.next_id += 1
+        self.tracks.append(tr)
+        return tr
+
+    def _observe(self, tr: Track3D, p: PairObservation, t: float) -> None:
+        tr.persistence = p.persistence
+        if p.xyz is not None:
+            if self._mahalanobis(tr, p.xyz, p.cov) > self.cfg.gate_chi2:
+                return  # inconsistent: coast this frame
+            tr.kf.update(p.xyz.reshape(3, 1), R=p.cov)
+            tr.updates += 1
+            tr.last_t = tr.last_stereo_t = t
+            tr.state = "tracked"
+            tr.uv0, tr.uv1 = p.uv0, p.uv1
+            return
+        # One view: extended Kalman update with that camera's (undistorted) pixel.
+        for cam_i, seen, uv in ((0, p.seen0, p.uv0), (1, p.seen1, p.uv1)):
+            if not seen or uv is None:
+                continue
+            cam = self.calib.cam0 if cam_i == 0 else self.calib.cam1
+            X = tr.kf.x[:3, 0]
+            R_, T_ = (np.eye(3), np.zeros(3)) if cam_i == 0 else (self.calib.R, self.calib.T)
+            Xc = R_ @ X + T_
+            if Xc[2] <= 0.05:
+                continue
+            pred, J = _project_ideal(cam.K, Xc[None])
+            H = np.zeros((2, self.dim))
+            H[:, :3] = J[0] @ R_
+            z = cam.undistort_points(np.asarray(uv).reshape(1, 2))[0]
+            y = z - pred[0]
+            Rm = np.eye(2) * self.cfg.pixel_sigma ** 2
+            S = H @ tr.kf.P @ H.T + Rm
+            if float(y @ np.linalg.solve(S, y)) > self.cfg.gate_chi2_2d:
+                continue
+            K = tr.kf.P @ H.T @ np.linalg.inv(S)
+            tr.kf.x = tr.kf.x + K @ y.reshape(2, 1)
+            tr.kf.P = (np.eye(self.dim) - K @ H) @ tr.kf.P
+            tr.last_t = t
+            tr.state = "coasting"  # one view: reported, but flagged
+            if cam_i == 0:
+                tr.uv0 = uv
+            else:
+                tr.uv1 = uv
