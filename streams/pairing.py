@@ -14,10 +14,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 
+from .base import LatestSlot, Readable
 from .errors import StreamError
 from .frames import Frame, FramePair
 from .sources import CameraDevice, CaptureFactory, FrameSource, SourceStats, is_live_spec, open_source, parse_live_spec
@@ -44,33 +45,16 @@ class PairStats:
         return d
 
 
-class StereoSource:
-    """Base for stereo sources: iterate for FramePairs; `read()` returns None at the end."""
+class StereoSource(Readable[FramePair]):
+    """Base for stereo sources: iterate for FramePairs; `read()` returns None at the end.
+    A live source's read() also returns None when nothing new came in time: `ended` tells."""
 
     live = False
+    ended = False
     image_size: Optional[tuple[int, int]] = None
 
     def __init__(self) -> None:
         self.stats = PairStats()
-
-    def read(self, timeout: Optional[float] = None) -> Optional[FramePair]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __iter__(self) -> Iterator[FramePair]:
-        while True:
-            p = self.read()
-            if p is None:
-                return
-            yield p
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def check_size(img: Optional[np.ndarray], expected: Optional[tuple[int, int]], what: str) -> None:
@@ -155,12 +139,9 @@ class LiveStereoSource(StereoSource):
             d.ensure_open(block=True)
             if not d.is_open:
                 raise StreamError(f"cam{i} ({self.names[i]}): cannot open (check the index/URL and permissions)")
-        self._cond = threading.Condition()
-        self._latest: Optional[FramePair] = None
-        self._taken = -1
+        self._slot: LatestSlot[FramePair] = LatestSlot()
         self._index = 0
         self._stop = threading.Event()
-        self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="live-stereo")
         self._thread.start()
 
@@ -186,9 +167,7 @@ class LiveStereoSource(StereoSource):
                 check_size(img0, self.expected_size, f"cam0 ({self.names[0]})")
                 check_size(img1, self.expected_size, f"cam1 ({self.names[1]})")
             except StreamError as exc:
-                self._error = exc
-                with self._cond:
-                    self._cond.notify_all()
+                self._slot.fail(exc)
                 return
             for i, img in enumerate((img0, img1)):
                 if img is not None:
@@ -207,33 +186,21 @@ class LiveStereoSource(StereoSource):
                     self.stats.single0 += 1
                 else:
                     self.stats.single1 += 1
-            with self._cond:
-                if self._latest is not None and self._latest.index != self._taken:
-                    self.stats.overwritten += 1
-                self._latest = FramePair(self._index, t0, t1, img0, img1, wall=min(x for x in (t0, t1) if x == x))
-                if self.image_size is None:
-                    img = img0 if img0 is not None else img1
-                    self.image_size = (img.shape[1], img.shape[0])
-                self._index += 1
-                self.stats.pairs += 1
-                self._cond.notify_all()
+            if self.image_size is None:
+                img = img0 if img0 is not None else img1
+                self.image_size = (img.shape[1], img.shape[0])
+            self._slot.put(FramePair(self._index, t0, t1, img0, img1, wall=min(x for x in (t0, t1) if x == x)))
+            self._index += 1
+            self.stats.pairs += 1
+            self.stats.overwritten = self._slot.overwritten
 
     def read(self, timeout: Optional[float] = None) -> Optional[FramePair]:
         """The newest pair not yet returned; None on close() or timeout. Raises a size mismatch."""
-        with self._cond:
-            ok = self._cond.wait_for(lambda: self._stop.is_set() or self._error is not None or (
-                self._latest is not None and self._latest.index != self._taken), timeout)
-            if self._error is not None:
-                raise self._error
-            if not ok or self._stop.is_set():
-                return None
-            self._taken = self._latest.index
-            return self._latest
+        return self._slot.take(timeout)
 
     def close(self) -> None:
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self._slot.close()
         self._thread.join(timeout=2.0)
         for d in self.devices:
             d.release()

@@ -11,11 +11,12 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 from urllib.parse import urlparse
 
 import zmq
 
+from .base import Closeable, Readable
 from .errors import SchemaError, StreamError
 from .messages import TOPIC, decode, encode, make_message
 
@@ -46,7 +47,7 @@ class PublisherStats:
     bytes: int = 0
 
 
-class TrackPublisher:
+class TrackPublisher(Closeable):
     """Publishes tracks3d messages on an XPUB socket (PUB semantics, plus a subscriber count)."""
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, hwm: int = 1000, allow_remote: bool = False,
@@ -104,14 +105,8 @@ class TrackPublisher:
     def close(self) -> None:
         self.sock.close(0)
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class Subscriber:
+class Subscriber(Readable[dict]):
     """Iterator over decoded tracks3d messages from a publisher.
 
     `missed` counts messages lost in transit (gaps in seq); a restart of the publisher (seq going
@@ -174,21 +169,11 @@ class Subscriber:
             self.received += 1
             return msg
 
-    def __iter__(self) -> Iterator[dict]:
-        while True:
-            msg = self.recv()
-            if msg is None:
-                return
-            yield msg
+    def read(self, timeout: Optional[float] = None) -> Optional[dict]:
+        return self.recv(timeout)
 
     def close(self) -> None:
         self.sock.close(0)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def subscribe(endpoint: str = DEFAULT_ENDPOINT, timeout: Optional[float] = None, **kw) -> Subscriber:

@@ -26,6 +26,7 @@ import numpy as np
 
 from calib import CalibrationError, StereoCalibration, load_calibration, save_calibration
 
+from .base import Closeable, Pacer
 from .errors import StreamError
 from .frames import FramePair
 from .pairing import PairStats, StereoSource
@@ -80,7 +81,7 @@ class CvVideoSink:
         self._w.release()
 
 
-class RecordingWriter:
+class RecordingWriter(Closeable):
     """Writes FramePairs to a recording folder. Use as a context manager or call close()."""
 
     def __init__(self, out_dir: str | os.PathLike, calib: Optional[StereoCalibration] = None, fps: float = 30.0,
@@ -155,12 +156,6 @@ class RecordingWriter:
             self._frames.flush()
             os.fsync(self._frames.fileno())
             self._frames.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _parse_time(s: str, path: Path, line: int, col: str) -> float:
@@ -257,10 +252,9 @@ class RecordingReader(StereoSource):
         if start:
             for c in self.caps:
                 c.set(cv2.CAP_PROP_POS_FRAMES, start)
-        self.realtime = realtime
+        self._pacer = Pacer() if realtime else None
         self.truncated = 0
         self._i = 0
-        self._clock: Optional[tuple[float, float]] = None
         if self.calib is not None:
             self.image_size = self.calib.cam0.image_size
         self.fps = float(self.meta.get("fps", 30.0))
@@ -287,14 +281,8 @@ class RecordingReader(StereoSource):
                                       f"the calibration expects {self.image_size[0]}x{self.image_size[1]}")
         self._i += 1
         pair = FramePair(idx, t0, t1, img0 if not math.isnan(t0) else None, img1 if not math.isnan(t1) else None)
-        if self.realtime:
-            now = time.monotonic()
-            if self._clock is None:
-                self._clock = (now, pair.t)
-            else:
-                delay = (pair.t - self._clock[1]) - (now - self._clock[0])
-                if delay > 0:
-                    time.sleep(delay)
+        if self._pacer is not None:
+            self._pacer.wait(pair.t)
         self.stats.pairs += 1
         if not math.isnan(pair.skew):
             self.stats.skews.append(pair.skew)

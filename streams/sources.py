@@ -11,11 +11,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import cv2
 import numpy as np
 
+from .base import LatestSlot, Pacer, Readable
 from .errors import StreamError
 from .frames import Frame
 
@@ -37,7 +38,7 @@ class SourceStats:
         return dict(self.__dict__)
 
 
-class FrameSource:
+class FrameSource(Readable[Frame]):
     """Base of all sources. Iterate for frames; `read()` returns None at the end."""
 
     name: str = "source"
@@ -45,41 +46,6 @@ class FrameSource:
 
     def __init__(self) -> None:
         self.stats = SourceStats()
-
-    def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __iter__(self) -> Iterator[Frame]:
-        while True:
-            f = self.read()
-            if f is None:
-                return
-            yield f
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class _Pacer:
-    """Sleeps so that frames come out at their recorded times (for realtime replay)."""
-
-    def __init__(self) -> None:
-        self._origin: Optional[tuple[float, float]] = None
-
-    def wait(self, t: float) -> None:
-        now = time.monotonic()
-        if self._origin is None:
-            self._origin = (now, t)
-            return
-        delay = (t - self._origin[1]) - (now - self._origin[0])
-        if delay > 0:
-            time.sleep(delay)
 
 
 class VideoFileSource(FrameSource):
@@ -97,7 +63,7 @@ class VideoFileSource(FrameSource):
         self.fps = float(fps or (file_fps if file_fps and file_fps > 0 else 30.0))
         self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.stride = max(1, int(frame_stride))
-        self._pacer = _Pacer() if realtime else None
+        self._pacer = Pacer() if realtime else None
         self._index = 0
 
     def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
@@ -141,7 +107,7 @@ class ImageFolderSource(FrameSource):
         self.name = pattern
         self.fps = float(fps)
         self.stride = max(1, int(frame_stride))
-        self._pacer = _Pacer() if realtime else None
+        self._pacer = Pacer() if realtime else None
         self._i = 0
 
     def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
@@ -299,9 +265,7 @@ class LiveSource(FrameSource):
         self.name = str(spec)
         self.stride = max(1, int(frame_stride))
         self.device = CameraDevice(parse_live_spec(spec), factory, self.stats, backoff)
-        self._cond = threading.Condition()
-        self._latest: Optional[Frame] = None
-        self._taken = -1
+        self._slot: LatestSlot[Frame] = LatestSlot()
         self._stop = threading.Event()
         self._index = 0
         self.device.ensure_open(block=True)
@@ -328,29 +292,18 @@ class LiveSource(FrameSource):
             img = self.device.retrieve()
             if img is None:
                 continue
-            with self._cond:
-                if self._latest is not None and self._latest.index != self._taken:
-                    self.stats.dropped += 1
-                self._latest = Frame(self._index, t, img)
-                self._index += 1
-                self.stats.frames += 1
-                self._cond.notify_all()
+            self._slot.put(Frame(self._index, t, img))
+            self._index += 1
+            self.stats.frames += 1
+            self.stats.dropped = self._slot.overwritten
 
     def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
         """The newest frame not yet returned; waits up to timeout (None: until one comes or close())."""
-        with self._cond:
-            ok = self._cond.wait_for(
-                lambda: self._stop.is_set() or (self._latest is not None and self._latest.index != self._taken),
-                timeout)
-            if not ok or self._stop.is_set():
-                return None
-            self._taken = self._latest.index
-            return self._latest
+        return self._slot.take(timeout)
 
     def close(self) -> None:
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self._slot.close()
         self._thread.join(timeout=2.0)
         self.device.release()
 

@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from streams.base import Closeable
 from streams.errors import StreamError
 from streams.messages import encode, make_message, validate_message
 
 
-class JsonlWriter:
+class JsonlWriter(Closeable):
     """Appends tracks3d messages, one JSON object per line, flushed per message."""
 
     def __init__(self, path: str | os.PathLike, frame_id: str = "cam0"):
@@ -30,12 +31,6 @@ class JsonlWriter:
 
     def close(self) -> None:
         self._f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
