@@ -51,11 +51,12 @@ class HitCountGate:
         n = len(lengths)
         if n == 0:
             return np.zeros(0, bool), np.zeros(0)
-        L = hist.shape[1]
-        valid = np.arange(L)[None, :] < lengths[:, None]
-        t_last = hist[np.arange(n), np.maximum(lengths - 1, 0), 0]
-        recent = hist[:, :, 0] >= (t_last - self.window_s - 1e-9)[:, None]
-        hits = np.sum(valid & recent & (hist[:, :, 6] > 0), axis=1)
+        t = hist[:, :, 0]
+        t_last = t[np.arange(n), np.maximum(lengths - 1, 0)]
+        # Rows past a track's length are padding: their observed flag may be stale, so mask them.
+        live = np.arange(hist.shape[1]) < lengths[:, None]
+        recent = (t >= (t_last - self.window_s - 1e-9)[:, None]) & live
+        hits = np.count_nonzero(recent & (hist[:, :, 6] > 0), axis=1)
         return hits >= self.min_hits, np.minimum(1.0, hits / self.min_hits)
 
     def forget(self, ids: Sequence[int]) -> None:

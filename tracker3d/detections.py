@@ -42,10 +42,15 @@ class Detections:
         """Drop non-finite, zero/negative-size and fully out-of-image detections; clip the rest to
         the image and scores to [0,1]. Returns (clean detections, number dropped)."""
         b = self.boxes
-        if image_size is None and len(b):
+        if len(b):
+            # Fast path: everything already valid (comparisons are False for NaN, so these also
+            # check finiteness) and, with an image size, inside the image.
             s = self.scores
-            if (np.isfinite(self.centroids).all() and (b[:, 2:] > b[:, :2]).all() and (s >= 0).all()
-                    and (s <= 1).all()):  # comparisons are False for NaN, so this also checks finiteness
+            lo, hi = b.min(axis=0), b.max(axis=0)
+            inside = image_size is None or (lo[0] >= 0 and lo[1] >= 0 and hi[2] <= image_size[0]
+                                            and hi[3] <= image_size[1])
+            if (inside and (b[:, 2:] > b[:, :2]).all() and np.isfinite(self.centroids).all()
+                    and s.min() >= 0 and s.max() <= 1):
                 return self, 0
         ok = np.all(np.isfinite(b), axis=1) & np.all(np.isfinite(self.centroids), axis=1) & np.isfinite(self.scores)
         with np.errstate(invalid="ignore"):

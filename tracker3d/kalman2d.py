@@ -71,13 +71,15 @@ class BatchedKalman:
         """Diagonal of S = H P H' + R, (N,4)."""
         return self.pp + self.r
 
-    def update_masked(self, mask: np.ndarray, z: np.ndarray, r: np.ndarray | None = None) -> None:
+    def update_masked(self, mask: np.ndarray, z: np.ndarray, extra_pos_var: np.ndarray | None = None) -> None:
         """Correct the tracks where mask is True with z (N,4) (rows of other tracks are ignored);
-        r (N,4) overrides the measurement variances per track. Computed for all rows at once:
-        cheaper than indexing when most tracks are matched."""
+        extra_pos_var (N,2) adds to the centre's measurement variance per track. Computed for all
+        rows at once: cheaper than indexing when most tracks are matched."""
         if not mask.any():
             return
-        s = self.pp + (self.r if r is None else r)
+        s = self.pp + self.r
+        if extra_pos_var is not None:
+            s[:, :2] += extra_pos_var
         m = mask[:, None]
         kp = np.where(m, self.pp / s, 0.0)
         kv = np.where(m, self.pv / s, 0.0)

@@ -68,7 +68,14 @@ class StereoPipeline:
         self.trackers = [ByteTracker(self.cfg.tracker, self.gate, size), ByteTracker(self.cfg.tracker, self.gate, size)]
         self.associator = StereoAssociator(calib, self.cfg.association)
         self.tracker3d = Tracker3D(calib, self.cfg.track3d, keep_log=keep_log)
-        self._pool = ThreadPoolExecutor(2, thread_name_prefix="detect") if self.cfg.threads else None
+        self._pool = None
+        if self.cfg.threads:
+            # The two cameras' detectors run side by side; OpenCV's own worker threads on top of
+            # them would only oversubscribe the cores.
+            import cv2
+
+            cv2.setNumThreads(1)
+            self._pool = ThreadPoolExecutor(2, thread_name_prefix="detect")
         self._last_t: Optional[float] = None
         self._dt = 1 / 30.0
 

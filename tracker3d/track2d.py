@@ -217,9 +217,7 @@ class ByteTracker:
             # A blob larger than the track's box (two objects merged, a shadow) locates the
             # object less well: its centre's noise grows with the unexplained extent.
             excess = np.maximum(z[:, 2:] - self.kf.x[:, 2:4], 0.0) * c.merge_std_factor
-            r = np.tile(self.kf.r, (n, 1))
-            r[:, :2] += excess * excess
-            self.kf.update_masked(self.matched, z, r)
+            self.kf.update_masked(self.matched, z, excess * excess)
         # History rows: the detection for matched tracks, the prediction (coasted) for the rest.
         if n:
             rows = np.zeros((n, 7))

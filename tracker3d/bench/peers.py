@@ -166,7 +166,7 @@ def compare(scenes=SCENES, seeds=REPORT_SEEDS, seconds: float = 10.0, bytetrack_
             ms_all, mets = [], []
             for s in streams:
                 out, ms = fn(s)
-                ms_all.extend(ms)
+                ms_all.extend(ms[WARMUP_FRAMES:])  # the detector's warm-up frames are empty
                 mets.append(_score(s.gt, out, range(len(s.times))))
             rows.append({"scene": scene, "seed": seed, "objects": streams[0].n_objects, "tracker": name,
                          **{k: float(np.mean([m[k] for m in mets])) for k in ("HOTA", "MOTA", "IDF1")},

@@ -45,6 +45,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {d['resolution']:>9s}: {d['ms_median']:.2f} ms median, {d['ms_p99']:.2f} ms p99, "
               f"recall {d['recall']:.3f}")
 
+    from ..bench.pipeline_bench import format_rows as format_pipeline, pipeline_rows
+
+    res["pipeline"] = pipeline_rows(args.quick, progress=lambda it: progress(it, "pipeline"))
+    print("\nstereo pipeline end to end (sim; 'live' = paced at 30 fps, latency = capture -> published; "
+          "'fast' = as fast as possible; stage times ms median; RMSE of 3D tracks vs ground truth, "
+          "bound = triangulation limit for the 2D noise measured)")
+    print(format_pipeline(res["pipeline"]))
+
     seconds = 4.0 if args.quick else 10.0
     scenes = ("default",) if args.quick else peers.SCENES
     seeds = peers.REPORT_SEEDS[:1] if args.quick else peers.REPORT_SEEDS

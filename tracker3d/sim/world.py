@@ -301,9 +301,8 @@ class SimStereoSource(StereoSource):
                 due += self.world.dt
             if due > now:
                 time.sleep(due - now)
-        wall = time.time()
         pair, gt = self.world.step()
-        pair.wall = wall
+        pair.wall = time.time()  # when a camera would deliver it: after exposure and readout (rendering)
         self.last_gt = gt
         if self.keep_gt:
             self.gt.extend(gt)
