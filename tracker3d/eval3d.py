@@ -12,7 +12,9 @@ from calib import StereoCalibration, triangulate
 
 from .eval2d import _trackeval
 
-MATCH_M = 0.3  # a 3D track within 0.3 m of an object matches it (CLEAR and Identity)
+MATCH_M = 0.3  # a 3D track within 0.3 m of an object matches it (CLEAR and Identity) ...
+MATCH_SIGMAS = 3.0  # ... or within 3 sigma of the triangulation error at that object, if larger
+MATCH_PIXEL_SIGMA = 0.25  # the 2D noise (px) that sigma is computed for
 
 
 @dataclass
@@ -43,6 +45,18 @@ def _gt_by_frame(gt: dict[str, np.ndarray]):
     return objs, distr
 
 
+def match_radius(calib: StereoCalibration, xyz: np.ndarray, match_m: float = MATCH_M) -> np.ndarray:
+    """Per object position: max(match_m, 3 sigma of its triangulation error at 0.25 px noise).
+    Depth error grows with distance squared, so a fixed radius would count the geometric limit of
+    far objects as tracking errors."""
+    if len(xyz) == 0:
+        return np.zeros(0)
+    uv0, uv1 = calib.project(xyz)
+    tri = triangulate(calib, uv0, uv1, pixel_sigma=MATCH_PIXEL_SIGMA)
+    sig = np.sqrt(np.trace(tri.cov, axis1=1, axis2=2))
+    return np.maximum(match_m, MATCH_SIGMAS * np.nan_to_num(sig, nan=0.0))
+
+
 def evaluate_3d(frames: dict[int, FrameTracks], gt: dict[str, np.ndarray], calib: StereoCalibration, fps: float,
                 match_m: float = MATCH_M, pixel_sigma: float | None = None, skip_s: float = 0.0) -> dict:
     """Metrics over the frames the tracker processed, from skip_s seconds on (the detector's
@@ -69,16 +83,17 @@ def evaluate_3d(frames: dict[int, FrameTracks], gt: dict[str, np.ndarray], calib
             first_seen.setdefault(int(g), f)
         d = np.linalg.norm(gxyz[:, None, :] - ft.xyz[None, :, :], axis=2) if len(gid) and len(ft.ids) else \
             np.zeros((len(gid), len(ft.ids)))
+        radius = match_radius(calib, gxyz, match_m)
         data["gt_ids"].append(np.array([gmap.setdefault(int(i), len(gmap)) for i in gid], int))
         data["tracker_ids"].append(np.array([tmap.setdefault(int(i), len(tmap)) for i in ft.ids], int))
-        data["similarity_scores"].append(np.clip(1.0 - d / (2 * match_m), 0.0, 1.0))
+        data["similarity_scores"].append(np.clip(1.0 - d / (2 * radius[:, None]), 0.0, 1.0))
         n_gt += len(gid)
         n_tr += len(ft.ids)
         matched_tr = set()
         if d.size:
             r, c = linear_sum_assignment(d)
             for i, j in zip(r, c):
-                if d[i, j] < match_m:
+                if d[i, j] < radius[i]:
                     matched_tr.add(j)
                     first_tracked.setdefault(int(gid[i]), f)
                     err_all.append(ft.xyz[j] - gxyz[i])

@@ -37,6 +37,7 @@ class Track3DConfig:
     init_vel_std: float = 2.0  # m/s
     pixel_sigma: float = 0.5  # centroid noise assumed for the one-view update, pixels
     min_updates: int = 2  # stereo updates before a track is reported (a 3-frame glint never is)
+    duplicate_m: float = 0.15  # a younger track this close to an older one is a duplicate (deleted)
 
 
 @dataclass
@@ -112,6 +113,7 @@ class Tracker3D:
         self.keep_log = keep_log
         self.next_id = 1
         self.t: Optional[float] = None
+        self.suppressed: dict[tuple[int, int], float] = {}  # pair -> time until which it starts no track
 
     # ---- model -------------------------------------------------------------------------------------
     def _FQ(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -172,11 +174,12 @@ class Tracker3D:
             if tr is None:
                 tr = self._takeover(p, by_id0, by_id1, used)
             if tr is None:
-                if p.xyz is not None:
+                if p.xyz is not None and self.suppressed.get((p.id0, p.id1), -1.0) < t:
                     self._start(p, t)
                 continue
             used.add(tr.id)
             self._observe(tr, p, t)
+        self._drop_duplicates(t)
         # Coast or delete.
         alive = []
         in_view = self._in_view(self.tracks)
@@ -200,6 +203,24 @@ class Tracker3D:
             alive.append(tr)
         self.tracks = alive
         return self.tracks
+
+    def _drop_duplicates(self, t: float) -> None:
+        """Two 3D tracks on one object (a split blob or a second pairing of the same 2D track in
+        one camera): the younger one goes, and its pair starts no new track for a second."""
+        if len(self.tracks) < 2:
+            return
+        X = np.array([tr.kf.x[:3, 0] for tr in self.tracks])
+        d = np.linalg.norm(X[:, None] - X[None], axis=2)
+        drop = set()
+        for i, j in zip(*np.nonzero(np.triu(d < self.cfg.duplicate_m, 1))):
+            a, b = self.tracks[i], self.tracks[j]
+            young = a if (a.updates, -a.born_t) < (b.updates, -b.born_t) else b
+            if young.updates < 10 and young.id not in drop:
+                drop.add(young.id)
+                self.suppressed[young.pair] = t + 1.0
+        if drop:
+            self.tracks = [tr for tr in self.tracks if tr.id not in drop]
+        self.suppressed = {k: v for k, v in self.suppressed.items() if v >= t}
 
     def finish(self) -> None:
         """End of input: every live track is finished (for smoothing)."""

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     m = res["3d"]
     print()
     print(f"tracked against the scene's ground truth (from {skip:.1f} s on; a 3D track matches an object "
-          f"within {m['match_m']} m):")
+          f"within {m['match_m']} m, or 3 sigma of its triangulation error if larger):")
     print(f"  objects seen by both cameras   {m['objects']}   (never tracked: {m['objects_never_tracked']})")
     print(f"  3D IDF1 / MOTA / HOTA          {m['IDF1']:.3f} / {m['MOTA']:.3f} / {m['HOTA']:.3f}   ID switches {m['IDSW']}")
     print(f"  position RMSE                  {m['rmse_m'] * 100:.1f} cm filtered, {m['rmse_raw_m'] * 100:.1f} cm raw "
