@@ -11,12 +11,11 @@ from calib.rigs import make_rig
 from streams import subscribe
 from tracker3d.associate import StereoAssociator
 from tracker3d.cli import main
-from tracker3d.commands.demo import _sim_gt_columns
 from tracker3d.detections import Detections
 from tracker3d.evaluate import Collector, evaluate_recording
 from tracker3d.outputs import read_jsonl
 from tracker3d.pipeline import PipelineConfig, StereoPipeline, run
-from tracker3d.sim import SimStereoSource, SimWorld, get_scene, write_sim_recording
+from tracker3d.sim import SimStereoSource, SimWorld, get_scene, gt_columns, write_sim_recording
 from tracker3d.track2d import ByteTracker
 from tracker3d.track3d import PairObservation, Tracker3D
 
@@ -101,7 +100,7 @@ def _run_sim(cfg, seed, **pcfg):
     col = Collector(pipe)
     stats = run(src, pipe, on_frame=col)
     pipe.close()
-    return col.evaluate(_sim_gt_columns(src.gt), cfg.fps, 2.0), stats
+    return col.evaluate(gt_columns(src.gt), cfg.fps, 2.0), stats
 
 
 def test_default_scene_accuracy():

@@ -20,7 +20,7 @@ COMMANDS = ["demo", "live", "replay", "record", "calibrate", "sim", "eval", "tra
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tracker3d", description="Streaming stereo 3D tracker with a learned track-persistence filter.")
+        prog="tracker3d", description="Streaming stereo 3D tracker: two cameras in, 3D tracks out on ZeroMQ.")
     parser.add_argument("--version", action="version", version=f"tracker3d {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")

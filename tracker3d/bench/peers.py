@@ -24,7 +24,7 @@ from persistence import HitCountGate
 from ..detect import make_detector
 from ..detections import Detections
 from ..eval2d import FrameObjects, evaluate_2d, sim_gt_frames
-from ..sim import SimWorld, get_scene
+from ..sim import SimWorld, get_scene, gt_columns
 from ..track2d import ByteTracker
 
 log = logging.getLogger(__name__)
@@ -63,19 +63,9 @@ def make_streams(scene: str, seed: int, seconds: float = 10.0, objects: Optional
                 continue
             times[c].append(t)
             dets[c].append(detectors[c].detect(img, t))
-    cols = _gt_columns(gts)
+    cols = gt_columns(gts)
     return [Stream(scene, seed, c, times[c], dets[c], (cfg.width, cfg.height), sim_gt_frames(cols, c),
                    cfg.n_objects) for c in (0, 1)]
-
-
-def _gt_columns(rows) -> dict[str, np.ndarray]:
-    return {
-        "frame": np.array([r.frame for r in rows]), "id": np.array([r.id for r in rows]),
-        "kind": np.array([r.kind for r in rows]), "vis0": np.array([r.vis0 for r in rows]),
-        "vis1": np.array([r.vis1 for r in rows]), "u0": np.array([r.uv0[0] for r in rows]),
-        "v0": np.array([r.uv0[1] for r in rows]), "u1": np.array([r.uv1[0] for r in rows]),
-        "v1": np.array([r.uv1[1] for r in rows]),
-    }
 
 
 def run_ours(stream: Stream, **cfg) -> tuple[dict[int, FrameObjects], list[float]]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..commands.demo import _sim_gt_columns
 from ..evaluate import Collector, warmup_s
 from ..pipeline import PipelineConfig, StereoPipeline, run
-from ..sim import SimStereoSource, SimWorld, get_scene
+from ..sim import SimStereoSource, SimWorld, get_scene, gt_columns
 
 
 def run_scene(scene: str, seconds: float, seed: int = 0, objects: Optional[int] = None, width: int = 640,
@@ -22,7 +21,7 @@ def run_scene(scene: str, seconds: float, seed: int = 0, objects: Optional[int] 
     col = Collector(pipe)
     stats = run(src, pipe, on_frame=col)
     pipe.close()
-    m = col.evaluate(_sim_gt_columns(src.gt), cfg.fps, warmup_s(config, cfg.fps))["3d"]
+    m = col.evaluate(gt_columns(src.gt), cfg.fps, warmup_s(config, cfg.fps))["3d"]
     s = stats.summary(src.stats.as_dict())
     return {
         "scene": scene, "objects": cfg.n_objects, "resolution": f"{width}x{height}", "mode": "live" if realtime

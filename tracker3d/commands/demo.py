@@ -10,7 +10,7 @@ from ..eval3d import format_3d
 from ..evaluate import Collector, warmup_s
 from ..pipeline import StereoPipeline, run as run_pipeline
 from ..progress import bar
-from ..sim import SCENES, SimStereoSource, SimWorld, get_scene
+from ..sim import SCENES, SimStereoSource, SimWorld, get_scene, gt_columns
 from .common import add_pipeline_args, format_summary, pipeline_from_args
 
 HELP = "run a synthetic stereo scene through the live loop, publish it, and score it"
@@ -26,18 +26,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-publish", action="store_true", help="do not open a ZMQ socket")
     add_pipeline_args(p)
     p.set_defaults(func=run)
-
-
-def _sim_gt_columns(rows) -> dict:
-    import numpy as np
-
-    cols = {k: [] for k in ("frame", "id", "kind", "vis0", "vis1", "u0", "v0", "u1", "v1", "x", "y", "z")}
-    for r in rows:
-        for k, v in (("frame", r.frame), ("id", r.id), ("kind", r.kind), ("vis0", r.vis0), ("vis1", r.vis1),
-                     ("u0", r.uv0[0]), ("v0", r.uv0[1]), ("u1", r.uv1[0]), ("v1", r.uv1[1]), ("x", r.xyz[0]),
-                     ("y", r.xyz[1]), ("z", r.xyz[2])):
-            cols[k].append(v)
-    return {k: np.asarray(v) for k, v in cols.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         if pub is not None:
             pub.close()
     skip = warmup_s(config, cfg.fps)
-    res = col.evaluate(_sim_gt_columns(src.gt), cfg.fps, skip)
+    res = col.evaluate(gt_columns(src.gt), cfg.fps, skip)
     m = res["3d"]
     print()
     print(f"tracked against the scene's ground truth (from {skip:.1f} s on; a 3D track matches an object "

@@ -2,7 +2,7 @@
 calibration into both cameras with noise, flicker, distractors and rig faults."""
 from .scene import SCENES, SceneConfig, get_scene
 from .world import GT_HEADER, GTRow, SimStereoSource, SimWorld
-from .record import read_gt, write_sim_recording
+from .record import gt_columns, read_gt, write_sim_recording
 
 __all__ = ["GT_HEADER", "GTRow", "SCENES", "SceneConfig", "SimStereoSource", "SimWorld", "get_scene",
-           "read_gt", "write_sim_recording"]
+           "gt_columns", "read_gt", "write_sim_recording"]

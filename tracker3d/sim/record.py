@@ -38,6 +38,17 @@ def write_sim_recording(cfg: SceneConfig, out_dir: str | os.PathLike, seed: int 
     return out
 
 
+def gt_columns(rows: Iterable) -> dict[str, np.ndarray]:
+    """In-memory GTRows (SimWorld.step, SimStereoSource.gt) as the columns read_gt returns."""
+    rows = list(rows)
+    col = lambda f: np.array([f(r) for r in rows])  # noqa: E731
+    return {"frame": col(lambda r: r.frame).astype(np.int64), "t": col(lambda r: r.t),
+            "id": col(lambda r: r.id).astype(np.int64), "kind": col(lambda r: r.kind),
+            "x": col(lambda r: r.xyz[0]), "y": col(lambda r: r.xyz[1]), "z": col(lambda r: r.xyz[2]),
+            "u0": col(lambda r: r.uv0[0]), "v0": col(lambda r: r.uv0[1]), "vis0": col(lambda r: r.vis0).astype(np.int64),
+            "u1": col(lambda r: r.uv1[0]), "v1": col(lambda r: r.uv1[1]), "vis1": col(lambda r: r.vis1).astype(np.int64)}
+
+
 def read_gt(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """gt.csv as columns: frame, id (int); t, x, y, z, u0, v0, u1, v1 (float, NaN if empty); vis0, vis1
     (int); kind (str). Raises StreamError naming the line and field on malformed content."""
