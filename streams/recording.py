@@ -11,25 +11,23 @@ both videos stay frame-aligned with frames.csv.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
 import os
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import cv2
 import numpy as np
 
-from calib import CalibrationError, StereoCalibration, load_calibration, save_calibration
+from calib import StereoCalibration, load_calibration, save_calibration
 
 from .base import Closeable, Pacer
 from .errors import StreamError
 from .frames import FramePair
-from .pairing import PairStats, StereoSource
+from .pairing import StereoSource
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,6 @@
 """Test doubles of capture devices (not of our code): they behave like cv2.VideoCapture."""
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np

@@ -36,7 +36,6 @@ def test_save_reload_round_trip(opencv_calibration, tmp_path):
 
 
 def test_cli_calibrate(opencv_pairs, tmp_path, capsys):
-    d = tmp_path / "imgs"
     out = tmp_path / "stereo.yaml"
     rc = main(["calibrate", "--left", str(DATA_GLOB("left")), "--right", str(DATA_GLOB("right")),
                "--board", "9x6", "--square", "0.025", "--out", str(out), "--report", str(tmp_path / "r.json")])

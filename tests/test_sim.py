@@ -1,9 +1,6 @@
 """The synthetic world: ground truth is exact, distractors and faults appear as configured."""
-import math
 
-import cv2
 import numpy as np
-import pytest
 
 from tracker3d.cli import main
 from tracker3d.sim import SimStereoSource, SimWorld, get_scene, read_gt
@@ -74,8 +71,7 @@ def test_time_offset_renders_camera1_later():
     cfg = get_scene("walkers").with_(time_offset=0.02)
     w = SimWorld(cfg, seed=5)
     pair, gt = w.step()
-    o = w.objects[0]  # after step: state at t=dt; camera 1 saw it at t=0.02
-    # Re-derive: camera 1's ground truth must be the projection of the position at t0 + offset.
+    # Camera 1's ground truth must be the projection of the position at t0 + offset.
     w2 = SimWorld(cfg, seed=5)
     obj = w2.objects[0]
     X1 = obj.at(0.02)

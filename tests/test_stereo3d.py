@@ -5,7 +5,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 
 from calib.rigs import make_rig
 from streams import subscribe

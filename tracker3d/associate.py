@@ -41,7 +41,6 @@ class StereoAssociator:
 
     def _window(self, trk: ByteTracker, idx: np.ndarray, W: int):
         """Last W rows of tracks idx: uv (n,W,2), t (n,W), observed (n,W) (False where absent)."""
-        n = len(idx)
         rows = trk.hlen[idx, None] - W + np.arange(W)[None, :]  # (n,W), negative = before birth
         ok = rows >= 0
         rows = np.maximum(rows, 0)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from streams import RecordingReader, StreamError
+from streams import RecordingReader
 
 from .eval2d import FrameObjects, evaluate_2d, sim_gt_frames
 from .eval3d import FrameTracks, evaluate_3d

@@ -5,7 +5,7 @@ import argparse
 
 from persistence import HitCountGate
 
-from ..pipeline import PipelineConfig, RunStats, STAGES
+from ..pipeline import PipelineConfig, STAGES
 from ..track3d import Track3DConfig
 
 

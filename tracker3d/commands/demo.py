@@ -6,7 +6,6 @@ import argparse
 from streams import TrackPublisher
 from streams.publisher import DEFAULT_ENDPOINT
 
-from ..eval3d import format_3d
 from ..evaluate import Collector, warmup_s
 from ..pipeline import StereoPipeline, run as run_pipeline
 from ..progress import bar

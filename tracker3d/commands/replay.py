@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 
 from calib import load_calibration
 from streams import RecordingReader, TrackPublisher

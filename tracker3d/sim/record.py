@@ -1,7 +1,6 @@
 """Writing a synthetic scene as a standard recording (plus gt.csv), and reading gt.csv back."""
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict

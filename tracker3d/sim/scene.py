@@ -1,7 +1,7 @@
 """Scene descriptions for the synthetic stereo world, and the named presets."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 

@@ -106,8 +106,7 @@ class SimWorld:
         return self.next_spot_id - 1
 
     def _random_point(self) -> np.ndarray:
-        (x0, x1), (y0, y1), (z0, z1) = self.cfg.volume_x, self.cfg.volume_y, self.cfg.volume_z
-        z = self.rng.uniform(z0, z1)
+        z = self.rng.uniform(*self.cfg.volume_z)
         # Inside camera 0's view cone at that depth.
         fx = self.calib.cam0.K[0, 0]
         hx, hy = 0.45 * self.cfg.width / fx * z, 0.45 * self.cfg.height / fx * z
@@ -153,7 +152,6 @@ class SimWorld:
         self._spawn_distractors()
         objs = self.objects
         spots3d = [s for s in self.spots if s.X is not None and s.on]
-        n_obj = len(objs)
         radii = np.array([o.radius for o in objs] + [s.radius_m for s in spots3d])
         colors = [o.color for o in objs] + [s.color for s in spots3d]
         images: list[Optional[np.ndarray]] = [None, None]
