@@ -83,3 +83,26 @@ def test_model_is_causal_and_batching_equals_one_by_one():
     assert (changed[:, 20:] - both[:, 20:]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="at most 64"):
         m(torch.zeros(1, 65, N_FEATURES), torch.zeros(1, 65))
+
+
+def test_training_tracks_are_labelled_by_ground_truth(tmp_path):
+    from tracker3d.persistence_data import KINDS, TrackSet, collect
+    from tracker3d.sim import get_scene
+
+    cfg = get_scene("cluttered").with_(seconds=4.0)
+    a = collect(cfg, seed=7)
+    b = collect(cfg, seed=7)
+    np.testing.assert_array_equal(a.label, b.label)  # seeded: the same scene gives the same set
+    np.testing.assert_array_equal(a.hist, b.hist)
+    kinds = {KINDS[k] for k in a.kind}
+    assert {"object", "flash", "clutter"} <= kinds
+    assert np.all(a.label[a.kind == KINDS.index("object")] == 1)
+    assert np.all(a.label[a.kind != KINDS.index("object")] == 0)
+    # Real objects' tracks live longer than distractors': exactly why scoring must be by age.
+    assert np.median(a.lengths[a.label == 1]) > np.median(a.lengths[a.label == 0])
+    for i in range(len(a)):
+        check_history(a.hist[i, :a.lengths[i]])
+    a.save(tmp_path / "t.npz")
+    back = TrackSet.load(tmp_path / "t.npz")
+    np.testing.assert_allclose(back.hist, a.hist, atol=1e-3)
+    assert back.image_size == (640, 480) and list(back.label) == list(a.label)

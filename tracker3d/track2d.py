@@ -162,7 +162,9 @@ class ByteTracker:
         self.det_index = np.zeros(0, np.int64)  # detection matched this frame (-1 if none)
         self.hist = np.zeros((0, L, 7))
         self.hlen = np.zeros(0, np.int64)
-        self.removed_ids = np.zeros(0, np.int64)  # removed during the last update
+        self.removed_ids = np.zeros(0, np.int64)  # removed during the last update ...
+        self.removed_hist = np.zeros((0, L, 7))  # ... with their histories
+        self.removed_hlen = np.zeros(0, np.int64)
         self.next_id = 1
         self.t: Optional[float] = None
         self.frame = -1
@@ -247,6 +249,7 @@ class ByteTracker:
             cx, cy = self.kf.x[:, 0], self.kf.x[:, 1]
             gone |= (self.state == LOST) & ((cx < 0) | (cy < 0) | (cx > w) | (cy > h))
         self.removed_ids = self.ids[gone]
+        self.removed_hist, self.removed_hlen = self.hist[gone], self.hlen[gone]
         if gone.any():
             self.gate.forget(self.removed_ids.tolist())
             self._keep(~gone)
