@@ -131,13 +131,8 @@ class StereoPipeline:
         n0 = len(trk0)
         if n0 + len(trk1) == 0:
             return
-        L = max(trk0.hist.shape[1], trk1.hist.shape[1])
         ids = np.concatenate([trk0.ids, trk1.ids + CAM1_KEY_OFFSET])
-        hist = np.concatenate([trk0.hist, trk1.hist]) if trk0.hist.shape[1] == trk1.hist.shape[1] else None
-        if hist is None:  # never happens with one config; kept for safety
-            hist = np.zeros((len(ids), L, 7))
-            hist[:n0, :trk0.hist.shape[1]] = trk0.hist
-            hist[n0:, :trk1.hist.shape[1]] = trk1.hist
+        hist = np.concatenate([trk0.hist, trk1.hist])  # one tracker config: same history length
         lens = np.concatenate([trk0.hlen, trk1.hlen])
         persistent, scores = self.gate(ids, hist, lens)
         trk0.apply_gate(persistent[:n0], scores[:n0])

@@ -11,7 +11,7 @@ from ..detect import make_detector
 from ..errors import Tracker3DError
 from ..mot import read_mot, write_mot
 from ..progress import progress
-from ..run2d import run_2d
+from ..run2d import Run2D, record_frame, run_2d
 from ..track2d import ByteTracker, TrackerConfig
 from persistence import HitCountGate
 
@@ -40,14 +40,12 @@ def run(args: argparse.Namespace) -> int:
         mot = read_mot(args.det)
         index = mot.frames()
         last = int(mot.frame.max()) if len(mot.frame) else 0
-        rows = []
+        res = Run2D()
         for f in progress(range(1, last + 1), "track2d", unit="frame"):
             tracker.update(mot.detections(f, index), (f - 1) / args.fps)
-            rep = tracker.reported_mask()
-            for tid, (cx, cy, w, h), s in zip(tracker.ids[rep], tracker.measured()[rep], tracker.gate_score[rep]):
-                rows.append((f, int(tid), cx - w / 2, cy - h / 2, w, h, float(s)))
-        write_mot(args.out, rows)
-        print(f"wrote {args.out}: {len({r[1] for r in rows})} tracks over {last} frames")
+            record_frame(res, f - 1, tracker)
+        write_mot(args.out, res.rows)
+        print(f"wrote {args.out}: {len({r[1] for r in res.rows})} tracks over {last} frames")
         return 0
     src = open_source(args.video, fps=args.fps)
     detector = make_detector(args.detector)
