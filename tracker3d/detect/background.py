@@ -69,10 +69,9 @@ class BackgroundSubtractionDetector:
 
     def detect(self, image: np.ndarray, t: float) -> Detections:
         check_image(image, self._size)
-        gray = to_gray(image)
         if self._size is None:
-            self._size = (gray.shape[1], gray.shape[0])
-        src = image if image.ndim == 3 and image.shape[2] == 3 else gray
+            self._size = (image.shape[1], image.shape[0])
+        src = image if image.ndim == 3 and image.shape[2] == 3 else to_gray(image)
         small = src if self.scale == 1.0 else cv2.resize(src, None, fx=self.scale, fy=self.scale,
                                                          interpolation=cv2.INTER_AREA)
         self._frames += 1
@@ -93,12 +92,11 @@ class BackgroundSubtractionDetector:
             d = np.abs(src[y0:y1, x0:x1].astype(np.float32) - bg[y0:y1, x0:x1])
             return d if d.ndim == 2 else d.sum(axis=2) * (1.0 / 3.0)
 
-        full_mask = mask if self.scale == 1.0 else cv2.resize(mask, (gray.shape[1], gray.shape[0]),
-                                                              interpolation=cv2.INTER_NEAREST)
-        still = cv2.bitwise_not(cv2.dilate(full_mask, None, iterations=2))
-        alpha = 1.0 / self._frames if warm else self.bg_alpha
         if warm or self._frames % 2 == 0:  # every other frame, at twice the rate, after the warm-up
-            cv2.accumulateWeighted(src, self._bg, alpha if warm else min(1.0, 2 * alpha), mask=still)
+            full_mask = mask if self.scale == 1.0 else cv2.resize(mask, self._size, interpolation=cv2.INTER_NEAREST)
+            still = cv2.bitwise_not(cv2.dilate(full_mask, None, iterations=2))
+            alpha = 1.0 / self._frames if warm else min(1.0, 2 * self.bg_alpha)
+            cv2.accumulateWeighted(src, self._bg, alpha, mask=still)
         if warm:  # no background yet: anything reported now would be a ghost later
             return Detections.empty()
         return blobs_to_detections(mask, weight, self._size, self.scale, self.min_area, self.max_area,
