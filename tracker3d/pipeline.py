@@ -183,22 +183,22 @@ class StereoPipeline:
                 out[(tr.id, int(f))] = (x, P)
         return out
 
-    def to_output_frame(self, xyz: np.ndarray, vel: np.ndarray, cov: np.ndarray):
-        """Camera 0 frame -> the published frame (world when the calibration has one)."""
+    def state_fields(self, xyz: np.ndarray, vel: np.ndarray, cov: np.ndarray) -> dict:
+        """A camera-0-frame state as the message's xyz/vel/cov fields, in the published frame
+        (world when the calibration has one), rounded for the wire."""
         if self.calib.has_world:
             Rw = self.calib.R_world.T
-            return self.calib.to_world(xyz[None])[0], Rw @ vel, Rw @ cov @ Rw.T
-        return xyz, vel, cov
+            xyz, vel, cov = self.calib.to_world(xyz[None])[0], Rw @ vel, Rw @ cov @ Rw.T
+        return {"xyz": [round(float(v), 5) for v in xyz], "vel": [round(float(v), 4) for v in vel],
+                "cov": [[float(f"{v:.6g}") for v in row] for row in cov]}
 
     @property
     def frame_id(self) -> str:
         return "world" if self.calib.has_world else "cam0"
 
     def _message_track(self, tr: Track3D, t: float) -> dict:
-        xyz, vel, cov = self.to_output_frame(tr.xyz, tr.vel, tr.cov)
         return {
-            "id": tr.id, "xyz": [round(float(v), 5) for v in xyz], "vel": [round(float(v), 4) for v in vel],
-            "cov": [[float(f"{v:.6g}") for v in row] for row in cov], "persistence": round(float(tr.persistence), 4),
+            "id": tr.id, **self.state_fields(tr.xyz, tr.vel, tr.cov), "persistence": round(float(tr.persistence), 4),
             "age_s": round(float(t - tr.born_t), 4), "state": tr.state,
             "cam0": {"track": int(tr.pair[0]), "uv": [round(float(v), 2) for v in tr.uv0]}
             if tr.uv0 is not None and tr.pair[0] >= 0 else None,

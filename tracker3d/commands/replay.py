@@ -65,10 +65,7 @@ def run(args: argparse.Namespace) -> int:
                     for tr in f3.tracks:
                         s = smoothed.get((tr["id"], f3.index))
                         if s is not None:
-                            xyz, vel, cov = pipe.to_output_frame(s[0][:3], s[0][3:6], s[1][:3, :3])
-                            tr["xyz"] = [round(float(v), 5) for v in xyz]
-                            tr["vel"] = [round(float(v), 4) for v in vel]
-                            tr["cov"] = [[float(f"{v:.6g}") for v in row] for row in cov]
+                            tr.update(pipe.state_fields(s[0][:3], s[0][3:6], s[1][:3, :3]))
                     w.write(f3.index, f3.t, f3.tracks)
     summary = stats.summary(rec.stats.as_dict(), pub)
     print(format_summary(summary))
