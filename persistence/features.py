@@ -16,8 +16,7 @@ FEATURE_NAMES = (
 N_FEATURES = len(FEATURE_NAMES)
 
 
-class HistoryError(ValueError):
-    """A history array that cannot be scored; the message says what is wrong."""
+from .errors import HistoryError  # noqa: F401  (re-exported)
 
 
 def check_history(h: np.ndarray, where: str = "history") -> np.ndarray:
@@ -34,25 +33,29 @@ def check_history(h: np.ndarray, where: str = "history") -> np.ndarray:
     return h
 
 
-def features(hist: np.ndarray, lengths: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+def features(hist: np.ndarray, lengths: np.ndarray, image_size, t_birth: np.ndarray | None = None,
+             t_last_obs: np.ndarray | None = None) -> np.ndarray:
     """(N, L, 7) histories (rows past lengths[i] are padding) -> (N, L, N_FEATURES) float32.
 
-    Padding rows get zeros. Rates use each step's own dt (the first step uses the next one's, or
-    1/30 s for a one-row track).
+    image_size: (W, H) pixels for all tracks, or an (N, 2) array, one per track.
+    Every feature of step k uses rows <= k only (causal), so scoring a track row by row gives the
+    same features as scoring its whole history. When `hist` holds only the newest rows of longer
+    tracks, pass each track's birth time `t_birth` (s) and `t_last_obs`, the time of its last
+    observed row before the first row given (-inf if none); by default the first row is the birth.
+    Padding rows get zeros. Rates use each step's own dt; the first row has no rates.
     """
     hist = np.asarray(hist, dtype=np.float64)
     N, L, _ = hist.shape
-    W, H = float(image_size[0]), float(image_size[1])
+    size = np.broadcast_to(np.asarray(image_size, dtype=np.float64).reshape(-1, 2), (N, 2))
+    W, H = size[:, :1], size[:, 1:]
     valid = np.arange(L)[None, :] < np.asarray(lengths)[:, None]
     t = hist[..., 0]
     x = hist[..., 1] / W
     y = hist[..., 2] / H
     w = np.maximum(hist[..., 3], 1e-3) / W
     h = np.maximum(hist[..., 4], 1e-3) / H
-    dt = np.zeros((N, L))
+    dt = np.ones((N, L))
     dt[:, 1:] = t[:, 1:] - t[:, :-1]
-    first_dt = np.where(L > 1, dt[:, 1] if L > 1 else 0.0, 0.0)
-    dt[:, 0] = np.where(first_dt > 0, first_dt, 1 / 30.0)
     dt = np.where(valid, np.maximum(dt, 1e-3), 1.0)
     vx = np.zeros((N, L))
     vy = np.zeros((N, L))
@@ -65,22 +68,25 @@ def features(hist: np.ndarray, lengths: np.ndarray, image_size: tuple[int, int])
     speed = np.hypot(vx, vy)
     heading = np.arctan2(vy, vx)
     curv = (vx * ay - vy * ax) / np.maximum(speed, 1e-3) ** 3
-    size = np.log(np.sqrt(w * h))
+    size_ = np.log(np.sqrt(w * h))
     dsize = np.zeros((N, L))
-    dsize[:, 1:] = (size[:, 1:] - size[:, :-1]) / dt[:, 1:]
+    dsize[:, 1:] = (size_[:, 1:] - size_[:, :-1]) / dt[:, 1:]
     obs = hist[..., 6] > 0
     # Seconds since the last observed row (0 on observed rows).
+    last0 = np.full(N, -np.inf) if t_last_obs is None else np.asarray(t_last_obs, dtype=np.float64)
     last_obs_t = np.where(obs, t, -np.inf)
+    last_obs_t[:, 0] = np.maximum(last_obs_t[:, 0], last0)
     last_obs_t = np.maximum.accumulate(last_obs_t, axis=1)
     since = np.where(np.isfinite(last_obs_t), t - last_obs_t, 0.0)
-    age = t - t[:, :1]
+    t0 = t[:, :1] if t_birth is None else np.asarray(t_birth, dtype=np.float64)[:, None]
+    age = t - t0
     has_motion = (np.arange(L) >= 1)[None, :]
+    moving = has_motion & (speed > 1e-6)
     f = np.stack([
         x, y, np.tanh(vx), np.tanh(vy), np.tanh(ax / 10), np.tanh(ay / 10), np.tanh(speed),
-        np.where(has_motion & (speed > 1e-6), np.sin(heading), 0.0),
-        np.where(has_motion & (speed > 1e-6), np.cos(heading), 0.0), np.tanh(curv / 100),
+        np.where(moving, np.sin(heading), 0.0), np.where(moving, np.cos(heading), 0.0), np.tanh(curv / 100),
         np.log(w) / 5, np.log(h) / 5, np.tanh(dsize), hist[..., 5], obs.astype(float), np.tanh(since),
-        np.tanh(age), np.tanh(dt * 10),
+        np.tanh(age), np.where(has_motion, np.tanh(dt * 10), 0.0),
     ], axis=-1)
     f[~valid] = 0.0
     return f.astype(np.float32)

@@ -14,8 +14,10 @@ HISTORY_COLUMNS = ("t", "cx", "cy", "w", "h", "score", "observed")
 
 
 class Gate(Protocol):
-    def __call__(self, ids: np.ndarray, hist: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(persistent: bool (N,), score: float (N,) in [0,1]) for a batch of N track histories."""
+    def __call__(self, ids: np.ndarray, hist: np.ndarray, lengths: np.ndarray,
+                 image_size=None) -> tuple[np.ndarray, np.ndarray]:
+        """(persistent: bool (N,), score: float (N,) in [0,1]) for a batch of N track histories;
+        image_size (W, H) or (N, 2) pixels, for gates that normalise positions."""
         ...
 
     def forget(self, ids: Sequence[int]) -> None:
@@ -47,7 +49,8 @@ class HitCountGate:
         self.min_hits = int(min_hits)
         self.window_s = float(window_s)
 
-    def __call__(self, ids: np.ndarray, hist: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, ids: np.ndarray, hist: np.ndarray, lengths: np.ndarray,
+                 image_size=None) -> tuple[np.ndarray, np.ndarray]:
         n = len(lengths)
         if n == 0:
             return np.zeros(0, bool), np.zeros(0)

@@ -1,8 +1,11 @@
 """PersistenceTransformer: a small causal transformer that scores a track at every step.
 
 Features -> MLP -> + time encoding (of the track's age in seconds) -> pre-norm transformer
-encoder with a causal mask (step k sees steps <= k only) -> per-step logit of "this track follows
-a real, persistent object". Causal, so it runs online: a new row never changes earlier scores.
+encoder with a causal mask (step k sees steps <= k only, and at most the newest `max_len` of
+them) -> per-step logit of "this track follows a real, persistent object". Causal, so it runs
+online: a new row never changes earlier scores, and `step` scores one new row per track from
+cached keys and values (what the pipeline's gate does every frame) with the same result as a
+full forward pass over the whole history.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .features import N_FEATURES
@@ -23,7 +27,8 @@ class ModelConfig:
     n_layers: int = 2
     d_ff: int = 128
     dropout: float = 0.1
-    max_len: int = 64  # steps of history scored (older rows are dropped)
+    max_len: int = 64  # attention window: steps of history each step sees (itself included)
+    age_cap_s: float = 2.0  # the time encoding sees min(age, cap): older tracks look alike
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -47,30 +52,122 @@ class TimeEncoding(nn.Module):
         return enc
 
 
+class Block(nn.Module):
+    """Pre-norm transformer layer: x + attn(norm(x)), then x + ff(norm(x))."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.h, self.dh = c.n_heads, c.d_model // c.n_heads
+        self.norm1 = nn.LayerNorm(c.d_model)
+        self.qkv = nn.Linear(c.d_model, 3 * c.d_model)
+        self.proj = nn.Linear(c.d_model, c.d_model)
+        self.norm2 = nn.LayerNorm(c.d_model)
+        self.ff = nn.Sequential(nn.Linear(c.d_model, c.d_ff), nn.GELU(), nn.Linear(c.d_ff, c.d_model))
+        self.drop = nn.Dropout(c.dropout)
+        self.p_attn = c.dropout
+
+    def _qkv(self, x: torch.Tensor):  # (B, L, d) -> 3 x (B, heads, L, dh)
+        B, L, _ = x.shape
+        return self.qkv(self.norm1(x)).view(B, L, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
+
+    def _out(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        B, L, d = x.shape
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, d)))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._qkv(x)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p_attn if self.training else 0.0)
+        return self._out(x, a)
+
+    def step(self, x: torch.Tensor, cache: "KVCache", layer: int, slots: torch.Tensor, ring: torch.Tensor,
+             visible: torch.Tensor) -> torch.Tensor:
+        """One new step per row of x (B, 1, d) for the tracks in cache `slots` (B,): writes the
+        new key/value at ring position `ring` (B,) of this layer's cache, then attends to the
+        cache entries marked in visible (B, W)."""
+        q, k, v = self._qkv(x)
+        ck, cv = cache.k[layer], cache.v[layer]  # (slots, heads, W, dh) views
+        ck[slots, :, ring] = k[:, :, 0]
+        cv[slots, :, ring] = v[:, :, 0]
+        kc, vc = ck.index_select(0, slots), cv.index_select(0, slots)
+        # A single query per track: einsum beats the fused kernel's mask handling here.
+        w = torch.einsum("bhwd,bhd->bhw", kc, q[:, :, 0]) * (self.dh ** -0.5)
+        w = torch.softmax(w.masked_fill(~visible[:, None, :], float("-inf")), dim=-1)
+        a = torch.einsum("bhw,bhwd->bhd", w, vc)[:, :, None, :]  # (B, heads, 1, dh)
+        return self._out(x, a)
+
+
 class PersistenceTransformer(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         c = config
+        if c.d_model % c.n_heads or c.d_model % 2:
+            raise ValueError(f"d_model {c.d_model}: expected an even multiple of n_heads {c.n_heads}")
         self.config = c
         self.embed = nn.Sequential(nn.Linear(c.n_features, c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_model))
         self.time = TimeEncoding(c.d_model)
-        layer = nn.TransformerEncoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, c.n_layers, enable_nested_tensor=False)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.norm = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, 1)
-        causal = torch.triu(torch.full((c.max_len, c.max_len), float("-inf")), diagonal=1)
-        self.register_buffer("causal", causal, persistent=False)
+
+    def window_mask(self, L: int, device=None) -> torch.Tensor:
+        """(L, L) bool: query i sees keys j with i - max_len < j <= i."""
+        i = torch.arange(L, device=device)
+        d = i[:, None] - i[None, :]
+        return (d >= 0) & (d < self.config.max_len)
 
     def forward(self, feats: torch.Tensor, age_s: torch.Tensor) -> torch.Tensor:
-        """feats (B, L, F), age_s (B, L) seconds -> logits (B, L). Rows after a track's length
-        may hold anything: with the causal mask they never reach earlier steps."""
-        L = feats.shape[1]
-        if L > self.config.max_len:
-            raise ValueError(f"history of {L} steps: the model takes at most {self.config.max_len}")
-        z = self.embed(feats) + self.time(age_s)
-        z = self.encoder(z, mask=self.causal[:L, :L], is_causal=True)
+        """feats (B, L, F), age_s (B, L) seconds since birth -> logits (B, L). Rows after a track's
+        length may hold anything: with the causal mask they never reach earlier steps."""
+        z = self.embed(feats) + self.time(age_s.clamp(max=self.config.age_cap_s))
+        mask = self.window_mask(feats.shape[1], feats.device)
+        for blk in self.blocks:
+            z = blk(z, mask)
         return self.head(self.norm(z))[..., 0]
+
+    def step(self, feats: torch.Tensor, age_s: torch.Tensor, cache: "KVCache", slots: torch.Tensor,
+             pos: torch.Tensor) -> torch.Tensor:
+        """Score one new step for each of B tracks: feats (B, F), age_s (B,), their cache slots
+        (B,) and step index since birth pos (B,) (0 = first row) -> logits (B,). Writes the new
+        keys and values into the cache."""
+        W = self.config.max_len
+        z = (self.embed(feats) + self.time(age_s.clamp(max=self.config.age_cap_s)))[:, None, :]
+        ring = pos % W
+        j = torch.arange(W, device=feats.device)
+        visible = (j[None, :] <= pos[:, None]) | (pos[:, None] >= W)
+        for li, blk in enumerate(self.blocks):
+            z = blk.step(z, cache, li, slots, ring, visible)
+        return self.head(self.norm(z))[:, 0, 0]
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class KVCache:
+    """Per-track keys and values of every layer for incremental scoring: layers x slots x heads
+    x max_len x head size, grown on demand; the newest max_len steps are kept (a ring)."""
+
+    def __init__(self, config: ModelConfig, capacity: int = 64, device="cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        c = config
+        shape = (c.n_layers, capacity, c.n_heads, c.max_len, c.d_model // c.n_heads)
+        self.k = torch.zeros(shape, device=self.device)
+        self.v = torch.zeros(shape, device=self.device)
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[1]
+
+    def grow(self, capacity: int) -> None:
+        if capacity <= self.capacity:
+            return
+        extra = list(self.k.shape)
+        extra[1] = capacity - self.capacity
+        self.k = torch.cat([self.k, torch.zeros(extra, device=self.device)], dim=1)
+        self.v = torch.cat([self.v, torch.zeros(extra, device=self.device)], dim=1)
+
+    def to(self, device) -> "KVCache":
+        self.device = torch.device(device)
+        self.k, self.v = self.k.to(self.device), self.v.to(self.device)
+        return self

@@ -81,8 +81,17 @@ def test_model_is_causal_and_batching_equals_one_by_one():
         changed = m(f2, age)
     np.testing.assert_allclose(changed[:, :20].numpy(), both[:, :20].numpy(), atol=1e-6)
     assert (changed[:, 20:] - both[:, 20:]).abs().max() > 1e-3
-    with pytest.raises(ValueError, match="at most 64"):
-        m(torch.zeros(1, 65, N_FEATURES), torch.zeros(1, 65))
+    # Each layer attends to the newest max_len steps: with 2 layers of window 8, the score of step
+    # 40 depends on steps 26..40 only.
+    w = PersistenceTransformer(ModelConfig(d_model=32, n_layers=2, d_ff=64, max_len=8)).eval()
+    x, t = torch.randn(1, 50, N_FEATURES), torch.linspace(0, 1.6, 50)[None]
+    with torch.inference_mode():
+        base = w(x, t)[0, 40].item()
+        far, near = x.clone(), x.clone()
+        far[:, :26] += 3.0
+        near[:, 26] += 3.0
+        assert abs(w(far, t)[0, 40].item() - base) < 1e-6
+        assert abs(w(near, t)[0, 40].item() - base) > 1e-4
 
 
 def test_training_tracks_are_labelled_by_ground_truth(tmp_path):
@@ -105,7 +114,7 @@ def test_training_tracks_are_labelled_by_ground_truth(tmp_path):
     a.save(tmp_path / "t.npz")
     back = TrackSet.load(tmp_path / "t.npz")
     np.testing.assert_allclose(back.hist, a.hist, atol=1e-3)
-    assert back.image_size == (640, 480) and list(back.label) == list(a.label)
+    assert back.image_size.tolist() == [[640, 480]] * len(a) and list(back.label) == list(a.label)
 
 
 def _synthetic_set(n, seed):

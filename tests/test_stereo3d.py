@@ -205,3 +205,21 @@ def test_live_bad_inputs_are_clear(tmp_path, capsys):
     assert main(["replay", str(tmp_path / "nothing")]) == 2
     assert main(["live", "--cam0", "0", "--cam1", str(rec / "cam1.mjpg"), "--calib", str(big / "calib.yaml")]) == 2
     assert "mix of a live camera and a file" in capsys.readouterr().err
+
+
+def test_a_pair_with_neither_view_is_coasted_not_fatal():
+    """Both cameras dropping the same frame (no image, no time) must not stop the loop."""
+    from streams.frames import FramePair
+
+    world = SimWorld(get_scene("default").with_(seconds=4.0, flash_rate=0.0), seed=2)
+    pipe = StereoPipeline(world.calib)
+    n_before = None
+    for k in range(world.cfg.n_frames):
+        pair, _ = world.step()
+        if k == 100:
+            pair = FramePair(pair.index, float("nan"), float("nan"), None, None)
+            n_before = len(f3.tracks)
+        f3 = pipe.step(pair)
+        if k == 100:
+            assert np.isfinite(f3.t) and len(f3.tracks) == n_before > 0
+    assert len(f3.tracks) >= 3

@@ -9,13 +9,14 @@ from typing import Optional, Sequence
 
 from . import __version__
 from . import errors
+from persistence.errors import HistoryError, WeightsError
 from streams.errors import SchemaError, StreamError
 
-errors.register_user_error(StreamError)
-errors.register_user_error(SchemaError)
+for _user_error in (StreamError, SchemaError, WeightsError, HistoryError):
+    errors.register_user_error(_user_error)
 
 # Subcommand modules under tracker3d.commands, in --help order.
-COMMANDS = ["demo", "live", "replay", "record", "calibrate", "sim", "eval", "track2d", "bench"]
+COMMANDS = ["demo", "live", "replay", "record", "calibrate", "sim", "eval", "track2d", "persistence", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -159,6 +159,7 @@ def evaluate_3d(frames: dict[int, FrameTracks], gt: dict[str, np.ndarray], calib
         "false_list": false_list,
         "time_to_track_s_median": float(np.median(delays)) if delays else float("nan"),
         "time_to_track_s_p90": float(np.percentile(delays, 90)) if delays else float("nan"),
+        "delays": [float(d) for d in delays],
         "objects": len(first_seen), "objects_never_tracked": never, "match_m": match_m, "skip_s": skip_s,
         "frames": len(order), "gt_dets": n_gt, "tracker_dets": n_tr,
     }

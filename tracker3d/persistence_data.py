@@ -8,13 +8,12 @@ A track is *persistent* (label 1) when most of its observed rows sit on one real
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 import numpy as np
 
 from persistence import HitCountGate
+from persistence.data import KINDS, TrackSet
 
 from .detect import make_detector
 from .detections import Detections
@@ -24,41 +23,7 @@ from .track2d import ByteTracker
 
 log = logging.getLogger(__name__)
 
-KINDS = ("object", "flash", "clutter", "noise", "other")
-
-
-@dataclass
-class TrackSet:
-    """N labelled track histories: hist (N, L, 7) padded at the end, lengths (N,), label (N,)
-    1 = persistent, kind (N,) index into KINDS, seed/camera (N,), image size per set."""
-
-    hist: np.ndarray
-    lengths: np.ndarray
-    label: np.ndarray
-    kind: np.ndarray
-    seed: np.ndarray
-    camera: np.ndarray
-    image_size: tuple[int, int]
-
-    def __len__(self) -> int:
-        return len(self.label)
-
-    def save(self, path: str | Path) -> None:
-        np.savez_compressed(path, hist=self.hist.astype(np.float32), lengths=self.lengths, label=self.label,
-                            kind=self.kind, seed=self.seed, camera=self.camera, image_size=np.array(self.image_size))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TrackSet":
-        with np.load(path, allow_pickle=False) as z:
-            return cls(z["hist"].astype(np.float64), z["lengths"], z["label"], z["kind"], z["seed"], z["camera"],
-                       tuple(int(v) for v in z["image_size"]))
-
-    @classmethod
-    def concat(cls, sets: list["TrackSet"]) -> "TrackSet":
-        L = max(s.hist.shape[1] for s in sets)
-        hist = np.concatenate([np.pad(s.hist, ((0, 0), (0, L - s.hist.shape[1]), (0, 0))) for s in sets])
-        return cls(hist, *(np.concatenate([getattr(s, k) for s in sets]) for k in
-                           ("lengths", "label", "kind", "seed", "camera")), sets[0].image_size)
+__all__ = ["KINDS", "TrackSet", "build", "collect"]
 
 
 def _label(hist: np.ndarray, n: int, cam: int, gt_by_frame: dict, fps: float, offset: float,
@@ -105,7 +70,9 @@ def collect(cfg: SceneConfig, seed: int, max_len: int = 64, match_px: float = 3.
                 uv = np.array([r.uv0 if cam == 0 else r.uv1 for r in rows])
                 gt_by_frame[(pair.index, cam)] = (np.array([r.id for r in rows]), np.array([r.kind for r in rows]), uv)
             img, t = (pair.img0, pair.t0) if cam == 0 else (pair.img1, pair.t1)
-            t = t if img is not None else pair.t
+            t = t if img is not None and np.isfinite(t) else pair.t
+            if not np.isfinite(t):
+                continue  # neither camera delivered this pair
             d = dets[cam].detect(img, t) if img is not None else Detections.empty()
             trks[cam].update(d, t)
             finished[cam].extend((h, int(n)) for h, n in zip(trks[cam].removed_hist, trks[cam].removed_hlen))
@@ -125,12 +92,38 @@ def collect(cfg: SceneConfig, seed: int, max_len: int = 64, match_px: float = 3.
             camera.append(cam)
     n = len(label)
     return TrackSet(np.array(hist).reshape(n, max_len, 7), np.array(lengths, np.int64), np.array(label, np.int64),
-                    np.array(kind, np.int64), np.full(n, seed, np.int64), np.array(camera, np.int64), size)
+                    np.array(kind, np.int64), np.full(n, seed, np.int64), np.array(camera, np.int64), np.array(size))
 
 
-def build(scenes: Iterable[str], seeds: Iterable[int], seconds: float = 10.0,
-          progress: Optional[Callable] = None, **kw) -> TrackSet:
-    """Tracks from every (scene, seed); seeds identify scenes, so splits by seed never share one."""
-    jobs = [(sc, sd) for sc in scenes for sd in seeds]
-    sets = [collect(get_scene(sc).with_(seconds=seconds), sd, **kw) for sc, sd in (progress(jobs) if progress else jobs)]
+# The shipped model's training scenes: every preset kind, plus other frame rates, a larger image,
+# heavier noise and longer-blinking clutter, so one model serves them all.
+RECIPE: tuple[tuple[str, dict], ...] = (
+    ("default", {}), ("cluttered", {}), ("swarm", {}), ("walkers", {}), ("throws", {}), ("sparse", {}),
+    ("faults", {}), ("default", {"fps": 15.0}), ("walkers", {"fps": 60.0}),
+    ("cluttered", {"width": 1280, "height": 720}), ("default", {"noise_sigma": 8.0, "flicker": 0.06}),
+    ("throws", {"clutter_count": 10, "clutter_on_frames": (2, 8), "flash_rate": 4.0}),
+)
+SPLIT_SEEDS = {"train": range(1000, 1032), "val": range(2000, 2003), "test": range(3000, 3004)}
+
+
+def _collect_job(job) -> TrackSet:
+    scene, over, seed, seconds, kw = job
+    return collect(get_scene(scene).with_(seconds=seconds, **over), seed, **kw)
+
+
+def build(scenes: Iterable, seeds: Iterable[int], seconds: float = 10.0,
+          progress: Optional[Callable] = None, jobs: int = 1, **kw) -> TrackSet:
+    """Tracks from every (scene, seed); a scene is a preset name or (name, overrides). Seeds
+    identify scenes, so splits by seed never share one. jobs > 1 runs scenes in processes."""
+    specs = [(sc, {}) if isinstance(sc, str) else (sc[0], dict(sc[1])) for sc in scenes]
+    work = [(sc, over, sd, seconds, kw) for sc, over in specs for sd in seeds]
+    if jobs > 1 and len(work) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
+            it = ex.map(_collect_job, work)
+            sets = list(progress(it, total=len(work)) if progress else it)
+    else:
+        sets = [_collect_job(w) for w in (progress(work) if progress else work)]
     return TrackSet.concat(sets)

@@ -63,18 +63,22 @@ class StereoPipeline:
         self.calib = calib
         self.cfg = config or PipelineConfig()
         self.gate = gate if gate is not None else HitCountGate(3, 1.0)
-        size = calib.cam0.image_size
         self.detectors = [make_detector(self.cfg.detector), make_detector(self.cfg.detector)]
-        self.trackers = [ByteTracker(self.cfg.tracker, self.gate, size), ByteTracker(self.cfg.tracker, self.gate, size)]
+        self.trackers = [ByteTracker(self.cfg.tracker, self.gate, calib.cam0.image_size),
+                         ByteTracker(self.cfg.tracker, self.gate, calib.cam1.image_size, gate_key_offset=CAM1_KEY_OFFSET)]
         self.associator = StereoAssociator(calib, self.cfg.association)
         self.tracker3d = Tracker3D(calib, self.cfg.track3d, keep_log=keep_log)
         self._pool = None
         if self.cfg.threads:
             # The two cameras' detectors run side by side; OpenCV's own worker threads on top of
             # them would only oversubscribe the cores.
+            import sys
+
             import cv2
 
             cv2.setNumThreads(1)
+            if "torch" in sys.modules:  # a learned gate: its small per-frame ops gain nothing from
+                sys.modules["torch"].set_num_threads(1)  # a thread pool that fights the detectors
             self._pool = ThreadPoolExecutor(2, thread_name_prefix="detect")
         self._last_t: Optional[float] = None
         self._dt = 1 / 30.0
@@ -93,6 +97,9 @@ class StereoPipeline:
     def step(self, pair: FramePair) -> Frame3D:
         tm: dict[str, float] = {}
         t = pair.t
+        if not math.isfinite(t):
+            # Neither camera delivered a frame (nor a time): coast one frame period on.
+            t = (self._last_t + self._dt) if self._last_t is not None else 0.0
         c0 = time.perf_counter()
         d0, d1 = self._detect(pair)
         c1 = time.perf_counter()
@@ -134,7 +141,8 @@ class StereoPipeline:
         ids = np.concatenate([trk0.ids, trk1.ids + CAM1_KEY_OFFSET])
         hist = np.concatenate([trk0.hist, trk1.hist])  # one tracker config: same history length
         lens = np.concatenate([trk0.hlen, trk1.hlen])
-        persistent, scores = self.gate(ids, hist, lens)
+        sizes = np.repeat([self.calib.cam0.image_size, self.calib.cam1.image_size], [n0, len(trk1)], axis=0)
+        persistent, scores = self.gate(ids, hist, lens, image_size=sizes)
         trk0.apply_gate(persistent[:n0], scores[:n0])
         trk1.apply_gate(persistent[n0:], scores[n0:])
 

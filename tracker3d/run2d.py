@@ -41,6 +41,8 @@ def run_2d(frames: Iterable[tuple[int, float, Optional[np.ndarray]]], detector: 
             dets = Detections.empty()
             out.detect_ms.append(0.0)
         else:
+            if tracker.image_size is None:  # the gate and border checks need it
+                tracker.image_size = (img.shape[1], img.shape[0])
             t0 = time.perf_counter()
             dets = detector.detect(img, t)
             out.detect_ms.append((time.perf_counter() - t0) * 1000)

@@ -143,10 +143,12 @@ class ByteTracker:
     """
 
     def __init__(self, config: Optional[TrackerConfig] = None, gate: Optional[Gate] = None,
-                 image_size: Optional[tuple[int, int]] = None):
+                 image_size: Optional[tuple[int, int]] = None, gate_key_offset: int = 0):
         self.cfg = config or TrackerConfig()
         self.gate = gate if gate is not None else HitCountGate(3, 1.0)
         self.image_size = image_size
+        # Added to track ids in gate calls, so trackers that share one gate keep distinct keys.
+        self.gate_key_offset = int(gate_key_offset)
         c = self.cfg
         self.kf = BatchedKalman(c.accel_std, c.size_accel_std, c.meas_std, c.size_meas_std, c.init_vel_std)
         L = c.max_history
@@ -251,11 +253,12 @@ class ByteTracker:
         self.removed_ids = self.ids[gone]
         self.removed_hist, self.removed_hlen = self.hist[gone], self.hlen[gone]
         if gone.any():
-            self.gate.forget(self.removed_ids.tolist())
+            self.gate.forget((self.removed_ids + self.gate_key_offset).tolist())
             self._keep(~gone)
         # The gate confirms.
         if run_gate and len(self.ids):
-            self.apply_gate(*self.gate(self.ids, self.hist, self.hlen))
+            self.apply_gate(*self.gate(self.ids + self.gate_key_offset, self.hist, self.hlen,
+                                      image_size=self.image_size))
         return self
 
     def apply_gate(self, persistent: np.ndarray, scores: np.ndarray) -> None:

@@ -21,6 +21,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _have_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (MB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _have_trackers() -> bool:
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -53,6 +66,16 @@ def run(args: argparse.Namespace) -> int:
           "bound = triangulation limit for the 2D noise measured)")
     print(format_pipeline(res["pipeline"]))
 
+    from ..bench.gate_speed import format_rows as format_gates, gate_speed
+
+    counts = (10, 200) if args.quick else (10, 50, 200, 1000)
+    devices = ["cpu"] + (["cuda"] if _have_cuda() else [])
+    res["gate"] = [gate_speed(n, dev, frames=10 if args.quick else 30)
+                   for dev in devices for n in progress(counts, f"gate {dev}")]
+    print("\nlearned persistence gate per frame (tracks with 64-step histories; each frame scores one new row "
+          "per track from cached keys/values; 'full pass' = one forward over all 64 steps; hit-count rule beside)")
+    print(format_gates(res["gate"]))
+
     seconds = 4.0 if args.quick else 10.0
     scenes = ("default",) if args.quick else peers.SCENES
     seeds = peers.REPORT_SEEDS[:1] if args.quick else peers.REPORT_SEEDS
@@ -73,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         res["track2d"] = "skipped: roboflow trackers not installed (make install-bench)"
         print("\n2D tracker comparison skipped: roboflow `trackers` is not installed (make install-bench)")
+    res["peak_rss_mb"] = peak_rss_mb()
     res["wall_s"] = time.perf_counter() - t_start
+    print(f"\npeak memory (RSS) of this process: {res['peak_rss_mb']:.0f} MB")
     print(f"\nbench took {res['wall_s']:.0f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -2,20 +2,32 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+from typing import Optional
 
 from persistence import HitCountGate
 
 from ..pipeline import PipelineConfig, STAGES
 from ..track3d import Track3DConfig
 
+DEFAULT_GATE = "persistence"  # beats min_hits 1..6 end to end: tracker3d persistence tradeoff
+
 
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pipeline")
     g.add_argument("--detector", default="bg", help="bg | knn | marker | onnx:MODEL.onnx (default bg)")
-    g.add_argument("--gate", default="hits", choices=["hits"],
-                   help="which gate confirms 2D tracks: hits = HitCountGate")
+    g.add_argument("--gate", default=DEFAULT_GATE, choices=["hits", "persistence"],
+                   help=f"which gate confirms 2D tracks: persistence = the learned TrackPersistenceFilter, "
+                   f"hits = HitCountGate (default {DEFAULT_GATE})")
     g.add_argument("--min-hits", type=int, default=3, help="hits gate: detections needed within --window")
     g.add_argument("--window", type=float, default=1.0, help="hits gate window, seconds")
+    g.add_argument("--weights", help="persistence gate: weights file (default: the shipped model)")
+    g.add_argument("--gate-on", type=float, help="persistence gate: score to become persistent (default: the model's)")
+    g.add_argument("--gate-off", type=float, help="persistence gate: score below which a track stops being "
+                   "persistent (default: the model's)")
+    g.add_argument("--gate-device", default="auto", help="persistence gate: auto | cpu | cuda")
+    g.add_argument("--gate-latch", type=float, default=0.5, metavar="SECONDS",
+                   help="persistence gate: a track persistent this long stays persistent (0: never latch)")
     g.add_argument("--model", default="cv", choices=["cv", "ca"], help="3D motion model: constant velocity "
                    "or constant acceleration")
     g.add_argument("--pixel-sigma", type=float, default=0.25, help="2D centroid noise for triangulation, px")
@@ -25,8 +37,16 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
 def pipeline_from_args(args: argparse.Namespace):
     cfg = PipelineConfig(detector=args.detector, pixel_sigma=args.pixel_sigma,
                          track3d=Track3DConfig(model=args.model, max_coast_s=args.max_coast))
-    gate = HitCountGate(args.min_hits, args.window)
-    return cfg, gate
+    return cfg, make_gate(args)
+
+
+def make_gate(args: argparse.Namespace):
+    if args.gate == "persistence":
+        from persistence.filter import TrackPersistenceFilter
+
+        return TrackPersistenceFilter(args.weights, on=args.gate_on, off=args.gate_off, device=args.gate_device,
+                                      latch_s=getattr(args, "gate_latch", 0.5))
+    return HitCountGate(args.min_hits, args.window)
 
 
 def format_summary(summary: dict) -> str:
@@ -44,3 +64,26 @@ def format_summary(summary: dict) -> str:
              for s in STAGES + ("latency",) if f"{s}_ms_median" in summary]
     lines.append("ms median/p99: " + ", ".join(stage))
     return "\n".join(lines)
+
+
+def add_view_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--view", action="store_true", help="open the Open3D viewer (tracker3d view) on the published "
+                   "tracks, as a separate process")
+
+
+def start_viewer(endpoint: str, calib, curve_keys: Optional[str] = None) -> subprocess.Popen:
+    """Start `tracker3d view` in its own process, subscribed to `endpoint`, with the rig drawn.
+    A slow viewer never slows the tracker: it takes only the newest message."""
+    import sys
+    import tempfile
+
+    from calib import save_calibration
+
+    tmp = tempfile.NamedTemporaryFile(prefix="tracker3d-view-", suffix=".yaml", delete=False)
+    tmp.close()
+    save_calibration(calib, tmp.name)
+    connect = endpoint.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")
+    cmd = [sys.executable, "-m", "tracker3d.cli", "view", "--connect", connect, "--calib", tmp.name]
+    if curve_keys:
+        cmd += ["--curve-keys", curve_keys]
+    return subprocess.Popen(cmd)

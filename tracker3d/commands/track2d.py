@@ -13,7 +13,7 @@ from ..mot import read_mot, write_mot
 from ..progress import progress
 from ..run2d import Run2D, record_frame, run_2d
 from ..track2d import ByteTracker, TrackerConfig
-from persistence import HitCountGate
+from .common import DEFAULT_GATE, make_gate
 
 HELP = "track one camera in 2D: MOT detections (--det) or a video/image glob (--video) -> MOT tracks"
 
@@ -25,8 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--video", help="video file, image glob or camera index")
     p.add_argument("--detector", default="bg", help="bg | knn | marker | onnx:MODEL.onnx (with --video)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate for --det (frame times)")
+    p.add_argument("--gate", choices=["hits", "persistence"],
+                   help=f"which gate confirms tracks (default {DEFAULT_GATE}; hits for --det without --image-size)")
     p.add_argument("--min-hits", type=int, default=3, help="hit-count gate: hits to confirm a track")
     p.add_argument("--window", type=float, default=1.0, help="hit-count gate window, seconds")
+    p.add_argument("--weights", help="persistence gate: weights file (default: the shipped model)")
+    p.add_argument("--gate-on", type=float, help="persistence gate: score to become persistent")
+    p.add_argument("--gate-off", type=float, help="persistence gate: score below which a track stops being persistent")
+    p.add_argument("--gate-device", default="auto", help="persistence gate: auto | cpu | cuda")
+    p.add_argument("--image-size", help="WxH pixels of the images behind --det (the persistence gate needs it)")
     p.add_argument("--lost-buffer", type=float, default=1.0, help="seconds a lost track is kept")
     p.add_argument("--out", required=True, help="output tracks in MOTChallenge format")
     p.add_argument("--det-out", help="also write the detections (MOT det format; with --video)")
@@ -35,7 +42,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = TrackerConfig(lost_buffer_s=args.lost_buffer)
-    tracker = ByteTracker(cfg, HitCountGate(args.min_hits, args.window))
+    size = None
+    if args.image_size:
+        try:
+            size = tuple(int(v) for v in args.image_size.lower().split("x"))
+            assert len(size) == 2 and min(size) > 0
+        except (ValueError, AssertionError):
+            raise Tracker3DError(f"--image-size {args.image_size}: expected WxH pixels, e.g. 1920x1080") from None
+    if args.det and size is None:
+        if args.gate == "persistence":
+            raise Tracker3DError("--gate persistence with --det needs --image-size WxH (positions are normalised by it)")
+        args.gate = args.gate or "hits"
+    args.gate = args.gate or DEFAULT_GATE
+    tracker = ByteTracker(cfg, make_gate(args), image_size=size)
     if args.det:
         mot = read_mot(args.det)
         index = mot.frames()

@@ -1,0 +1,285 @@
+"""The learned persistence gate (TrackPersistenceFilter) and a simple scoring API (PersistenceFilter).
+
+TrackPersistenceFilter is what the pipeline calls once per frame with the live 2D tracks of both
+cameras. It keeps each track's transformer keys and values, so a frame costs one batched step
+over the tracks' new rows (usually one each), not a pass over whole histories; the scores equal a
+full causal forward pass over the newest `max_len` steps. A track enters the persistent set when
+its score reaches `on` and leaves it when the score falls below `off` (hysteresis); once it has
+been persistent for `latch_s` seconds it stays so for the rest of its life (the gate decides
+confirmation; ending tracks is the tracker's job: a model judged on young tracks revoked long,
+real tracks at merges and 2D ID switches and cost 3D IDF1).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .features import check_history, features
+from .gate import pad_histories
+from .model import KVCache, PersistenceTransformer
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """auto -> cuda when torch sees a GPU, else cpu; asking for cuda without one falls back (logged)."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("persistence gate: device %s requested but torch sees no GPU; using the CPU", name)
+        return torch.device("cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"device {name!r}: expected auto, cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
+
+
+def _check_thresholds(on: float, off: float) -> None:
+    if not (0.0 <= off <= on <= 1.0):
+        raise ValueError(f"thresholds on={on}, off={off}: expected 0 <= off <= on <= 1")
+
+
+class TrackPersistenceFilter:
+    """Gate: (ids (N,), hist (N, L, 7), lengths (N,), image_size) -> (persistent (N,), score (N,)).
+
+    `image_size` is (W, H) pixels for all tracks or an (N, 2) array; rows of a track that the
+    filter has already scored are recognised by their time, so every call may pass whole
+    histories. `forget(ids)` drops removed tracks' state.
+    """
+
+    def __init__(self, weights: Optional[str] = None, on: Optional[float] = None, off: Optional[float] = None,
+                 device: str = "auto", image_size: Optional[tuple[int, int]] = None,
+                 model: Optional[PersistenceTransformer] = None, latch_s: float = 0.5):
+        self.device = pick_device(device)
+        if model is None:
+            model, card = checkpoint.load(weights, "cpu")
+        else:
+            card = {"on": 0.5, "off": 0.3}
+        self.card = card
+        self.model = model.eval().to(self.device)
+        self.on = float(card["on"] if on is None else on)
+        # With only `on` given, keep the model's hysteresis gap below it.
+        gap = float(card["on"]) - float(card["off"])
+        self.off = float(card["off"] if on is None else max(0.0, self.on - gap)) if off is None else float(off)
+        _check_thresholds(self.on, self.off)
+        if not latch_s >= 0:
+            raise ValueError(f"latch_s {latch_s}: expected >= 0 seconds")
+        self.latch_s = float(latch_s)
+        self.image_size = image_size
+        self.cache = KVCache(model.config, 64, self.device)
+        self.fallbacks = 0  # times a GPU failure moved the gate to the CPU
+        self._slot_of: dict[int, int] = {}
+        self._free: list[int] = []
+        # Per cache slot: steps scored, time of the last scored row, birth time, time of the last
+        # observed row, last score, persistent.
+        self._pos = np.zeros(0, np.int64)
+        self._t_scored = np.zeros(0)
+        self._t_birth = np.zeros(0)
+        self._t_obs = np.zeros(0)
+        self._score = np.zeros(0)
+        self._persist = np.zeros(0, bool)
+        self._t_on = np.zeros(0)  # time the current persistent spell began
+        self._grow(64)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Score a dummy track once, so that the first real frame does not pay torch's first-call
+        costs (a latency spike of tens of ms in a live loop)."""
+        h = np.zeros((1, 3, 7))
+        h[0, :, 0] = [0.0, 1 / 30, 2 / 30]
+        h[0, :, 1:7] = [10.0, 10.0, 5.0, 5.0, 0.5, 1.0]
+        for n in (1, 2, 3):
+            self(np.array([-1]), h, np.array([n]), image_size=(64, 64))
+        self.forget([-1])
+
+    def __repr__(self) -> str:
+        c = self.model.config
+        return (f"TrackPersistenceFilter(d_model={c.d_model}, layers={c.n_layers}, on={self.on}, off={self.off}, "
+                f"device={self.device.type})")
+
+    def update_thresholds(self, on: float, off: Optional[float] = None) -> None:
+        off = min(self.off, on) if off is None else off
+        _check_thresholds(on, off)
+        self.on, self.off = float(on), float(off)
+
+    def forget(self, ids: Iterable[int]) -> None:
+        for i in ids:
+            slot = self._slot_of.pop(int(i), None)
+            if slot is not None:
+                self._free.append(slot)
+
+    def reset(self) -> None:
+        self.forget(list(self._slot_of))
+
+    def _grow(self, capacity: int) -> None:
+        old = len(self._pos)
+        self.cache.grow(capacity)
+        extra = capacity - old
+        self._pos = np.r_[self._pos, np.zeros(extra, np.int64)]
+        for name in ("_t_scored", "_t_birth", "_t_obs", "_score", "_t_on"):
+            setattr(self, name, np.r_[getattr(self, name), np.zeros(extra)])
+        self._persist = np.r_[self._persist, np.zeros(extra, bool)]
+        self._free.extend(range(capacity - 1, old - 1, -1))
+
+    def _slots(self, ids: np.ndarray, hist: np.ndarray) -> np.ndarray:
+        slots = np.empty(len(ids), np.int64)
+        new = []
+        for k, i in enumerate(ids.tolist()):
+            s = self._slot_of.get(i)
+            if s is None:
+                if not self._free:
+                    self._grow(2 * len(self._pos))
+                s = self._free.pop()
+                self._slot_of[i] = s
+                new.append(k)
+            slots[k] = s
+        if new:
+            ns = slots[new]
+            self._pos[ns] = 0
+            self._t_scored[ns] = -np.inf
+            self._t_birth[ns] = hist[new, 0, 0]
+            self._t_obs[ns] = -np.inf
+            self._score[ns] = 0.0
+            self._persist[ns] = False
+            self._t_on[ns] = np.inf
+        return slots
+
+    def __call__(self, ids: np.ndarray, hist: np.ndarray, lengths: np.ndarray,
+                 image_size=None) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids, np.int64)
+        lengths = np.asarray(lengths, np.int64)
+        n = len(ids)
+        if n == 0:
+            return np.zeros(0, bool), np.zeros(0)
+        size = image_size if image_size is not None else self.image_size
+        if size is None:
+            raise ValueError("TrackPersistenceFilter: image_size (W, H) pixels is needed to normalise positions")
+        size = np.broadcast_to(np.asarray(size, np.float64).reshape(-1, 2), (n, 2))
+        hist = np.asarray(hist, np.float64)
+        slots = self._slots(ids, hist)
+        try:
+            self._score_new(slots, hist, lengths, size)
+        except Exception as e:
+            if self.device.type == "cpu" or not _is_oom(e):
+                raise
+            log.warning("persistence gate: GPU out of memory with %d tracks; moving the gate to the CPU", n)
+            self.fallbacks += 1
+            self.device = torch.device("cpu")
+            self.model.to(self.device)
+            self.cache.to(self.device)
+            self._score_new(slots, hist, lengths, size)
+        return self._persist[slots].copy(), self._score[slots].copy()
+
+    def _score_new(self, slots, hist, lengths, size) -> None:
+        L = hist.shape[1]
+        live = np.arange(L)[None, :] < lengths[:, None]
+        n_new = np.count_nonzero(live & (hist[:, :, 0] > self._t_scored[slots][:, None]), axis=1)
+        todo = np.flatnonzero(n_new > 0)
+        if not len(todo):
+            return
+        if len(todo) < len(slots):
+            slots, hist, lengths, size, n_new = slots[todo], hist[todo], lengths[todo], size[todo], n_new[todo]
+        n = len(slots)
+        # Windows of each track's new rows plus two rows of context before them (rates and
+        # accelerations need them), left-aligned: a young track has fewer context rows.
+        m = int(n_new.max())
+        start = lengths - n_new - 2
+        shift = np.maximum(-start, 0)
+        idx = np.maximum(start, 0)[:, None] + np.arange(m + 2)[None, :]
+        win = hist[np.arange(n)[:, None], np.minimum(idx, L - 1)]
+        wlen = n_new + 2 - shift  # rows past a track's newest one are padding
+        t_birth = self._t_birth[slots]
+        f = features(win, wlen, size, t_birth=t_birth, t_last_obs=self._t_obs[slots])
+        age = (win[..., 0] - t_birth[:, None]).astype(np.float32)
+        dev = self.device
+        last = np.zeros(n)
+        with torch.inference_mode():
+            for s in range(m):
+                sel = np.flatnonzero(n_new > s) if m > 1 else np.arange(n)
+                col = 2 - shift[sel] + s  # the window row of this new step
+                logit = self.model.step(torch.from_numpy(f[sel, col]).to(dev), torch.from_numpy(age[sel, col]).to(dev),
+                                        self.cache, torch.from_numpy(slots[sel]).to(dev),
+                                        torch.from_numpy(self._pos[slots[sel]] + s).to(dev))
+                last[sel] = torch.sigmoid(logit).cpu().numpy()
+        rows = np.arange(n)
+        new_obs = (hist[:, :, 6] > 0) & (np.arange(L)[None, :] >= (lengths - n_new)[:, None]) & \
+            (np.arange(L)[None, :] < lengths[:, None])
+        t_new_obs = np.where(new_obs, hist[:, :, 0], -np.inf).max(axis=1)
+        self._t_obs[slots] = np.maximum(self._t_obs[slots], t_new_obs)
+        self._t_scored[slots] = hist[rows, lengths - 1, 0]
+        self._pos[slots] += n_new
+        self._score[slots] = last
+        was = self._persist[slots]
+        t_now = self._t_scored[slots]
+        latched = was & (self.latch_s > 0) & (t_now - self._t_on[slots] >= self.latch_s)
+        now = latched | (last >= np.where(was, self.off, self.on))
+        self._t_on[slots] = np.where(now & ~was, t_now, np.where(now, self._t_on[slots], np.inf))
+        self._persist[slots] = now
+
+
+def _history_of(track: Any, where: str) -> np.ndarray:
+    h = getattr(track, "history", track)
+    return check_history(h, where)
+
+
+class PersistenceFilter:
+    """Score and filter tracks by their histories, statelessly: each call scores every track's
+    newest step from its whole history (the same score TrackPersistenceFilter gives online).
+
+    A track is an (n, 7) array of rows [t, cx, cy, w, h, score, observed] (oldest first) or any
+    object with such a `history` attribute (e.g. tracker3d's Track2D). image_size: (W, H) pixels.
+    """
+
+    def __init__(self, image_size: tuple[int, int], weights: Optional[str] = None,
+                 threshold: Optional[float] = None, device: str = "auto"):
+        self.device = pick_device(device)
+        self.model, self.card = checkpoint.load(weights, self.device)
+        self.image_size = tuple(image_size)
+        self.threshold = float(self.card["on"] if threshold is None else threshold)
+        self.update_threshold(self.threshold)
+
+    def update_threshold(self, value: float) -> None:
+        """Set the score a track needs to pass (0..1)."""
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"threshold {value}: expected a probability in [0, 1]")
+        self.threshold = float(value)
+
+    def get_persistence_scores(self, tracks: Sequence[Any]) -> np.ndarray:
+        """(N,) probability that each track follows a real, persistent object."""
+        if len(tracks) == 0:
+            return np.zeros(0)
+        hs = [_history_of(tr, f"track {i}") for i, tr in enumerate(tracks)]
+        hist, lens = pad_histories(hs)
+        f = features(hist, lens, self.image_size)
+        age = (hist[..., 0] - hist[:, :1, 0]).astype(np.float32)
+        out = np.zeros(len(hs))
+        with torch.inference_mode():
+            for n in np.unique(lens):  # one pass per length: the last step is at n - 1
+                sel = np.flatnonzero(lens == n)
+                ft = torch.from_numpy(f[sel, :n]).to(self.device)
+                at = torch.from_numpy(age[sel, :n]).to(self.device)
+                out[sel] = torch.sigmoid(self.model(ft, at)[:, -1]).cpu().numpy()
+        return out
+
+    def filter_tracks(self, tracks: Sequence[Any]) -> list:
+        """The tracks whose score reaches the threshold, in their order."""
+        s = self.get_persistence_scores(tracks)
+        return [tr for tr, v in zip(tracks, s) if v >= self.threshold]
+
+    def batch_filter_tracks(self, batches: Sequence[Sequence[Any]]) -> list[list]:
+        """filter_tracks for several lists (e.g. cameras or frames) with one scoring pass."""
+        flat = [tr for b in batches for tr in b]
+        s = self.get_persistence_scores(flat)
+        out, k = [], 0
+        for b in batches:
+            out.append([tr for tr, v in zip(b, s[k:k + len(b)]) if v >= self.threshold])
+            k += len(b)
+        return out

@@ -1,0 +1,81 @@
+"""Cost of the persistence gates per frame for many live tracks (64-step histories)."""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+
+from persistence import HitCountGate
+
+
+def _histories(n: int, steps: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps) / 30.0
+    hist = np.zeros((n, steps, 7))
+    hist[:, :, 0] = t
+    hist[:, :, 1:3] = rng.uniform(50, 500, (n, 1, 2)) + rng.normal(0, 40, (n, 1, 2)) * t[None, :, None]
+    hist[:, :, 3:5] = rng.uniform(5, 30, (n, 1, 2))
+    hist[:, :, 5] = 0.9
+    hist[:, :, 6] = (rng.random((n, steps)) > 0.1).astype(float)
+    return hist
+
+
+def gate_speed(n_tracks: int, device: str = "cpu", steps: int = 64, frames: int = 30,
+               weights: Optional[str] = None) -> dict:
+    """ms per frame (median, p99) of the learned gate scoring n_tracks live tracks whose caches
+    already hold `steps` steps (each frame adds one row per track), on one CPU thread or a GPU;
+    plus one full forward pass over n_tracks x steps, and the hit-count rule for comparison."""
+    import torch
+
+    from persistence.filter import TrackPersistenceFilter
+
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        gate = TrackPersistenceFilter(weights, device=device, image_size=(640, 480))
+        total = steps + frames
+        hist = _histories(n_tracks, total)
+        ids = np.arange(n_tracks)
+        sync = torch.cuda.synchronize if gate.device.type == "cuda" else (lambda: None)
+        times = []
+        for k in range(1, total + 1):
+            lens = np.full(n_tracks, k)
+            c = time.perf_counter()
+            gate(ids, hist, lens)
+            sync()
+            if k > steps:
+                times.append(time.perf_counter() - c)
+        from persistence.features import features
+
+        f = torch.from_numpy(features(hist[:, :steps], np.full(n_tracks, steps), (640, 480))).to(gate.device)
+        age = torch.from_numpy(hist[:, :steps, 0].astype(np.float32)).to(gate.device)
+        full = []
+        with torch.inference_mode():
+            for _ in range(5):
+                c = time.perf_counter()
+                gate.model(f, age)
+                sync()
+                full.append(time.perf_counter() - c)
+        hits = HitCountGate(3, 1.0)
+        ht = []
+        for _ in range(20):
+            c = time.perf_counter()
+            hits(ids, hist[:, :steps], np.full(n_tracks, steps))
+            ht.append(time.perf_counter() - c)
+        name = torch.cuda.get_device_name(0) if gate.device.type == "cuda" else "cpu, 1 thread"
+        return {"tracks": n_tracks, "device": name, "ms_median": float(np.median(times) * 1e3),
+                "ms_p99": float(np.percentile(times, 99) * 1e3), "full_pass_ms": float(np.median(full) * 1e3),
+                "hits_ms": float(np.median(ht) * 1e3)}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def format_rows(rows: list[dict]) -> str:
+    lines = [f"{'tracks':>7s}{'device':>18s}{'per frame ms median':>21s}{'p99':>8s}"
+             f"{'full 64-step pass ms':>22s}{'hit-count ms':>14s}"]
+    for r in rows:
+        lines.append(f"{r['tracks']:>7d}{r['device'][:18]:>18s}{r['ms_median']:>21.2f}{r['ms_p99']:>8.2f}"
+                     f"{r['full_pass_ms']:>22.1f}{r['hits_ms']:>14.3f}")
+    return "\n".join(lines)
