@@ -23,8 +23,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --no-deps $(EVAL_PKGS)
 	touch $@
 
+# The suite includes the viewer's headless snapshot test, so it installs the viewer extra (open3d).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,viewer]"
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed

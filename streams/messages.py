@@ -84,6 +84,31 @@ def validate_message(msg: Any) -> dict:
     return msg
 
 
+_VEC3 = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
+_CAM = {"type": ["object", "null"], "properties": {
+    "track": {"type": "integer", "minimum": 0},
+    "uv": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}}}
+# The same schema as JSON Schema (for MCAP channels, Foxglove, other languages' validators).
+JSON_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema", "title": SCHEMA, "type": "object",
+    "required": ["schema", "seq", "frame", "t", "frame_id", "latency_ms", "tracks"],
+    "properties": {
+        "schema": {"const": SCHEMA}, "seq": {"type": "integer", "minimum": 0},
+        "frame": {"type": "integer", "minimum": 0}, "t": {"type": "number", "description": "seconds"},
+        "frame_id": {"type": "string", "description": "cam0 (camera 0 optical frame, OpenCV axes) or world"},
+        "latency_ms": {"type": "number"},
+        "tracks": {"type": "array", "items": {
+            "type": "object", "required": ["id", "xyz", "vel", "cov", "persistence", "age_s", "state"],
+            "properties": {
+                "id": {"type": "integer", "minimum": 0}, "xyz": {**_VEC3, "description": "metres"},
+                "vel": {**_VEC3, "description": "metres per second"},
+                "cov": {"type": "array", "items": _VEC3, "minItems": 3, "maxItems": 3},
+                "persistence": {"type": "number", "minimum": 0, "maximum": 1},
+                "age_s": {"type": "number"}, "state": {"enum": list(STATES)}, "cam0": _CAM, "cam1": _CAM}}},
+    },
+}
+
+
 def make_message(seq: int, frame: int, t: float, tracks: list[dict], frame_id: str = "cam0",
                  latency_ms: float = 0.0) -> dict:
     return {"schema": SCHEMA, "seq": int(seq), "frame": int(frame), "t": float(t), "frame_id": frame_id,

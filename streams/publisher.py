@@ -2,7 +2,8 @@
 
 The publisher never blocks the tracking loop: it sends with NOBLOCK onto a bounded queue
 (SNDHWM); ZMQ drops messages for a subscriber whose queue is full, and that subscriber sees the
-gap in `seq`. Binding to anything but loopback needs `allow_remote=True`.
+gap in `seq`. Binding to anything but loopback needs `allow_remote=True`; `curve_keys=DIR` on both ends
+encrypts and admits only authorized subscribers (streams.curve).
 """
 from __future__ import annotations
 
@@ -51,18 +52,25 @@ class TrackPublisher(Closeable):
     """Publishes tracks3d messages on an XPUB socket (PUB semantics, plus a subscriber count)."""
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, hwm: int = 1000, allow_remote: bool = False,
-                 context: Optional[zmq.Context] = None, frame_id: str = "cam0", curve_server_key=None):
+                 context: Optional[zmq.Context] = None, frame_id: str = "cam0", curve_keys: Optional[str] = None):
         if not is_loopback_endpoint(endpoint) and not allow_remote:
             raise StreamError(f"{endpoint}: not a loopback address; binding to the network needs an explicit "
                               "--allow-remote (anyone who can reach it can read your tracks)")
         self.endpoint = endpoint
         self.frame_id = frame_id
         self.ctx = context or zmq.Context.instance()
+        self.auth = None
+        if curve_keys is not None:
+            from .curve import server_keys, start_authenticator
+
+            public, secret = server_keys(curve_keys)
+            # A private context: the authenticator serves every socket of its context.
+            self.ctx = context or zmq.Context()
+            self.auth = start_authenticator(self.ctx, curve_keys)
         self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.SNDHWM, int(hwm))
         self.sock.setsockopt(zmq.LINGER, 0)
-        if curve_server_key is not None:
-            public, secret = curve_server_key
+        if curve_keys is not None:
             self.sock.curve_secretkey = secret
             self.sock.curve_publickey = public
             self.sock.curve_server = True
@@ -70,6 +78,8 @@ class TrackPublisher(Closeable):
             self.sock.bind(endpoint)
         except zmq.ZMQError as exc:
             self.sock.close(0)
+            if self.auth is not None:
+                self.auth.stop()
             if exc.errno == errno.EADDRINUSE:
                 raise StreamError(f"{endpoint}: address already in use (another tracker3d running? "
                                   "pick another port with --publish)") from None
@@ -104,6 +114,9 @@ class TrackPublisher(Closeable):
 
     def close(self) -> None:
         self.sock.close(0)
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
 
 
 class Subscriber(Readable[dict]):
@@ -116,7 +129,7 @@ class Subscriber(Readable[dict]):
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: Optional[float] = None, conflate: bool = False,
                  strict: bool = False, rcvhwm: int = 1000, context: Optional[zmq.Context] = None,
-                 curve_keys=None, server_public_key=None):
+                 curve_keys: Optional[str] = None):
         self.endpoint = endpoint
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.SUB)
@@ -125,9 +138,12 @@ class Subscriber(Readable[dict]):
             self.sock.setsockopt(zmq.CONFLATE, 1)
         else:
             self.sock.setsockopt(zmq.RCVHWM, int(rcvhwm))
-        if curve_keys is not None:
-            self.sock.curve_publickey, self.sock.curve_secretkey = curve_keys
-            self.sock.curve_serverkey = server_public_key
+        if curve_keys is not None:  # a key folder: client.key_secret and server.key
+            from .curve import client_keys
+
+            pub, sec, server_pub = client_keys(curve_keys)
+            self.sock.curve_publickey, self.sock.curve_secretkey = pub, sec
+            self.sock.curve_serverkey = server_pub
         self.sock.setsockopt(zmq.SUBSCRIBE, TOPIC)
         self.sock.connect(endpoint)
         self.timeout = timeout

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from streams import TrackPublisher
 from streams.publisher import DEFAULT_ENDPOINT
 
+from ..errors import Tracker3DError
 from ..evaluate import Collector, warmup_s
 from ..pipeline import StereoPipeline, run as run_pipeline
 from ..progress import bar
 from ..sim import SCENES, SimStereoSource, SimWorld, get_scene, gt_columns
-from .common import add_pipeline_args, format_summary, pipeline_from_args
+from .common import add_pipeline_args, add_view_arg, format_summary, pipeline_from_args, start_viewer
 
 HELP = "run a synthetic stereo scene through the live loop, publish it, and score it"
 
@@ -24,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--publish", default=DEFAULT_ENDPOINT, metavar="ENDPOINT", help="ZMQ endpoint to bind")
     p.add_argument("--no-publish", action="store_true", help="do not open a ZMQ socket")
     add_pipeline_args(p)
+    add_view_arg(p)
+    p.add_argument("--curve-keys", metavar="DIR", help="encrypt the published tracks with CURVE and admit only "
+                   "subscribers whose keys are in DIR/authorized (see tracker3d keys)")
     p.set_defaults(func=run)
 
 
@@ -34,7 +39,13 @@ def run(args: argparse.Namespace) -> int:
     config, gate = pipeline_from_args(args)
     pipe = StereoPipeline(world.calib, config, gate=gate)
     col = Collector(pipe)
-    pub = None if args.no_publish else TrackPublisher(args.publish, frame_id=pipe.frame_id)
+    if args.view and args.no_publish:
+        raise Tracker3DError("--view needs the published tracks: drop --no-publish")
+    pub = None if args.no_publish else TrackPublisher(args.publish, frame_id=pipe.frame_id,
+                                                      curve_keys=args.curve_keys)
+    if args.view:
+        start_viewer(args.publish, world.calib, args.curve_keys)
+        time.sleep(2.0)  # let the viewer connect before the scene starts
     print(f"demo: scene '{cfg.name}' ({cfg.n_objects} objects, {cfg.seconds:.0f} s at {cfg.fps:.0f} fps, seed "
           f"{args.seed}), {'as fast as possible' if args.fast else 'live at the frame rate'}"
           + ("" if pub is None else f"; publishing on {args.publish}"))

@@ -1,0 +1,142 @@
+"""The viewer: message handling without a window, a headless snapshot checked by its pixels,
+the overlay video and the trajectory plot."""
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from tracker3d.cli import main
+from tracker3d.viewer.state import NewestMessage, ViewerState, id_colour
+
+
+def msg(seq, t, tracks, frame_id="cam0"):
+    return {"seq": seq, "t": t, "frame_id": frame_id, "tracks": tracks}
+
+
+def tr(i, xyz, vel=(0.0, 0.0, 0.0), p=0.9, state="tracked"):
+    return {"id": i, "xyz": list(xyz), "vel": list(vel), "cov": [[0.0] * 3] * 3, "persistence": p, "age_s": 1.0,
+            "state": state}
+
+
+def test_state_trails_colours_stale_and_restart():
+    st = ViewerState(trail_s=0.5)
+    for k in range(30):
+        tracks = [tr(1, (k * 0.01, 0, 3)), tr(2, (0, 0, 4))] if k < 20 else [tr(1, (k * 0.01, 0, 3))]
+        assert st.apply(msg(1000 + k, k / 30, tracks))
+    assert set(st.tracks) == {1}, "a track missing from the newest message is gone"
+    pts, fade = st.trail_points(1)
+    assert len(pts) == 16 and fade[-1] == 1.0 and fade[0] < fade[-1], "0.5 s of trail at 30 Hz, newest brightest"
+    np.testing.assert_allclose(pts[-1], [0.29, 0, 3])
+    assert not st.apply(msg(1012, 0.4, [tr(9, (1, 1, 1))])), "an older message is dropped"
+    assert st.stale == 1 and 9 not in st.tracks
+    assert st.apply(msg(0, 0.0, [tr(5, (1, 1, 1))])), "a publisher restart starts over"
+    assert set(st.tracks) == {5} and len(st.tracks[5].trail) == 1
+    cols = [id_colour(i) for i in range(50)]
+    assert id_colour(7) == id_colour(7)
+    assert min(np.abs(np.subtract(a, b)).sum() for a, b in zip(cols, cols[1:])) > 0.2, "neighbour IDs differ"
+    assert "#5" in st.info_text() and "p=0.90" in st.info_text()
+
+
+def test_newest_message_wins():
+    box = NewestMessage()
+    for k in range(5):
+        box.put({"seq": k})
+    assert box.take() == {"seq": 4} and box.replaced == 4 and box.take() is None
+
+
+def _publish_forever(ep, tracks, stop):
+    from streams import TrackPublisher
+
+    with TrackPublisher(ep) as pub:
+        k = 0
+        while not stop.is_set():
+            pub.publish(k, k / 30, tracks)
+            k += 1
+            time.sleep(0.01)
+
+
+def test_snapshot_shows_each_track_where_it_should(tmp_path, capsys):
+    pytest.importorskip("open3d")
+    from calib.rigs import make_rig
+    from calib import save_calibration
+    from tracker3d.viewer.snapshot import default_camera
+
+    calib = make_rig()
+    save_calibration(calib, tmp_path / "rig.yaml")
+    tracks = [tr(i, (-1.0 + 0.8 * i, 0.3 * (i % 2), 3.0 + 0.5 * i), vel=(0.2, 0, 0)) for i in range(4)]
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ep = f"tcp://127.0.0.1:{port}"
+    stop = threading.Event()
+    th = threading.Thread(target=_publish_forever, args=(ep, tracks, stop), daemon=True)
+    th.start()
+    try:
+        # The viewer runs as its own process, as `--view` starts it (Open3D's renderer stays out
+        # of the test process).
+        png = tmp_path / "snap.png"
+        r = subprocess.run([sys.executable, "-m", "tracker3d.cli", "view", "--connect", ep, "--calib",
+                            str(tmp_path / "rig.yaml"), "--snapshot", str(png), "--frames", "5", "--size", "640x360"],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        stop.set()
+        th.join(5)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "4 tracks after 5 messages" in r.stdout
+    img = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
+    assert img.shape == (360, 640, 3)
+    st = ViewerState()
+    st.apply(msg(0, 0.0, tracks))
+    cam = default_camera(st, calib, 640, 360)
+    for t, (u, v) in zip(tracks, cam.project(np.array([t["xyz"] for t in tracks]))):
+        want = np.array(id_colour(t["id"])) * 255
+        got = img[int(round(v)), int(round(u))].astype(float)
+        assert np.abs(got - want).max() < 12, f"track {t['id']}: pixel {got} at ({u:.0f}, {v:.0f}), want {want}"
+        # ... and a sphere, not a stray pixel: its colour covers a disc around the centre.
+        patch = img[int(v) - 3:int(v) + 4, int(u) - 3:int(u) + 4].reshape(-1, 3).astype(float)
+        assert (np.abs(patch - want).max(axis=1) < 12).mean() > 0.8
+    absent = np.array(id_colour(99)) * 255
+    assert (np.abs(img.astype(float) - absent).max(axis=2) < 6).sum() < 20, "no sphere for an ID not sent"
+
+
+def test_view_without_publisher_is_a_clear_error(tmp_path):
+    pytest.importorskip("open3d")
+    r = subprocess.run([sys.executable, "-m", "tracker3d.cli", "view", "--connect", "tcp://127.0.0.1:1",
+                        "--snapshot", str(tmp_path / "x.png"), "--frames", "2", "--timeout", "0.5"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "0 of 2 messages within 0.5 s" in r.stderr
+
+
+def test_replay_overlay_and_plot(tmp_path, capsys):
+    from tracker3d.sim import get_scene, write_sim_recording
+
+    rec = write_sim_recording(get_scene("default").with_(seconds=3.0, flash_rate=0.0), tmp_path / "rec", seed=1)
+    assert main(["replay", str(rec), "--overlay", str(tmp_path / "o.avi"), "--plot", str(tmp_path / "p.png"),
+                 "--out", str(tmp_path / "t.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "90 overlay frames" in out
+    cap = cv2.VideoCapture(str(tmp_path / "o.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 90
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 89)
+    ok, frame = cap.read()
+    assert ok and frame.shape == (480, 1280, 3)
+    # The last message's 3D tracks: each is marked in both halves near its reprojection.
+    from tracker3d.outputs import read_jsonl
+    last = read_jsonl(tmp_path / "t.jsonl")[-1]
+    assert last["tracks"]
+    for t in last["tracks"]:
+        for cam, off in (("cam0", 0), ("cam1", 640)):
+            if t.get(cam) is None:
+                continue
+            u, v = t[cam]["uv"]
+            patch = frame[max(int(v) - 8, 0):int(v) + 9, max(int(u) - 8 + off, off):int(u) + 9 + off]
+            assert (patch.min(axis=2) > 200).sum() >= 4, f"white 3D marker near track {t['id']} in {cam}"
+    plot = cv2.imread(str(tmp_path / "p.png"))
+    assert plot is not None and plot.shape[0] > 300
+    n = int(out.split("p.png: ")[1].split()[0])
+    assert n >= 3

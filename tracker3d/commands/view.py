@@ -1,0 +1,72 @@
+"""`tracker3d view`: the Open3D viewer of published 3D tracks (a window, or a PNG snapshot)."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from streams.publisher import DEFAULT_ENDPOINT
+
+from ..errors import Tracker3DError
+
+HELP = "show published 3D tracks in an Open3D window, or render a snapshot PNG headless"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("view", help=HELP, description=HELP + ". Needs the viewer extra: pip install "
+                       "'tracker3d[viewer]'.")
+    p.add_argument("--connect", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
+                   help=f"publisher to subscribe to (default {DEFAULT_ENDPOINT})")
+    p.add_argument("--calib", help="calibration file: draws the two camera frusta")
+    p.add_argument("--curve-keys", metavar="DIR", help="CURVE keys of this subscriber (client.key_secret, server.key)")
+    p.add_argument("--trail", type=float, default=2.0, help="seconds of trail behind each track")
+    p.add_argument("--snapshot", metavar="PNG", help="render offscreen after --frames messages and exit")
+    p.add_argument("--frames", type=int, default=30, help="messages to take before --snapshot")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for messages (snapshot mode)")
+    p.add_argument("--size", default="960x540", help="snapshot size WxH pixels")
+    p.set_defaults(func=run)
+
+
+def _open3d():
+    try:
+        import open3d  # noqa: F401
+    except ImportError as e:
+        raise Tracker3DError(f"the viewer needs open3d ({e}); install it with: pip install 'tracker3d[viewer]'") \
+            from None
+    except OSError as e:  # e.g. a missing system library such as libusb-1.0
+        raise Tracker3DError(f"open3d cannot load here ({e}); on Debian/Ubuntu: apt install libusb-1.0-0 "
+                             "libgl1 (and libvulkan1 mesa-vulkan-drivers for headless snapshots)") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from calib import load_calibration
+    from streams import subscribe
+
+    from ..viewer.state import ViewerState
+
+    calib = load_calibration(args.calib) if args.calib else None
+    _open3d()
+    state = ViewerState(trail_s=args.trail)
+    with subscribe(args.connect, curve_keys=args.curve_keys) as sub:
+        if not args.snapshot:
+            from ..viewer.window import run_window
+
+            counts = run_window(sub, calib, state)
+            print(f"viewer: {counts['applied']} messages drawn, {counts['replaced']} skipped for newer ones")
+            return 0
+        try:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            raise Tracker3DError(f"--size {args.size}: expected WxH pixels, e.g. 960x540") from None
+        deadline = time.monotonic() + args.timeout
+        while state.applied < args.frames:
+            left = deadline - time.monotonic()
+            msg = sub.recv(timeout=max(left, 0.0)) if left > 0 else None
+            if msg is None:
+                raise Tracker3DError(f"--connect {args.connect}: {state.applied} of {args.frames} messages "
+                                     f"within {args.timeout:g} s (is a publisher running there?)")
+            state.apply(msg)
+    from ..viewer.snapshot import default_camera, render
+
+    render(state, calib, args.snapshot, default_camera(state, calib, w, h))
+    print(f"wrote {args.snapshot}: {len(state.tracks)} tracks after {state.applied} messages (t {state.t:.2f} s)")
+    return 0

@@ -1,0 +1,100 @@
+"""The interactive viewer window (Open3D GUI): a 3D scene and an info panel, fed by a
+background subscriber thread through a newest-message mailbox, redrawn at display rate."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Optional
+
+import open3d as o3d
+import open3d.visualization.gui as gui
+import open3d.visualization.rendering as rendering
+
+from calib.stereo import StereoCalibration
+from streams.publisher import Subscriber
+
+from .scene import static_geometries, track_geometries
+from .snapshot import default_camera
+from .state import NewestMessage, ViewerState
+
+log = logging.getLogger(__name__)
+
+
+def run_window(sub: Subscriber, calib: Optional[StereoCalibration], state: ViewerState, fps: float = 30.0,
+               width: int = 1280, height: int = 760) -> dict:
+    """Open the window and draw until it is closed; returns counts (applied, stale, replaced)."""
+    box = NewestMessage()
+    stop = threading.Event()
+
+    def receive() -> None:
+        while not stop.is_set():
+            msg = sub.recv(timeout=0.2)
+            if msg is not None:
+                box.put(msg)
+
+    app = gui.Application.instance
+    app.initialize()
+    win = app.create_window("tracker3d view", width, height)
+    scene = gui.SceneWidget()
+    scene.scene = rendering.Open3DScene(win.renderer)
+    scene.scene.set_background([1.0, 1.0, 1.0, 1.0])
+    lit = rendering.MaterialRecord()
+    lit.shader = "defaultLit"
+    line = rendering.MaterialRecord()
+    line.shader = "unlitLine"
+    line.line_width = 2.0
+
+    def material(g):
+        return line if isinstance(g, o3d.geometry.LineSet) else lit
+
+    for name, g in static_geometries(calib):
+        scene.scene.add_geometry(name, g, material(g))
+    cam = default_camera(state, calib, width, height)
+    scene.setup_camera(o3d.camera.PinholeCameraIntrinsic(width, height, cam.K), cam.extrinsic,
+                       o3d.geometry.AxisAlignedBoundingBox([-5, -5, -1], [5, 5, 12]))
+    info = gui.Label("waiting for messages ...")
+    panel = gui.Vert(4, gui.Margins(8, 8, 8, 8))
+    panel.add_child(info)
+    win.add_child(scene)
+    win.add_child(panel)
+
+    def layout(ctx):
+        r = win.content_rect
+        pw = min(420, r.width // 3)
+        scene.frame = gui.Rect(r.x, r.y, r.width - pw, r.height)
+        panel.frame = gui.Rect(r.get_right() - pw, r.y, pw, r.height)
+
+    win.set_on_layout(layout)
+    names: list[str] = []
+
+    def redraw() -> None:
+        msg = box.take()
+        if msg is None or not state.apply(msg):
+            return
+        for n in names:
+            scene.scene.remove_geometry(n)
+        names.clear()
+        for n, g in track_geometries(state):
+            scene.scene.add_geometry(n, g, material(g))
+            names.append(n)
+        info.text = state.info_text()
+        win.post_redraw()
+
+    def tick() -> None:
+        period = 1.0 / fps
+        while not stop.is_set():
+            time.sleep(period)
+            app.post_to_main_thread(win, redraw)
+
+    def closing() -> bool:
+        stop.set()
+        return True
+
+    win.set_on_close(closing)
+    threads = [threading.Thread(target=receive, daemon=True), threading.Thread(target=tick, daemon=True)]
+    for th in threads:
+        th.start()
+    app.run()
+    stop.set()
+    return {"applied": state.applied, "stale": state.stale, "replaced": box.replaced}
