@@ -158,6 +158,15 @@ class LiveStereoSource(StereoSource):
     def _run(self) -> None:
         while not self._stop.is_set():
             t0, t1 = self._grab(0), self._grab(1)
+            # A slower camera makes the other's grab stale: re-grab the earlier one (a few times at
+            # most) so the pair's captures are close in time.
+            for _ in range(4):
+                if math.isnan(t0) or math.isnan(t1) or abs(t1 - t0) <= self.tolerance:
+                    break
+                if t0 < t1:
+                    t0 = self._grab(0)
+                else:
+                    t1 = self._grab(1)
             img0 = self.devices[0].retrieve() if not math.isnan(t0) else None
             img1 = self.devices[1].retrieve() if not math.isnan(t1) else None
             if img0 is None and img1 is None:

@@ -138,3 +138,26 @@ def test_live_stereo_camera_dies_and_returns():
         assert src.stats.as_dict()["skew_ms_max"] < 50
     finally:
         src.close()
+
+
+def test_one_camera_far_slower_pairs_stay_matched_by_time():
+    """Camera 1 delivers at 20 fps, camera 0 at 200: pairs come at the slow camera's rate, each
+    pair's two captures stay close in time (no stale fast frame paired with a new slow one), and
+    the skew is reported."""
+    plans = ({}, {})
+    src = LiveStereoSource("0", "1", factory=(lambda s: FakeCamera(s, plans[0], fps=200.0),
+                                              lambda s: FakeCamera(s, plans[1], fps=20.0)),
+                           tolerance=0.03, backoff=(0.05, 0.1))
+    try:
+        pairs = []
+        t_end = time.monotonic() + 2.0
+        while time.monotonic() < t_end:
+            p = src.read(timeout=1.0)
+            if p is not None and p.img0 is not None and p.img1 is not None:
+                pairs.append(p)
+        assert 25 <= len(pairs) <= 45, f"{len(pairs)} pairs in 2 s: expected about the slow camera's 20/s"
+        assert max(abs(p.t1 - p.t0) for p in pairs) < 0.03
+        stats = src.stats.as_dict()
+        assert np.isfinite(stats["skew_ms_median"]) and stats["skew_ms_max"] < 30
+    finally:
+        src.close()
