@@ -29,10 +29,11 @@ class Detections:
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         n = len(b)
         s = np.ones(n) if scores is None else np.asarray(scores, dtype=np.float64).reshape(n)
-        c = (np.column_stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2]) if centroids is None
-             else np.asarray(centroids, dtype=np.float64).reshape(n, 2))
-        a = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) if areas is None
-             else np.asarray(areas, dtype=np.float64).reshape(n))
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite boxes are dropped by sanitized()
+            c = (np.column_stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2]) if centroids is None
+                 else np.asarray(centroids, dtype=np.float64).reshape(n, 2))
+            a = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) if areas is None
+                 else np.asarray(areas, dtype=np.float64).reshape(n))
         return cls(b, c, s, a)
 
     def select(self, mask) -> "Detections":
