@@ -50,10 +50,24 @@ def run_window(sub: Subscriber, calib: Optional[StereoCalibration], state: Viewe
 
     for name, g in static_geometries(calib):
         scene.scene.add_geometry(name, g, material(g))
-    cam = default_camera(state, calib, width, height)
-    scene.setup_camera(o3d.camera.PinholeCameraIntrinsic(width, height, cam.K), cam.extrinsic,
-                       o3d.geometry.AxisAlignedBoundingBox([-5, -5, -1], [5, 5, 12]))
-    info = gui.Label("waiting for messages ...")
+    framed = {"tracks": False}
+
+    def frame_view() -> None:
+        """Point the view at the tracks and the rig (as the snapshot does); the mouse moves it."""
+        w, h = max(scene.frame.width, 64), max(scene.frame.height, 64)
+        cam = default_camera(state, calib, w, h)
+        scene.setup_camera(o3d.camera.PinholeCameraIntrinsic(w, h, cam.K), cam.extrinsic,
+                           o3d.geometry.AxisAlignedBoundingBox([-5, -5, -1], [5, 5, 12]))
+        framed["tracks"] = bool(state.tracks)
+
+    def on_key(event) -> bool:
+        if event.type == gui.KeyEvent.Type.DOWN and event.key == gui.KeyName.F:
+            frame_view()
+            return gui.Widget.EventCallbackResult.HANDLED
+        return gui.Widget.EventCallbackResult.IGNORED
+
+    scene.set_on_key(on_key)
+    info = gui.Label("waiting for messages ... (F: frame the tracks)")
     panel = gui.Vert(4, gui.Margins(8, 8, 8, 8))
     panel.add_child(info)
     win.add_child(scene)
@@ -62,8 +76,11 @@ def run_window(sub: Subscriber, calib: Optional[StereoCalibration], state: Viewe
     def layout(ctx):
         r = win.content_rect
         pw = min(420, r.width // 3)
+        resized = scene.frame.width != r.width - pw or scene.frame.height != r.height
         scene.frame = gui.Rect(r.x, r.y, r.width - pw, r.height)
         panel.frame = gui.Rect(r.get_right() - pw, r.y, pw, r.height)
+        if resized and not framed["tracks"]:
+            frame_view()
 
     win.set_on_layout(layout)
     names: list[str] = []
@@ -78,6 +95,8 @@ def run_window(sub: Subscriber, calib: Optional[StereoCalibration], state: Viewe
         for n, g in track_geometries(state):
             scene.scene.add_geometry(n, g, material(g))
             names.append(n)
+        if not framed["tracks"] and state.tracks:  # the first tracks: frame them once
+            frame_view()
         info.text = state.info_text()
         win.post_redraw()
 
