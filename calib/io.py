@@ -88,27 +88,53 @@ def validate(calib: StereoCalibration, path: Any = "<calibration>") -> StereoCal
 
 
 # ---- OpenCV FileStorage --------------------------------------------------------------------
-def _fs_mat(fs: cv2.FileStorage, name: str) -> Optional[np.ndarray]:
+def _fs_number(node: cv2.FileNode) -> Optional[float]:
+    return float(node.real()) if not node.empty() and (node.isInt() or node.isReal()) else None
+
+
+def _fs_mat(fs: cv2.FileStorage, name: str, path: Any = "") -> Optional[np.ndarray]:
+    """A number, a sequence of numbers or an opencv-matrix node as a float array (None if absent).
+
+    An opencv-matrix is read field by field here, never with FileNode.mat(): OpenCV 5.0's
+    mat() writes past its buffer when rows x cols disagrees with the data (heap corruption, then
+    an abort), so a malformed file must be caught before OpenCV builds the matrix."""
     node = fs.getNode(name)
     if node.empty() or node.isNone():
         return None
-    if node.isSeq():
-        vals = [node.at(i).real() for i in range(node.size())]
-        return np.asarray(vals, dtype=np.float64)
+    if node.isSeq():  # a non-number element becomes NaN, which the field checks report
+        values = (_fs_number(node.at(i)) for i in range(node.size()))
+        return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     if node.isReal() or node.isInt():
         return np.asarray([node.real()])
-    m = node.mat()
-    return None if m is None else np.asarray(m, dtype=np.float64)
+    if not node.isMap():
+        raise _fail(path, name, "expected a number, a list of numbers or an opencv-matrix")
+    rows, cols, data = _fs_number(node.getNode("rows")), _fs_number(node.getNode("cols")), node.getNode("data")
+    if not all(v is not None and np.isfinite(v) and v == int(v) and 0 <= v <= 1e6 for v in (rows, cols)):
+        raise _fail(path, name, "opencv-matrix needs integer 'rows' and 'cols'")
+    dt = node.getNode("dt")
+    dt_text = dt.string() if not dt.empty() and dt.isString() else ""
+    channels = int(dt_text[:-1]) if len(dt_text) > 1 and dt_text[:-1].isdigit() else 1
+    if data.empty() or not (data.isSeq() or data.isInt() or data.isReal()):
+        raise _fail(path, name, "opencv-matrix needs a 'data' list")
+    values = [_fs_number(data.at(i)) for i in range(data.size())] if data.isSeq() else [_fs_number(data)]
+    expected = int(rows) * int(cols) * channels
+    if len(values) != expected:
+        raise _fail(path, name, f"opencv-matrix is {int(rows)}x{int(cols)}"
+                    + (f"x{channels}" if channels > 1 else "") + f" ({expected} values) but 'data' has {len(values)}")
+    if any(v is None for v in values):
+        raise _fail(path, name, "opencv-matrix 'data' holds something that is not a number")
+    arr = np.asarray(values, dtype=np.float64)
+    return arr.reshape((int(rows), int(cols)) + ((channels,) if channels > 1 else ()))
 
 
-def _fs_size(fs: cv2.FileStorage) -> Optional[np.ndarray]:
+def _fs_size(fs: cv2.FileStorage, path: Any = "") -> Optional[np.ndarray]:
     w, h = fs.getNode("image_width"), fs.getNode("image_height")
     if not w.empty() and not h.empty():
         if not (w.isInt() or w.isReal()) or not (h.isInt() or h.isReal()):
             return np.asarray([np.nan, np.nan])
         return np.asarray([w.real(), h.real()])
     for key in ("image_size", "imageSize"):
-        v = _fs_mat(fs, key)
+        v = _fs_mat(fs, key, path)
         if v is not None:
             return v
     return None
@@ -125,15 +151,15 @@ def _load_opencv(path: Path) -> StereoCalibration:
     if not fs.isOpened():
         raise CalibrationError(f"{path}: not a readable OpenCV FileStorage file")
     try:
-        size = _check_size(path, _fs_size(fs))
+        size = _check_size(path, _fs_size(fs, path))
         cams = []
         for i in (1, 2):
-            K = _check_K(path, f"M{i}", _fs_mat(fs, f"M{i}"))
-            D = _check_dist(path, f"D{i}", _fs_mat(fs, f"D{i}"))
+            K = _check_K(path, f"M{i}", _fs_mat(fs, f"M{i}", path))
+            D = _check_dist(path, f"D{i}", _fs_mat(fs, f"D{i}", path))
             cams.append(CameraModel(K, D, size))
-        R = _check_matrix(path, "R", _fs_mat(fs, "R"), (3, 3))
-        T = _check_matrix(path, "T", _fs_mat(fs, "T"), (3,))
-        Rw, tw = _fs_mat(fs, "R_world"), _fs_mat(fs, "t_world")
+        R = _check_matrix(path, "R", _fs_mat(fs, "R", path), (3, 3))
+        T = _check_matrix(path, "T", _fs_mat(fs, "T", path), (3,))
+        Rw, tw = _fs_mat(fs, "R_world", path), _fs_mat(fs, "t_world", path)
         if Rw is not None:
             Rw = _check_matrix(path, "R_world", Rw, (3, 3))
             tw = _check_matrix(path, "t_world", tw, (3,)) if tw is not None else np.zeros(3)

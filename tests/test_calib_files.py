@@ -36,6 +36,12 @@ def _mat(name, rows, cols, data):
     (lambda t: _replace_block(t, "D2", _mat("D2", 1, 3, [0, 0, 0])), "D2", "distortion coefficients"),
     (lambda t: _replace_block(t, "M2", _mat("M2", 3, 3, [500, 0, 320, 0, -500, 240, 0, 0, 1])), "M2",
      "not a camera matrix"),
+    # OpenCV 5.0's FileNode.mat() corrupts the heap on these (rows x cols != data): read by hand.
+    (lambda t: _replace_block(t, "T", "T: !!opencv-matrix\n   rows: 3\n   dt: d\n   data: [ 0.1, 0, 0 ]\n"), "T",
+     "integer 'rows' and 'cols'"),
+    (lambda t: _replace_block(t, "R", _mat("R", 3, 3, [1, 0, 0, 1])), "R", "(9 values) but 'data' has 4"),
+    (lambda t: _replace_block(t, "M1", _mat("M1", 3, 3, [500, 0, 320, 0, "abc", 240, 0, 0, 1])), "M1",
+     "not a number"),
     (lambda t: re.sub(r"image_width: \d+\n", "", t), "image_size", "missing"),
     (lambda t: t.replace("image_width: 640", "image_width: -640"), "image_size", "positive integers"),
 ])
