@@ -156,6 +156,13 @@ class LiveStereoSource(StereoSource):
         return time.time() if d.grab() else math.nan
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:  # the grabbing thread releases the devices: never while a grab is in progress
+            for d in self.devices:
+                d.release()
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             t0, t1 = self._grab(0), self._grab(1)
             # A slower camera makes the other's grab stale: re-grab the earlier one (a few times at
@@ -211,8 +218,8 @@ class LiveStereoSource(StereoSource):
         self._stop.set()
         self._slot.close()
         self._thread.join(timeout=2.0)
-        for d in self.devices:
-            d.release()
+        if self._thread.is_alive():
+            log.warning("live stereo: a camera is still inside a grab after 2 s; released when it returns")
 
 
 def open_stereo(src0: str, src1: str, tolerance: Optional[float] = None, frame_stride: int = 1,

@@ -276,6 +276,12 @@ class LiveSource(FrameSource):
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:  # the grabbing thread releases the device: never while a grab is in progress
+            self.device.release()
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             if not self.device.ensure_open():
                 time.sleep(0.01)
@@ -305,7 +311,8 @@ class LiveSource(FrameSource):
         self._stop.set()
         self._slot.close()
         self._thread.join(timeout=2.0)
-        self.device.release()
+        if self._thread.is_alive():
+            log.warning("camera %s: still inside a grab after 2 s; released when it returns", self.name)
 
 
 def open_source(spec: str | int, frame_stride: int = 1, realtime: bool = False, fps: float = 30.0,

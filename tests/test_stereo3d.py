@@ -159,20 +159,31 @@ def test_replay_smooth_and_eval_on_a_recording(tmp_path, capsys):
 def test_demo_publishes_to_a_real_subscriber(capsys):
     ep = f"tcp://127.0.0.1:{free_port()}"
     got = []
-    sub = subscribe(ep, timeout=20.0)
+    sub = subscribe(ep)
+    finished = threading.Event()
 
     def listen():
-        for msg in sub:
-            got.append(msg)
-            if msg["frame"] >= 110:
-                break
+        # The socket is used by this thread only, and closed here: a ZMQ socket must never be
+        # closed from one thread while another polls it.
+        try:
+            while True:
+                msg = sub.recv(timeout=0.2)
+                if msg is not None:
+                    got.append(msg)
+                elif finished.is_set():
+                    return  # the demo is over and nothing more is in flight
+        finally:
+            sub.close()
 
     th = threading.Thread(target=listen, daemon=True)
     th.start()
     time.sleep(0.3)
-    assert main(["demo", "--fast", "--seconds", "4", "--publish", ep]) == 0
-    th.join(10)
-    sub.close()
+    try:
+        assert main(["demo", "--fast", "--seconds", "4", "--publish", ep]) == 0
+    finally:
+        finished.set()
+        th.join(30)
+    assert not th.is_alive()
     assert got, "the subscriber received messages"
     with_tracks = [m for m in got if m["tracks"]]
     assert with_tracks and all(m["schema"] == "tracker3d/tracks3d@1" for m in got)

@@ -116,4 +116,6 @@ def run_window(sub: Subscriber, calib: Optional[StereoCalibration], state: Viewe
         th.start()
     app.run()
     stop.set()
+    for th in threads:  # the receiver polls the socket the caller closes next: wait for it
+        th.join(timeout=2.0)
     return {"applied": state.applied, "stale": state.stale, "replaced": box.replaced}
