@@ -138,6 +138,8 @@ class LiveStereoSource(StereoSource):
         for i, d in enumerate(self.devices):
             d.ensure_open(block=True)
             if not d.is_open:
+                for other in self.devices:  # cam0 may be open already: do not hold it
+                    other.release()
                 raise StreamError(f"cam{i} ({self.names[i]}): cannot open (check the index/URL and permissions)")
         self._slot: LatestSlot[FramePair] = LatestSlot()
         self._index = 0

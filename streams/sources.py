@@ -147,6 +147,7 @@ class CameraDevice:
         self._next_try = 0.0
         self._delay = self.backoff_min
         self._lock = threading.Lock()
+        self._closed = False
         self.ever_opened = False
 
     @property
@@ -164,7 +165,9 @@ class CameraDevice:
             for k, v in self.props.items():
                 cap.set(k, v)
         with self._lock:
-            if ok:
+            if ok and self._closed:  # released while this open was in progress: do not leak it
+                cap.release()
+            elif ok:
                 self._cap = cap
                 self._delay = self.backoff_min
                 if self.ever_opened:
@@ -231,7 +234,9 @@ class CameraDevice:
         return img
 
     def release(self) -> None:
+        """Release the device for good (a reopen still in progress releases what it opens)."""
         with self._lock:
+            self._closed = True
             if self._cap is not None:
                 self._cap.release()
             self._cap = None

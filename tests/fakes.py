@@ -54,6 +54,7 @@ class FakeCamera:
 
     def release(self):
         self.opened = False
+        self.plan["released"] = self.plan.get("released", 0) + 1
 
 
 class ListSource(FrameSource):

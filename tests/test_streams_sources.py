@@ -92,6 +92,19 @@ def test_live_source_that_never_opens_is_clear():
         LiveSource("3", factory=lambda spec: FakeCamera(spec, plan))
 
 
+def test_close_releases_the_cameras_and_a_failed_start_holds_none():
+    plan0, plan1 = {}, {}
+    src = LiveStereoSource("0", "1", factory=(lambda s: FakeCamera(s, plan0), lambda s: FakeCamera(s, plan1)))
+    assert src.read(timeout=2.0) is not None
+    src.close()
+    assert plan0.get("released") == 1 and plan1.get("released") == 1, "released once, by the grabbing thread"
+    # cam1 cannot open: cam0, already open, is released before the error
+    plan0, plan1 = {}, {"down_until": time.monotonic() + 100}
+    with pytest.raises(StreamError, match="cam1 .*cannot open"):
+        LiveStereoSource("0", "1", factory=(lambda s: FakeCamera(s, plan0), lambda s: FakeCamera(s, plan1)))
+    assert plan0.get("released", 0) >= 1
+
+
 def test_time_pairing_with_skew_and_drops():
     period = 1 / 30
     t0 = [i * period for i in range(30)]
