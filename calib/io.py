@@ -92,6 +92,11 @@ def _fs_number(node: cv2.FileNode) -> Optional[float]:
     return float(node.real()) if not node.empty() and (node.isInt() or node.isReal()) else None
 
 
+def _fs_numbers(node: cv2.FileNode) -> list[Optional[float]]:
+    """The elements of a sequence node (or a lone number) as floats, None where not a number."""
+    return [_fs_number(node.at(i)) for i in range(node.size())] if node.isSeq() else [_fs_number(node)]
+
+
 def _fs_mat(fs: cv2.FileStorage, name: str, path: Any = "") -> Optional[np.ndarray]:
     """A number, a sequence of numbers or an opencv-matrix node as a float array (None if absent).
 
@@ -102,8 +107,7 @@ def _fs_mat(fs: cv2.FileStorage, name: str, path: Any = "") -> Optional[np.ndarr
     if node.empty() or node.isNone():
         return None
     if node.isSeq():  # a non-number element becomes NaN, which the field checks report
-        values = (_fs_number(node.at(i)) for i in range(node.size()))
-        return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+        return np.asarray([np.nan if v is None else v for v in _fs_numbers(node)], dtype=np.float64)
     if node.isReal() or node.isInt():
         return np.asarray([node.real()])
     if not node.isMap():
@@ -116,7 +120,7 @@ def _fs_mat(fs: cv2.FileStorage, name: str, path: Any = "") -> Optional[np.ndarr
     channels = int(dt_text[:-1]) if len(dt_text) > 1 and dt_text[:-1].isdigit() else 1
     if data.empty() or not (data.isSeq() or data.isInt() or data.isReal()):
         raise _fail(path, name, "opencv-matrix needs a 'data' list")
-    values = [_fs_number(data.at(i)) for i in range(data.size())] if data.isSeq() else [_fs_number(data)]
+    values = _fs_numbers(data)
     expected = int(rows) * int(cols) * channels
     if len(values) != expected:
         raise _fail(path, name, f"opencv-matrix is {int(rows)}x{int(cols)}"
@@ -130,9 +134,8 @@ def _fs_mat(fs: cv2.FileStorage, name: str, path: Any = "") -> Optional[np.ndarr
 def _fs_size(fs: cv2.FileStorage, path: Any = "") -> Optional[np.ndarray]:
     w, h = fs.getNode("image_width"), fs.getNode("image_height")
     if not w.empty() and not h.empty():
-        if not (w.isInt() or w.isReal()) or not (h.isInt() or h.isReal()):
-            return np.asarray([np.nan, np.nan])
-        return np.asarray([w.real(), h.real()])
+        wh = (_fs_number(w), _fs_number(h))
+        return np.asarray([np.nan, np.nan] if None in wh else wh)
     for key in ("image_size", "imageSize"):
         v = _fs_mat(fs, key, path)
         if v is not None:

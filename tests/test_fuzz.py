@@ -128,8 +128,7 @@ def recording(tmp_path_factory):
                                tmp_path_factory.mktemp("r") / "rec", seed=1)
 
 
-@settings(max_examples=60, derandomize=True, deadline=5000,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(FUZZ, max_examples=60, deadline=5000)  # each example copies and reads a recording
 @given(st.data())
 def test_recording_reader_on_mutated_folders(tmp_path, recording, data):
     d = tmp_path / "r"

@@ -64,11 +64,10 @@ class _LoopbackSubscriber:
         from streams.publisher import TrackPublisher
 
         self.publisher = TrackPublisher("tcp://127.0.0.1:*")
-        self.endpoint = self.publisher.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.sock = self.publisher.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(self.endpoint)
+        self.sock.connect(self.publisher.sock.getsockopt_string(zmq.LAST_ENDPOINT))
         self.received = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, daemon=True, name="bench-subscriber")
@@ -96,17 +95,23 @@ class _LoopbackSubscriber:
         self.publisher.close()
 
 
+def _row_head() -> str:
+    return f"{'scene':9s} {'obj':>4s} {'res':>9s} {'mode':>4s} {'gate':>5s} "
+
+
+def _row_key(r: dict) -> str:
+    gate = "learn" if r["gate"] == "persistence" else r["gate"]
+    return f"{r['scene']:9s} {r['objects']:4d} {r['resolution']:>9s} {r['mode']:>4s} {gate:>5s} "
+
+
 def format_rows(rows: list[dict]) -> str:
     """The end-to-end table: throughput, latency, stage medians and accuracy, one row per run."""
-    head = (f"{'scene':9s} {'obj':>4s} {'res':>9s} {'mode':>4s} {'gate':>5s} {'pairs/s':>8s} {'lat p50':>8s} {'lat p99':>8s} "
-            + " ".join(f"{short:>6s}" for _, short in _COLUMNS)
-            + f" {'IDF1':>6s} {'RMSE cm':>8s} {'bound':>6s} {'false':>5s}")
-    lines = [head]
+    lines = [_row_head() + f"{'pairs/s':>8s} {'lat p50':>8s} {'lat p99':>8s} "
+             + " ".join(f"{short:>6s}" for _, short in _COLUMNS)
+             + f" {'IDF1':>6s} {'RMSE cm':>8s} {'bound':>6s} {'false':>5s}"]
     for r in rows:
-        gate = "learn" if r["gate"] == "persistence" else r["gate"]
         lines.append(
-            f"{r['scene']:9s} {r['objects']:4d} {r['resolution']:>9s} {r['mode']:>4s} {gate:>5s} {r['pairs_per_s']:8.1f} "
-            f"{r['latency_ms_median']:8.2f} {r['latency_ms_p99']:8.2f} "
+            _row_key(r) + f"{r['pairs_per_s']:8.1f} {r['latency_ms_median']:8.2f} {r['latency_ms_p99']:8.2f} "
             + " ".join(f"{r[f'{key}_ms_median']:6.2f}" for key, _ in _COLUMNS)
             + f" {r['IDF1']:6.3f} {r['rmse_m'] * 100:8.1f} {r['bound_m'] * 100:6.1f} {r['false_tracks']:5d}")
     return "\n".join(lines)
@@ -114,11 +119,8 @@ def format_rows(rows: list[dict]) -> str:
 
 def format_p99(rows: list[dict]) -> str:
     """Per-stage p99 (ms) of the same runs."""
-    lines = [f"{'scene':9s} {'obj':>4s} {'res':>9s} {'mode':>4s} {'gate':>5s} " + " ".join(f"{short:>6s}" for _, short in _COLUMNS)]
-    for r in rows:
-        gate = "learn" if r["gate"] == "persistence" else r["gate"]
-        lines.append(f"{r['scene']:9s} {r['objects']:4d} {r['resolution']:>9s} {r['mode']:>4s} {gate:>5s} "
-                     + " ".join(f"{r[f'{key}_ms_p99']:6.2f}" for key, _ in _COLUMNS))
+    lines = [_row_head() + " ".join(f"{short:>6s}" for _, short in _COLUMNS)]
+    lines += [_row_key(r) + " ".join(f"{r[f'{key}_ms_p99']:6.2f}" for key, _ in _COLUMNS) for r in rows]
     return "\n".join(lines)
 
 

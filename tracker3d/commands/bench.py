@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     res["pipeline"] = pipeline_rows(args.quick, progress=lambda it: progress(it, "pipeline"))
     print("\nstereo pipeline end to end (sim; 'live' = paced at 30 fps, latency = capture -> published; "
-          "'fast' = as fast as possible; gate: learn = learned persistence gate (the default), hits = min_hits 3; stage times ms median; RMSE of 3D tracks vs ground truth, "
+          "'fast' = as fast as possible; gate: learn = learned persistence gate (the default), "
+          "hits = min_hits 3; stage times ms median; RMSE of 3D tracks vs ground truth, "
           "bound = triangulation limit for the 2D noise measured)")
     print(format_pipeline(res["pipeline"]))
     print("\nper-stage p99 (ms) of the same runs")
