@@ -7,8 +7,8 @@ import numpy as np
 
 from persistence import PersistenceFilter
 from persistence.data import KINDS
-from tracker3d.persistence_data import collect
 from tracker3d.sim import get_scene
+from tracker3d.sim.gate_data import collect
 
 tracks = collect(get_scene("cluttered").with_(seconds=6.0), seed=777)  # our detector + 2D tracker, GT labels
 pf = PersistenceFilter(image_size=(640, 480))

@@ -70,7 +70,7 @@ def _loss(model, f, age, mask, y, max_age_steps: int, pos_weight: float) -> torc
 def train(train_set, val_set, model_config: ModelConfig = ModelConfig(), config: TrainConfig = TrainConfig(),
           progress: Optional[Callable] = None, on_epoch: Optional[Callable[[dict], None]] = None) -> TrainResult:
     """Train with AdamW and early stopping on the validation loss; returns the best weights.
-    train_set/val_set: objects with hist, lengths, label, image_size (persistence_data.TrackSet)."""
+    train_set/val_set: objects with hist, lengths, label, image_size (tracker3d.sim.gate_data.TrackSet)."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     dev = torch.device(config.device)

@@ -6,7 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from calib import load_calibration, save_calibration
 from calib.errors import CalibrationError
@@ -16,9 +17,9 @@ from persistence.features import check_history
 from streams import RecordingReader, StreamError
 from streams.errors import SchemaError
 from streams.messages import decode, encode, make_message
-from tracker3d.detections import Detections
+from tracker3d.detect.detections import Detections
 from tracker3d.sim import get_scene, write_sim_recording
-from tracker3d.track2d import ByteTracker
+from tracker3d.track2d.tracker import ByteTracker
 
 FUZZ = settings(max_examples=150, derandomize=True, deadline=2000,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

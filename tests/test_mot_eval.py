@@ -4,9 +4,9 @@ import pytest
 
 from tracker3d.cli import main
 from tracker3d.errors import Tracker3DError
-from tracker3d.eval2d import FrameObjects, evaluate_2d
-from tracker3d.mot import read_mot, write_mot
+from tracker3d.evaluation.eval2d import FrameObjects, evaluate_2d
 from tracker3d.sim import get_scene, write_sim_recording
+from tracker3d.track2d.mot import read_mot, write_mot
 
 
 def P(ids, pts):

@@ -4,7 +4,7 @@ import pytest
 
 from streams.errors import StreamError
 from tracker3d.cli import main
-from tracker3d.outputs import open_writer, read_csv, read_jsonl, read_mcap
+from tracker3d.outputs.files import open_writer, read_csv, read_jsonl, read_mcap
 from tracker3d.sim import get_scene, write_sim_recording
 
 

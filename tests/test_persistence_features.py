@@ -95,8 +95,8 @@ def test_model_is_causal_and_batching_equals_one_by_one():
 
 
 def test_training_tracks_are_labelled_by_ground_truth(tmp_path):
-    from tracker3d.persistence_data import KINDS, TrackSet, collect
     from tracker3d.sim import get_scene
+    from tracker3d.sim.gate_data import KINDS, TrackSet, collect
 
     cfg = get_scene("cluttered").with_(seconds=4.0)
     a = collect(cfg, seed=7)
@@ -119,7 +119,7 @@ def test_training_tracks_are_labelled_by_ground_truth(tmp_path):
 
 def _synthetic_set(n, seed):
     """Seed-style histories: steady movers (persistent) and jittery, flickering specks (not)."""
-    from tracker3d.persistence_data import TrackSet
+    from tracker3d.sim.gate_data import TrackSet
     rng = np.random.default_rng(seed)
     hs, labels = [], []
     for i in range(n):

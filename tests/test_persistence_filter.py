@@ -203,8 +203,8 @@ def test_persistence_filter_api(tmp_path):
 def test_shipped_weights_separate_a_held_out_object_from_a_flash():
     """The shipped model, on tracks our detector and tracker produce on a sim scene with a seed
     that no split uses: at age 5, real objects' tracks score above the flashes' and clutter's."""
-    from tracker3d.persistence_data import collect
     from tracker3d.sim import get_scene
+    from tracker3d.sim.gate_data import collect
 
     pf = PersistenceFilter((640, 480))
     ts = collect(get_scene("cluttered").with_(seconds=4.0), seed=4242)

@@ -8,15 +8,21 @@ import numpy as np
 
 from calib.rigs import make_rig
 from streams import subscribe
-from tracker3d.associate import StereoAssociator
 from tracker3d.cli import main
-from tracker3d.detections import Detections
-from tracker3d.evaluate import Collector, evaluate_recording
-from tracker3d.outputs import read_jsonl
+from tracker3d.detect.detections import Detections
+from tracker3d.evaluation.runs import Collector, evaluate_recording
+from tracker3d.outputs.files import read_jsonl
 from tracker3d.pipeline import PipelineConfig, StereoPipeline, run
-from tracker3d.sim import SimStereoSource, SimWorld, get_scene, gt_columns, write_sim_recording
-from tracker3d.track2d import ByteTracker
-from tracker3d.track3d import PairObservation, Tracker3D
+from tracker3d.sim import (
+    SimStereoSource,
+    SimWorld,
+    get_scene,
+    gt_columns,
+    write_sim_recording,
+)
+from tracker3d.stereo.associate import StereoAssociator
+from tracker3d.stereo.track3d import PairObservation, Tracker3D
+from tracker3d.track2d.tracker import ByteTracker
 
 
 def free_port():

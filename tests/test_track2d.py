@@ -5,10 +5,10 @@ import pytest
 from filterpy.kalman import KalmanFilter
 
 from persistence import HitCountGate, pad_histories
-from tracker3d.detections import Detections
+from tracker3d.detect.detections import Detections
 from tracker3d.errors import Tracker3DError
-from tracker3d.kalman2d import BatchedKalman
-from tracker3d.track2d import LOST, TRACKED, ByteTracker, TrackerConfig
+from tracker3d.track2d.kalman import BatchedKalman
+from tracker3d.track2d.tracker import LOST, TRACKED, ByteTracker, TrackerConfig
 
 
 def blobs(points, size=8.0, score=0.9):

@@ -61,8 +61,8 @@ def _publish_forever(ep, tracks, stop):
 
 def test_snapshot_shows_each_track_where_it_should(tmp_path, capsys):
     pytest.importorskip("open3d")
-    from calib.rigs import make_rig
     from calib import save_calibration
+    from calib.rigs import make_rig
     from tracker3d.viewer.snapshot import default_camera
 
     calib = make_rig()
@@ -126,7 +126,7 @@ def test_replay_overlay_and_plot(tmp_path, capsys):
     ok, frame = cap.read()
     assert ok and frame.shape == (480, 1280, 3)
     # The last message's 3D tracks: each is marked in both halves near its reprojection.
-    from tracker3d.outputs import read_jsonl
+    from tracker3d.outputs.files import read_jsonl
     last = read_jsonl(tmp_path / "t.jsonl")[-1]
     assert last["tracks"]
     for t in last["tracks"]:

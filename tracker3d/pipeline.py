@@ -19,11 +19,11 @@ from calib.triangulate import triangulate
 from persistence import Gate, HitCountGate
 from streams.frames import FramePair
 
-from .associate import AssociationConfig, StereoAssociator
 from .detect import make_detector
-from .detections import Detections
-from .track2d import ByteTracker, TrackerConfig
-from .track3d import PairObservation, Track3D, Track3DConfig, Tracker3D
+from .detect.detections import Detections
+from .stereo.associate import AssociationConfig, StereoAssociator
+from .stereo.track3d import PairObservation, Track3D, Track3DConfig, Tracker3D
+from .track2d.tracker import ByteTracker, TrackerConfig
 
 log = logging.getLogger(__name__)
 

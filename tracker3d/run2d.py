@@ -8,8 +8,8 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from .detect import Detector
-from .detections import Detections
-from .track2d import ByteTracker
+from .detect.detections import Detections
+from .track2d.tracker import ByteTracker
 
 
 @dataclass

@@ -22,10 +22,10 @@ import numpy as np
 from persistence import HitCountGate
 
 from ..detect import make_detector
-from ..detections import Detections
-from ..eval2d import FrameObjects, evaluate_2d, sim_gt_frames
+from ..detect.detections import Detections
+from ..evaluation.eval2d import FrameObjects, evaluate_2d, sim_gt_frames
 from ..sim import SimWorld, get_scene, gt_columns
-from ..track2d import ByteTracker
+from ..track2d.tracker import ByteTracker
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def make_streams(scene: str, seed: int, seconds: float = 10.0, objects: Optional
 
 
 def run_ours(stream: Stream, **cfg) -> tuple[dict[int, FrameObjects], list[float]]:
-    from ..track2d import TrackerConfig
+    from ..track2d.tracker import TrackerConfig
 
     tr = ByteTracker(TrackerConfig(**cfg), HitCountGate(3, 1.0), image_size=stream.image_size)
     out, ms = {}, []

@@ -8,7 +8,7 @@ from typing import Optional
 
 import zmq
 
-from ..evaluate import Collector, warmup_s
+from ..evaluation.runs import Collector, warmup_s
 from ..pipeline import STAGES, PipelineConfig, StereoPipeline, run
 from ..sim import SimStereoSource, SimWorld, get_scene, gt_columns
 

@@ -7,8 +7,8 @@ from typing import Optional
 
 from persistence import HitCountGate
 
-from ..pipeline import PipelineConfig, STAGES
-from ..track3d import Track3DConfig
+from ..pipeline import STAGES, PipelineConfig
+from ..stereo.track3d import Track3DConfig
 
 DEFAULT_GATE = "persistence"  # beats min_hits 1..6 end to end: tracker3d persistence tradeoff
 

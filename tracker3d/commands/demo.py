@@ -8,11 +8,18 @@ from streams import TrackPublisher
 from streams.publisher import DEFAULT_ENDPOINT
 
 from ..errors import Tracker3DError
-from ..evaluate import Collector, warmup_s
-from ..pipeline import StereoPipeline, run as run_pipeline
+from ..evaluation.runs import Collector, warmup_s
+from ..pipeline import StereoPipeline
+from ..pipeline import run as run_pipeline
 from ..progress import bar
 from ..sim import SCENES, SimStereoSource, SimWorld, get_scene, gt_columns
-from .common import add_pipeline_args, add_view_arg, format_summary, pipeline_from_args, start_viewer
+from .common import (
+    add_pipeline_args,
+    add_view_arg,
+    format_summary,
+    pipeline_from_args,
+    start_viewer,
+)
 
 HELP = "run a synthetic stereo scene through the live loop, publish it, and score it"
 

@@ -5,10 +5,10 @@ import argparse
 import json
 
 from ..errors import Tracker3DError
-from ..eval2d import evaluate_2d, mot_frames
-from ..eval3d import format_3d
-from ..evaluate import evaluate_recording, format_table
-from ..mot import MotRows, read_mot
+from ..evaluation.eval2d import evaluate_2d, mot_frames
+from ..evaluation.eval3d import format_3d
+from ..evaluation.runs import evaluate_recording, format_table
+from ..track2d.mot import MotRows, read_mot
 from .common import add_pipeline_args, pipeline_from_args
 
 HELP = "evaluate tracking against ground truth (a sim recording's gt.csv, or MOTChallenge gt.txt)"

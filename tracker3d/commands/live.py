@@ -8,10 +8,17 @@ from calib import load_calibration
 from streams import RecordingWriter, TrackPublisher, open_stereo
 from streams.publisher import DEFAULT_ENDPOINT
 
-from ..outputs import open_writer
-from ..pipeline import StereoPipeline, run as run_pipeline
+from ..outputs.files import open_writer
+from ..pipeline import StereoPipeline
+from ..pipeline import run as run_pipeline
 from ..progress import bar
-from .common import add_pipeline_args, add_view_arg, format_summary, pipeline_from_args, start_viewer
+from .common import (
+    add_pipeline_args,
+    add_view_arg,
+    format_summary,
+    pipeline_from_args,
+    start_viewer,
+)
 
 HELP = "track two live cameras in 3D and publish the tracks on ZMQ"
 

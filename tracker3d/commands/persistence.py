@@ -69,8 +69,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def _split(args, name: str, build_missing: bool = True):
     from persistence.data import TrackSet
-    from ..persistence_data import RECIPE, SPLIT_SEEDS, build
+
     from ..progress import progress
+    from ..sim.gate_data import RECIPE, SPLIT_SEEDS, build
 
     path = Path(args.data) / (f"{name}_quick.npz" if args.quick else f"{name}.npz")
     if path.exists():
@@ -112,7 +113,14 @@ def run_train(args: argparse.Namespace) -> int:
     from persistence.data import KINDS, TrackSet, synthetic_tracks
     from persistence.filter import pick_device
     from persistence.model import ModelConfig
-    from persistence.train import TrainConfig, choose_threshold, report_by_age, scores_by_age, train
+    from persistence.train import (
+        TrainConfig,
+        choose_threshold,
+        report_by_age,
+        scores_by_age,
+        train,
+    )
+
     from ..progress import progress
 
     tr, va, te = (_split(args, n) for n in ("train", "val", "test"))
@@ -139,7 +147,7 @@ def run_train(args: argparse.Namespace) -> int:
         "device": str(dev), "train_seconds": round(train_s, 1), "epochs_run": len(res.history),
         "best_epoch": res.best_epoch, "best_val_loss": res.best_val_loss,
         "data": {"train": _describe(tr), "val": _describe(va), "test": _describe(te),
-                 "scenes": "tracker3d.persistence_data.RECIPE", "seeds": "train 1000-1031, val 2000-2002, "
+                 "scenes": "tracker3d.sim.gate_data.RECIPE", "seeds": "train 1000-1031, val 2000-2002, "
                  "test 3000-3003 (splits never share a scene)", "seconds_per_scene": args.seconds,
                  "synthetic": args.synthetic, "quick": bool(args.quick)},
         "test_by_age": rows,
@@ -228,7 +236,8 @@ def run_tradeoff(args: argparse.Namespace) -> int:
 
     from persistence import HitCountGate
     from persistence.filter import TrackPersistenceFilter
-    from ..evaluate import evaluate_recording
+
+    from ..evaluation.runs import evaluate_recording
     from ..pipeline import PipelineConfig
     from ..progress import progress
     from ..sim import get_scene

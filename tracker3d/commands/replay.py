@@ -8,11 +8,18 @@ from calib import load_calibration
 from streams import RecordingReader, TrackPublisher
 from streams.publisher import DEFAULT_ENDPOINT
 
-from ..outputs import open_writer
-from ..overlay import OverlayWriter
-from ..pipeline import StereoPipeline, run as run_pipeline
+from ..outputs.files import open_writer
+from ..outputs.overlay import OverlayWriter
+from ..pipeline import StereoPipeline
+from ..pipeline import run as run_pipeline
 from ..progress import bar
-from .common import add_pipeline_args, add_view_arg, format_summary, pipeline_from_args, start_viewer
+from .common import (
+    add_pipeline_args,
+    add_view_arg,
+    format_summary,
+    pipeline_from_args,
+    start_viewer,
+)
 
 HELP = "track a recording folder in 3D (lossless; --smooth for offline RTS smoothing)"
 
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if overlay is not None:
         print(f"wrote {args.overlay}: {overlay.frames} overlay frames")
     if args.plot:
-        from ..plot import plot_trajectories
+        from ..outputs.plot import plot_trajectories
 
         n = plot_trajectories(messages, args.plot, title=f"{args.dir}: {len(messages)} pairs")
         print(f"wrote {args.plot}: {n} 3D trajectories")

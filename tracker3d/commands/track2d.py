@@ -9,10 +9,10 @@ from streams import open_source
 
 from ..detect import make_detector
 from ..errors import Tracker3DError
-from ..mot import read_mot, write_mot
 from ..progress import progress
 from ..run2d import Run2D, record_frame, run_2d
-from ..track2d import ByteTracker, TrackerConfig
+from ..track2d.mot import read_mot, write_mot
+from ..track2d.tracker import ByteTracker, TrackerConfig
 from .common import DEFAULT_GATE, make_gate
 
 HELP = "track one camera in 2D: MOT detections (--det) or a video/image glob (--video) -> MOT tracks"

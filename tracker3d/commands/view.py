@@ -26,25 +26,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _open3d():
-    try:
-        import open3d  # noqa: F401
-    except ImportError as e:
-        raise Tracker3DError(f"the viewer needs open3d ({e}); install it with: pip install 'tracker3d[viewer]'") \
-            from None
-    except OSError as e:  # e.g. a missing system library such as libusb-1.0
-        raise Tracker3DError(f"open3d cannot load here ({e}); on Debian/Ubuntu: apt install libusb-1.0-0 "
-                             "libgl1 (and libvulkan1 mesa-vulkan-drivers for headless snapshots)") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from calib import load_calibration
     from streams import subscribe
 
+    from ..viewer import require_open3d
     from ..viewer.state import ViewerState
 
     calib = load_calibration(args.calib) if args.calib else None
-    _open3d()
+    require_open3d()
     state = ViewerState(trail_s=args.trail)
     with subscribe(args.connect, curve_keys=args.curve_keys) as sub:
         if not args.snapshot:

@@ -5,8 +5,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..detections import Detections
 from ..errors import Tracker3DError
+from .detections import Detections
 
 
 class Detector(Protocol):

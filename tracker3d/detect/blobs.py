@@ -6,7 +6,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..detections import Detections
+from .detections import Detections
 
 
 def blobs_to_detections(mask: np.ndarray, weight: Callable[[int, int, int, int], np.ndarray],

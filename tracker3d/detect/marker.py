@@ -6,10 +6,10 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ..detections import Detections
 from ..errors import Tracker3DError
 from .base import check_image, to_gray
 from .blobs import blobs_to_detections
+from .detections import Detections
 
 
 class MarkerDetector:

@@ -7,9 +7,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ..detections import Detections
 from ..errors import Tracker3DError
 from .base import check_image
+from .detections import Detections
 
 
 class OnnxDetector:

@@ -21,9 +21,9 @@ from scipy.optimize import linear_sum_assignment
 
 from persistence import Gate, HitCountGate
 
-from .detections import Detections
-from .errors import Tracker3DError
-from .kalman2d import BatchedKalman
+from ..detect.detections import Detections
+from ..errors import Tracker3DError
+from .kalman import BatchedKalman
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import Tracker3DError
-from .track2d import iou_matrix
+from ..errors import Tracker3DError
+from ..track2d.tracker import iou_matrix
 
 
 def _trackeval():

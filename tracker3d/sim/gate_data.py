@@ -15,11 +15,11 @@ import numpy as np
 from persistence import HitCountGate
 from persistence.data import KINDS, TrackSet
 
-from .detect import make_detector
-from .detections import Detections
-from .sim import SimWorld, get_scene
-from .sim.scene import SceneConfig
-from .track2d import ByteTracker
+from ..detect import make_detector
+from ..detect.detections import Detections
+from ..track2d.tracker import ByteTracker
+from . import SimWorld, get_scene
+from .scene import SceneConfig
 
 log = logging.getLogger(__name__)
 

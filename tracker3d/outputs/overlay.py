@@ -14,14 +14,14 @@ from streams.base import Closeable
 from streams.errors import StreamError
 from streams.frames import FramePair
 
-from .track2d import LOST
+from ..track2d.tracker import LOST
 
 GREY = (150, 150, 150)
 
 
 def id_bgr(track_id: int) -> tuple[int, int, int]:
     """The viewer's colour for an ID (golden-ratio hues), as BGR 0..255."""
-    from .viewer.state import id_colour
+    from ..viewer.state import id_colour
 
     r, g, b = id_colour(track_id)
     return int(b * 255), int(g * 255), int(r * 255)

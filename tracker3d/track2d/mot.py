@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .detections import Detections
-from .errors import Tracker3DError
+from ..detect.detections import Detections
+from ..errors import Tracker3DError
 
 
 @dataclass

@@ -16,7 +16,7 @@ def plot_trajectories(messages: list[dict], path: str | os.PathLike, title: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .viewer.state import id_colour
+    from ..viewer.state import id_colour
 
     paths: dict[int, list] = defaultdict(list)
     world = bool(messages) and messages[0].get("frame_id") == "world"

@@ -19,7 +19,7 @@ from scipy.optimize import linear_sum_assignment
 from calib import StereoCalibration
 from calib.triangulate import triangulate
 
-from .track2d import ByteTracker
+from ..track2d.tracker import ByteTracker
 
 
 @dataclass

@@ -8,11 +8,11 @@ import numpy as np
 
 from streams import RecordingReader
 
+from ..pipeline import PipelineConfig, StereoPipeline, run
+from ..progress import bar
+from ..sim import read_gt
 from .eval2d import FrameObjects, evaluate_2d, sim_gt_frames
 from .eval3d import FrameTracks, evaluate_3d
-from .pipeline import PipelineConfig, StereoPipeline, run
-from .progress import bar
-from .sim import read_gt
 
 CENTROID_DIST_PX = 10.0  # 2D: similarity 1 - d/10 px, CLEAR/ID match within 5 px
 
@@ -57,7 +57,7 @@ class Collector:
 def warmup_s(config: PipelineConfig, fps: float) -> float:
     """Seconds at the start in which the detector learns its background and reports nothing."""
     if config.detector in ("bg", "mog2", "knn"):
-        from .detect.background import BackgroundSubtractionDetector
+        from ..detect.background import BackgroundSubtractionDetector
 
         return BackgroundSubtractionDetector().warmup_frames / fps
     return 0.0

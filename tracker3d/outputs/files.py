@@ -10,7 +10,14 @@ from pathlib import Path
 
 from streams.base import Closeable
 from streams.errors import StreamError
-from streams.messages import JSON_SCHEMA, SCHEMA, decode, encode, make_message, validate_message
+from streams.messages import (
+    JSON_SCHEMA,
+    SCHEMA,
+    decode,
+    encode,
+    make_message,
+    validate_message,
+)
 
 CSV_COLUMNS = ("frame", "t", "id", "x", "y", "z", "vx", "vy", "vz", "persistence", "state")
 MCAP_TOPIC = "/tracks3d"
