@@ -25,7 +25,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 # The suite includes the viewer's headless snapshot test, so it installs the viewer extra (open3d).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[test,viewer]"
+	$(BIN)/pip install -q -e ".[test,viewer,cluster]"
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed

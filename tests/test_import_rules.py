@@ -31,13 +31,15 @@ FORBIDDEN = {
     "tracker3d.viewer": ("tracker3d.commands", "tracker3d.cli", "tracker3d.bench", "tracker3d.pipeline",
                          "tracker3d.evaluation"),
     "tracker3d.bench": ("tracker3d.cli",),  # it times what the commands run, with their defaults
+    "tracker3d.batch": ("tracker3d.cli",),  # it runs what the commands run, many times over
     # the simulated world knows nothing of the tracker; only its gate-data generator runs stages
     "tracker3d.sim": ("tracker3d.commands", "tracker3d.cli", "tracker3d.bench", "tracker3d.pipeline",
                       "tracker3d.evaluation", "tracker3d.outputs", "tracker3d.viewer") + STAGES,
     "tracker3d.sim.gate_data": ("tracker3d.commands", "tracker3d.cli", "tracker3d.bench", "tracker3d.pipeline",
                                 "tracker3d.evaluation", "tracker3d.outputs", "tracker3d.viewer"),
 }
-KNOWN_FOLDERS = {"detect", "track2d", "stereo", "evaluation", "outputs", "viewer", "sim", "bench", "commands"}
+KNOWN_FOLDERS = {"detect", "track2d", "stereo", "evaluation", "outputs", "viewer", "sim", "bench", "batch",
+                 "commands"}
 
 
 def _module_name(path: Path) -> str:

@@ -16,7 +16,8 @@ for _user_error in (StreamError, SchemaError, WeightsError, HistoryError):
     errors.register_user_error(_user_error)
 
 # Subcommand modules under tracker3d.commands, in --help order.
-COMMANDS = ["demo", "live", "replay", "record", "calibrate", "sim", "eval", "track2d", "persistence", "view", "keys", "bench"]
+COMMANDS = ["demo", "live", "replay", "record", "calibrate", "sim", "eval", "track2d", "persistence", "view", "keys", "bench",
+            "batch"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,9 +7,11 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
+from ..batch.engine import add_engine_args, engine_from_args, run_tasks
 from ..errors import Tracker3DError
 
 log = logging.getLogger(__name__)
@@ -57,13 +59,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seconds", type=float, default=12.0)
     r.add_argument("--on", default="0.3,0.5,0.7,0.9", help="learned gate thresholds to try")
     r.add_argument("--json", help="write the table here as JSON")
+    add_engine_args(r)
     r.set_defaults(func=run_tradeoff)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=str(DEFAULT_DATA), help=f"folder of train/val/test .npz (default {DEFAULT_DATA})")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds of each sim scene")
-    p.add_argument("--jobs", type=int, default=2, help="processes building scenes")
+    add_engine_args(p, workers_aliases=("--jobs",))
     p.add_argument("--quick", action="store_true", help="a few scenes only (for trying the commands)")
 
 
@@ -84,7 +87,7 @@ def _split(args, name: str, build_missing: bool = True):
     recipe = RECIPE[:3] if args.quick else RECIPE
     seeds = list(SPLIT_SEEDS[name])[: (2 if name == "train" else 1) if args.quick else None]
     t = time.perf_counter()
-    ts = build(recipe, seeds, seconds=args.seconds, jobs=args.jobs,
+    ts = build(recipe, seeds, seconds=args.seconds, engine=engine_from_args(args),
                progress=lambda it, total=None: progress(it, desc=f"{name} scenes", total=total, unit="scene"))
     path.parent.mkdir(parents=True, exist_ok=True)
     ts.save(path)
@@ -231,38 +234,61 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_tradeoff(args: argparse.Namespace) -> int:
-    import tempfile
-
+def _tradeoff_gates(weights: Optional[str], ons: list[float]) -> list[tuple[str, Callable]]:
     from persistence import HitCountGate
     from persistence.filter import TrackPersistenceFilter
 
+    gates: list[tuple[str, Callable]] = [(f"hits {k}", lambda k=k: HitCountGate(k, 1.0)) for k in range(1, 7)]
+    for on in ons:
+        gates.append((f"learned {on:.2f}", lambda on=on: TrackPersistenceFilter(weights, on=on, device="cpu")))
+    return gates
+
+
+def _tradeoff_job(job: tuple) -> dict:
+    """One held-out scene: record it, run the pipeline with every gate; {gate name: 3D scores}."""
+    import tempfile
+
     from ..evaluation.runs import evaluate_recording
     from ..pipeline import PipelineConfig
-    from ..progress import progress
     from ..sim import get_scene
     from ..sim.record import write_sim_recording
 
+    scene, seed, seconds, weights, ons = job
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="tracker3d-tradeoff-") as tmp:
+        d = Path(tmp) / f"{scene}_{seed}"
+        write_sim_recording(get_scene(scene).with_(seconds=seconds), d, seed=seed)
+        for name, make in _tradeoff_gates(weights, ons):
+            res = evaluate_recording(str(d), PipelineConfig(), make(), show_progress=False)["3d"]
+            out[name] = {k: res.get(k) for k in ("false_track_s", "false_tracks", "delays", "IDF1", "skip_s")}
+    return out
+
+
+def run_tradeoff(args: argparse.Namespace) -> int:
+    from ..progress import progress
+
     scenes = [s for s in args.scenes.split(",") if s]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    gates: list[tuple[str, object]] = [(f"hits {k}", lambda k=k: HitCountGate(k, 1.0)) for k in range(1, 7)]
-    for on in (float(v) for v in args.on.split(",") if v):
-        gates.append((f"learned {on:.2f}", lambda on=on: TrackPersistenceFilter(args.weights, on=on, device="cpu")))
+    ons = [float(v) for v in args.on.split(",") if v]
+    names = [name for name, _ in _tradeoff_gates(args.weights, ons)]
     totals = {name: {"false_track_s": 0.0, "false_tracks": 0, "delays": [], "idf1": [], "seconds": 0.0}
-              for name, _ in gates}
-    with tempfile.TemporaryDirectory(prefix="tracker3d-tradeoff-") as tmp:
-        jobs = [(sc, sd) for sc in scenes for sd in seeds]
-        for sc, sd in progress(jobs, desc="scenes", unit="scene"):
-            d = Path(tmp) / f"{sc}_{sd}"
-            write_sim_recording(get_scene(sc).with_(seconds=args.seconds), d, seed=sd)
-            for name, make in gates:
-                res = evaluate_recording(str(d), PipelineConfig(), make(), show_progress=False)["3d"]
-                tot = totals[name]
-                tot["false_track_s"] += res["false_track_s"]
-                tot["false_tracks"] += res["false_tracks"]
-                tot["delays"] += res.get("delays", [])
-                tot["idf1"].append(res["IDF1"])
-                tot["seconds"] += args.seconds - res["skip_s"]
+              for name in names}
+    jobs = [(sc, sd, args.seconds, args.weights, ons) for sc in scenes for sd in seeds]
+    results: list[Optional[dict]] = [None] * len(jobs)
+    for outcome in progress(run_tasks(_tradeoff_job, jobs, engine_from_args(args)), desc="scenes",
+                            total=len(jobs), unit="scene"):
+        if not outcome.ok:
+            raise Tracker3DError(f"tradeoff: scene {jobs[outcome.index][0]} seed {jobs[outcome.index][1]} "
+                                 f"failed: {outcome.error}")
+        results[outcome.index] = outcome.value
+    for per_gate in results:  # in scene order, so the sums are the same on any engine
+        for name in names:
+            res, tot = per_gate[name], totals[name]
+            tot["false_track_s"] += res["false_track_s"]
+            tot["false_tracks"] += res["false_tracks"]
+            tot["delays"] += res.get("delays") or []
+            tot["idf1"].append(res["IDF1"])
+            tot["seconds"] += args.seconds - res["skip_s"]
     rows = []
     for name, tot in totals.items():
         dl = np.array(tot["delays"])

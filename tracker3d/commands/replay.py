@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from calib import load_calibration
@@ -40,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlay", metavar="VIDEO", help="write both views side by side with the 2D tracks (box, ID, "
                    "persistence score; grey = not persistent) and the reprojected 3D tracks (.mp4 or .avi)")
     p.add_argument("--plot", metavar="PNG", help="draw the 3D trajectories (top and side views) to this image")
+    p.add_argument("--summary-json", metavar="JSON", help="write the run summary (pairs, pairs/s, stage times) here")
     add_view_arg(p)
     p.add_argument("--curve-keys", metavar="DIR", help="encrypt the published tracks with CURVE and admit only "
                    "subscribers whose keys are in DIR/authorized (see tracker3d keys)")
@@ -107,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
                     w.write(f3.index, f3.t, f3.tracks)
     summary = stats.summary(rec.stats.as_dict(), pub)
     print(format_summary(summary))
+    if args.summary_json:
+        with open(args.summary_json, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=1, default=float)
     if rec.truncated:
         print(f"{rec.truncated} listed pairs missing from the videos (recording cut off)")
     if args.out:

@@ -15,8 +15,10 @@ import numpy as np
 from persistence import HitCountGate
 from persistence.data import KINDS, TrackSet
 
+from ..batch.engine import EngineSpec, run_tasks
 from ..detect import make_detector
 from ..detect.detections import Detections
+from ..errors import Tracker3DError
 from ..track2d.tracker import ByteTracker
 from . import SimWorld, get_scene
 from .scene import SceneConfig
@@ -112,18 +114,17 @@ def _collect_job(job) -> TrackSet:
 
 
 def build(scenes: Iterable, seeds: Iterable[int], seconds: float = 10.0,
-          progress: Optional[Callable] = None, jobs: int = 1, **kw) -> TrackSet:
+          progress: Optional[Callable] = None, engine: Optional[EngineSpec] = None, **kw) -> TrackSet:
     """Tracks from every (scene, seed); a scene is a preset name or (name, overrides). Seeds
-    identify scenes, so splits by seed never share one. jobs > 1 runs scenes in processes."""
+    identify scenes, so splits by seed never share one. Scenes run as tasks on `engine` (local
+    processes by default, or Ray); the result is the same, in the same order, on any engine."""
     specs = [(sc, {}) if isinstance(sc, str) else (sc[0], dict(sc[1])) for sc in scenes]
     work = [(sc, over, sd, seconds, kw) for sc, over in specs for sd in seeds]
-    if jobs > 1 and len(work) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
-            it = ex.map(_collect_job, work)
-            sets = list(progress(it, total=len(work)) if progress else it)
-    else:
-        sets = [_collect_job(w) for w in (progress(work) if progress else work)]
+    sets: list[Optional[TrackSet]] = [None] * len(work)
+    outcomes = run_tasks(_collect_job, work, engine or EngineSpec("serial"))
+    for outcome in (progress(outcomes, total=len(work)) if progress else outcomes):
+        if not outcome.ok:
+            sc, over, sd = work[outcome.index][:3]
+            raise Tracker3DError(f"gate data: scene {sc} {over or ''} seed {sd} failed: {outcome.error}")
+        sets[outcome.index] = outcome.value
     return TrackSet.concat(sets)
