@@ -15,6 +15,7 @@ TRACK_FILES = (".jsonl", ".ndjson", ".json", ".csv", ".mcap")  # tracker3d.outpu
 PLOT_FILES = (".png", ".pdf", ".svg")
 OVERLAY_FILES = (".mp4", ".avi")
 JSON_FILES = (".json",)
+CALIB_FILES = (".yaml", ".yml", ".xml", ".json")  # calib.save_calibration
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ def _existing_ancestor(p: Path) -> Path:
 def _check_one(o: Output) -> None:
     p = Path(o.path)
     name = f"{o.option} {o.path}"
+    if not o.folder and p.is_dir():
+        raise Tracker3DError(f"{name}: is a folder (expected a file name)")
     if o.suffixes is not None and p.suffix.lower() not in o.suffixes:
         raise Tracker3DError(f"{name}: expected a {', '.join(o.suffixes)} file")
     if o.folder:
@@ -52,8 +55,6 @@ def _check_one(o: Output) -> None:
             raise Tracker3DError(f"{name}: exists and is not a folder")
         if p.is_dir() and any(p.iterdir()):
             raise Tracker3DError(f"{name}: folder exists and is not empty (choose another)")
-    elif p.is_dir():
-        raise Tracker3DError(f"{name}: is a folder (expected a file name)")
     elif p.exists() and not os.access(p, os.W_OK):
         raise Tracker3DError(f"{name}: file is not writable")
     base = _existing_ancestor(p.parent if not p.exists() or not o.folder else p)
