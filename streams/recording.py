@@ -184,8 +184,6 @@ class RecordingWriter(Closeable):
         self.readable = self._count_readable()
         _cut_rows(self._frames_path, self._good_bytes, self.readable)
         what = exc.strerror or str(exc)
-        log.warning("%s: recording stopped after %d pairs: %s; %d pairs readable", self.dir, self.count, what,
-                    self.readable)
         raise OutputError(f"{self.dir}: recording stopped: {what}; {self.readable} of {self.count} pairs "
                           "readable") from None
 

@@ -144,7 +144,7 @@ def _wait_for(pred, timeout=60.0):
 def test_signal_stops_replay_in_order_with_a_complete_output_and_telling_status(rec, tmp_path, sig, rc, suffix):
     out = tmp_path / f"t{suffix}"
     proc = _cli("replay", str(rec), "--realtime", "--gate", "hits", "--out", str(out))
-    try:  # the first messages reach the file (MCAP: the first chunk, after 1 s) -> the run is under way
+    try:  # the first messages reach the file (MCAP: the first chunk) -> the run is under way
         assert _wait_for(lambda: out.exists() and out.stat().st_size > 2000), proc.communicate()
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
@@ -181,7 +181,7 @@ def test_sigkilled_mcap_loses_at_most_one_chunk(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     msgs = read_mcap(out)
-    assert written + 1 - 30 <= len(msgs) <= written + 2
+    assert written + 1 - 10 <= len(msgs) <= written + 2  # at most one chunk (10 messages) lost
     assert [m["seq"] for m in msgs] == list(range(len(msgs)))
 
 

@@ -58,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
             rec.close()
     st = src.stats.as_dict()
     n = rec.readable if rec is not None else 0
-    print(f"{'wrote' if rec.error is None else 'STOPPED (' + str(rec.error.strerror or rec.error) + '):'} "
-          f"{args.out}: {n} readable pairs; dropped cam0 {st['dropped0']}, cam1 {st['dropped1']}; "
+    print(f"{'wrote' if rec.error is None else 'STOPPED early:'} {args.out}: {n} readable pairs; dropped cam0 {st['dropped0']}, cam1 {st['dropped1']}; "
           f"skew median {st['skew_ms_median']:.2f} ms, max {st['skew_ms_max']:.2f} ms")
     return 1 if rec.error is not None else 0

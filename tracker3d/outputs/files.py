@@ -86,8 +86,8 @@ class McapWriter(_Writer):
     `flush_every_s` seconds, so a killed run loses at most that much; read_mcap reads a file cut
     this way to its last complete chunk. close() writes the summary and index."""
 
-    def __init__(self, path: str | os.PathLike, frame_id: str = "cam0", flush_every: int = 30,
-                 flush_every_s: float = 1.0):
+    def __init__(self, path: str | os.PathLike, frame_id: str = "cam0", flush_every: int = 10,
+                 flush_every_s: float = 0.5):
         from mcap.writer import Writer
 
         super().__init__(path, frame_id)
@@ -150,8 +150,14 @@ def _cut_tail(path, out: Records, cut: int, cut_bytes: int, what: str) -> Record
     return out
 
 
+def _require_file(path) -> None:
+    if not os.path.isfile(path):
+        raise StreamError(f"{path}: file not found")
+
+
 def _complete_lines(path) -> tuple[list[bytes], bytes]:
     """The newline-terminated lines of a file and the unterminated tail (a cut last line)."""
+    _require_file(path)
     with open(path, "rb") as f:
         data = f.read()
     end = data.rfind(b"\n") + 1
@@ -207,6 +213,7 @@ def read_mcap(path: str | os.PathLike) -> Records:
     from mcap.exceptions import McapError
     from mcap.reader import make_reader
 
+    _require_file(path)
     out = Records()
     try:
         with open(path, "rb") as f:
