@@ -255,6 +255,31 @@ def test_recording_stops_before_the_disk_is_full_with_every_pair_readable(rec, t
     assert sum(1 for _ in r) == 15 == w.readable and r.truncated == 0
 
 
+@pytest.mark.parametrize("codec", ["MJPG", "FFV1"])
+def test_frames_a_muxer_lost_silently_are_counted_by_reading_back(rec, tmp_path, monkeypatch, codec):
+    """cv2.VideoWriter drops frames on a full disk without a word: the count comes from the file."""
+    from streams.recording import CvVideoSink
+
+    pairs = _pairs(rec, 20)
+    real = CvVideoSink.write
+    written = {}
+
+    def lossy(self, img):  # the disk fills up after 12 frames: the muxer goes on as if nothing happened
+        written[self.path] = written.get(self.path, 0) + 1
+        if written[self.path] <= 12:
+            real(self, img)
+
+    monkeypatch.setattr(CvVideoSink, "write", lossy)
+    w = RecordingWriter(tmp_path / codec, fps=30, codec=codec)
+    for p in pairs:
+        w.write(p)
+    monkeypatch.setattr(RecordingWriter, "free_bytes", lambda self: 0)  # found full at close
+    w.close()
+    assert (w.count, w.readable) == (20, 12) and w.error is not None
+    r = RecordingReader(tmp_path / codec)
+    assert len(r) == 12 and sum(1 for _ in r) == 12 and r.truncated == 0
+
+
 def test_record_command_on_a_full_disk_exits_non_zero_with_the_readable_count(rec, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(JpegStreamSink, "flush", _fail_after(JpegStreamSink.flush, 20))
     rc = main(["record", "--cam0", str(rec / "cam0.avi"), "--cam1", str(rec / "cam1.avi"), "--out",

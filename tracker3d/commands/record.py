@@ -50,14 +50,16 @@ def run(args: argparse.Namespace) -> int:
                         continue
                     break
                 rec.write(pair)
-    except OutputError as exc:
-        print(f"tracker3d record: error: {exc}", file=sys.stderr)
+    except OutputError:
+        pass  # rec.error says why; reported below with the readable count
     finally:
         src.close()
         if rec is not None:
             rec.close()
+    if rec.error is not None:
+        print(f"tracker3d record: error: {args.out}: recording stopped: {rec.error.strerror or rec.error}; "
+              f"{rec.readable} of {rec.count} pairs readable", file=sys.stderr)
     st = src.stats.as_dict()
-    n = rec.readable if rec is not None else 0
-    print(f"{'wrote' if rec.error is None else 'STOPPED early:'} {args.out}: {n} readable pairs; dropped cam0 {st['dropped0']}, cam1 {st['dropped1']}; "
-          f"skew median {st['skew_ms_median']:.2f} ms, max {st['skew_ms_max']:.2f} ms")
+    print(f"{'wrote' if rec.error is None else 'STOPPED early:'} {args.out}: {rec.readable} readable pairs; "
+          f"dropped cam0 {st['dropped0']}, cam1 {st['dropped1']}; skew median {st['skew_ms_median']:.2f} ms, max {st['skew_ms_max']:.2f} ms")
     return 1 if rec.error is not None else 0
