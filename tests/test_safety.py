@@ -163,6 +163,27 @@ def test_signal_stops_replay_in_order_with_a_complete_output_and_telling_status(
             assert make_reader(f).get_summary().statistics.message_count == processed
 
 
+def test_signal_during_a_paced_gap_stops_within_the_grace_period(tmp_path):
+    rec = write_sim_recording(SCENE.with_(seconds=2.0), tmp_path / "gap", seed=1)
+    fc = rec / "frames.csv"
+    lines = fc.read_text().splitlines()
+    shifted = [f"{i},{float(a) + 10:.6f},{float(b) + 10:.6f}" for i, a, b in (r.split(",") for r in lines[31:])]
+    fc.write_text("\n".join(lines[:31] + shifted) + "\n")  # 10 s without frames after pair 29
+    out = tmp_path / "t.jsonl"
+    proc = _cli("replay", str(rec), "--realtime", "--gate", "hits", "--out", str(out))
+    try:
+        assert _wait_for(lambda: out.exists() and out.read_text().count("\n") >= 30), proc.communicate()
+        t = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+        waited = time.monotonic() - t
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "pairs in" in stdout, stderr
+    assert waited < 7.0 and "did not stop within 3 s" in stderr, "not the rest of the 10 s gap"
+    assert len(read_jsonl(out)) in (30, 31)
+
+
 def test_sigkilled_mcap_loses_at_most_one_chunk(tmp_path):
     out = tmp_path / "k.mcap"
     code = ("import sys, time\nfrom tracker3d.outputs.files import McapWriter\n"
