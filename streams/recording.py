@@ -11,6 +11,7 @@ both videos stay frame-aligned with frames.csv.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ import numpy as np
 from calib import StereoCalibration, load_calibration, save_calibration
 
 from .base import Closeable, Pacer
-from .errors import StreamError
+from .errors import OutputError, StreamError
 from .frames import FramePair
 from .pairing import StereoSource
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 FRAMES_HEADER = ["index", "t0", "t1"]
 CODECS = {"MJPEG": ".mjpg", "MJPG": ".avi", "FFV1": ".mkv", "HFYU": ".avi"}
 VIDEO_EXTS = (".mjpg", ".avi", ".mkv", ".mp4", ".mov")
+MIN_FREE_BYTES = 32 * 2**20  # a recording stops with this much left: the AVI/MKV muxers buffer frames
 
 
 class JpegStreamSink:
@@ -80,11 +82,18 @@ class CvVideoSink:
 
 
 class RecordingWriter(Closeable):
-    """Writes FramePairs to a recording folder. Use as a context manager or call close()."""
+    """Writes FramePairs to a recording folder. Use as a context manager or call close().
+
+    A write that fails (disk full, I/O error), or a disk with less than `min_free_bytes` left
+    (checked before each pair, so the muxers of the AVI/MKV codecs never lose frames silently),
+    stops the recording: write() raises OutputError saying how many pairs are readable, frames.csv
+    is cut to exactly those pairs, and `error` keeps the cause. `readable` is the number of pairs
+    a reader gets back (after close(); for AVI/MKV after a failure, counted by reading back).
+    """
 
     def __init__(self, out_dir: str | os.PathLike, calib: Optional[StereoCalibration] = None, fps: float = 30.0,
                  codec: str = "MJPEG", meta: Optional[dict] = None, overwrite: bool = False,
-                 fsync_every_s: float = 1.0):
+                 fsync_every_s: float = 1.0, min_free_bytes: int = MIN_FREE_BYTES):
         self.dir = Path(out_dir)
         if codec not in CODECS:
             raise StreamError(f"codec {codec!r}: expected one of {', '.join(CODECS)}")
@@ -94,6 +103,9 @@ class RecordingWriter(Closeable):
         self.fps = float(fps)
         self.codec = codec
         self.count = 0
+        self.readable = 0
+        self.error: Optional[BaseException] = None
+        self.min_free_bytes = int(min_free_bytes)
         self._writers: list = [None, None]
         self._size: Optional[tuple[int, int]] = None
         self._channels = 3
@@ -102,9 +114,11 @@ class RecordingWriter(Closeable):
         self.meta = {"format": "tracker3d-recording@1", "fps": self.fps, "codec": codec,
                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(meta or {})}
         (self.dir / "meta.json").write_text(json.dumps(self.meta, indent=2))
-        self._frames = open(self.dir / "frames.csv", "w", newline="", encoding="utf-8")
+        self._frames_path = self.dir / "frames.csv"
+        self._frames = open(self._frames_path, "w", newline="", encoding="utf-8")
         self._frames.write(",".join(FRAMES_HEADER) + "\n")
         self._frames.flush()
+        self._good_bytes = self._frames.tell()  # frames.csv up to its last complete row
         self._fsync_every = fsync_every_s
         self._last_sync = time.monotonic()
 
@@ -126,34 +140,114 @@ class RecordingWriter(Closeable):
                               f"{self._size[0]}x{self._size[1]}")
         return img
 
+    def free_bytes(self) -> int:
+        """Bytes the recording's file system has left for this user."""
+        st = os.statvfs(self.dir)
+        return st.f_bavail * st.f_frsize
+
     def write(self, pair: FramePair) -> None:
+        if self.error is not None:
+            raise OutputError(f"{self.dir}: recording stopped after {self.readable} pairs ({self.error})")
         first = pair.img0 if pair.img0 is not None else pair.img1
         if first is None:
             return
-        if self._writers[0] is None:
-            self._open_writers(first)
-        self._writers[0].write(self._prepare(pair.img0))
-        self._writers[1].write(self._prepare(pair.img1))
-        self._writers[0].flush()
-        self._writers[1].flush()
-        t0 = "" if pair.img0 is None or math.isnan(pair.t0) else f"{pair.t0:.6f}"
-        t1 = "" if pair.img1 is None or math.isnan(pair.t1) else f"{pair.t1:.6f}"
-        self._frames.write(f"{pair.index},{t0},{t1}\n")
-        self._frames.flush()
-        now = time.monotonic()
-        if now - self._last_sync >= self._fsync_every:
-            os.fsync(self._frames.fileno())
-            self._last_sync = now
+        try:
+            free = self.free_bytes()
+            if free < self.min_free_bytes:
+                raise OSError(errno.ENOSPC, f"disk nearly full: {free / 2**20:.1f} MiB left, a recording stops "
+                              f"below {self.min_free_bytes / 2**20:.0f} MiB so that what it wrote stays readable")
+            if self._writers[0] is None:
+                self._open_writers(first)
+            self._writers[0].write(self._prepare(pair.img0))
+            self._writers[1].write(self._prepare(pair.img1))
+            self._writers[0].flush()
+            self._writers[1].flush()
+            t0 = "" if pair.img0 is None or math.isnan(pair.t0) else f"{pair.t0:.6f}"
+            t1 = "" if pair.img1 is None or math.isnan(pair.t1) else f"{pair.t1:.6f}"
+            self._frames.write(f"{pair.index},{t0},{t1}\n")
+            self._frames.flush()
+            now = time.monotonic()
+            if now - self._last_sync >= self._fsync_every:
+                os.fsync(self._frames.fileno())
+                self._last_sync = now
+        except OSError as exc:
+            self._fail(exc)
+        self._good_bytes = self._frames.tell()
         self.count += 1
+        self.readable = self.count
 
-    def close(self) -> None:
+    def _fail(self, exc: OSError) -> None:
+        """Stop recording after a failed write: close everything, keep frames.csv to the pairs
+        that are readable, and raise OutputError saying how many."""
+        self.error = exc
+        self._release()
+        self.readable = self._count_readable()
+        _cut_rows(self._frames_path, self._good_bytes, self.readable)
+        what = exc.strerror or str(exc)
+        raise OutputError(f"{self.dir}: recording stopped: {what}; {self.readable} of {self.count} pairs "
+                          "readable") from None
+
+    def _release(self) -> None:
         for w in self._writers:
             if w is not None:
-                w.release()
+                try:
+                    w.release()
+                except OSError as exc:
+                    log.warning("%s: %s", w.path, exc)
         if not self._frames.closed:
-            self._frames.flush()
-            os.fsync(self._frames.fileno())
-            self._frames.close()
+            try:
+                self._frames.close()
+            except OSError:
+                pass  # the unwritten tail is cut below
+
+    def _count_readable(self) -> int:
+        """Pairs a reader gets back: the rows written for the kill-safe stream; for AVI/MKV,
+        whose muxer buffers and never reports a failed write, the frames that decode."""
+        if self.codec == "MJPEG" or self._writers[0] is None:
+            return self.count
+        frames = []
+        for w in self._writers:
+            cap = cv2.VideoCapture(str(w.path))
+            n = 0
+            while n < self.count and cap.isOpened() and cap.grab():
+                n += 1
+            cap.release()
+            frames.append(n)
+        return min(self.count, *frames)
+
+    def close(self) -> None:
+        if self.error is not None:
+            return
+        try:
+            if not self._frames.closed:
+                self._frames.flush()
+                os.fsync(self._frames.fileno())
+            self._release()
+            low = self.free_bytes() < self.min_free_bytes
+        except OSError as exc:
+            self.error = exc
+            low = True
+        if low and self.codec != "MJPEG":  # the muxer may have lost its last frames
+            self._release()
+            self.readable = self._count_readable()
+            if self.readable < self.count:
+                _cut_rows(self._frames_path, self._good_bytes, self.readable)
+                self.error = self.error or OSError(errno.ENOSPC, "disk full while closing the videos")
+                log.warning("%s: only %d of %d pairs readable (disk full)", self.dir, self.readable, self.count)
+
+
+def _cut_rows(path: Path, good_bytes: int, rows: int) -> None:
+    """Cut frames.csv to its header and first `rows` rows (never past `good_bytes`, the end of
+    the last row known to be complete). Cutting a file needs no free space."""
+    with open(path, "rb") as f:
+        data = f.read(good_bytes)
+    end = 0
+    for _ in range(rows + 1):  # the header and `rows` rows
+        nl = data.find(b"\n", end)
+        if nl < 0:
+            break
+        end = nl + 1
+    os.truncate(path, end)
 
 
 def _parse_time(s: str, path: Path, line: int, col: str) -> float:
@@ -211,6 +305,20 @@ def _find_video(d: Path, cam: str) -> Path:
     if not found:
         raise StreamError(f"{d}: no {cam} video ({'/'.join(VIDEO_EXTS)})")
     return found[0]
+
+
+RECORDING_FILES = ("frames.csv", "calib.yaml", "meta.json", "gt.csv")
+
+
+def recording_files(d: str | os.PathLike) -> list[Path]:
+    """The files that make up the recording folder `d` (those that exist): the inputs that no
+    output of a run over it may replace."""
+    d = Path(d)
+    if not d.is_dir():
+        return []
+    parts = [d / n for n in RECORDING_FILES]
+    parts += [p for cam in ("cam0", "cam1") for p in d.glob(f"{cam}.*") if p.suffix.lower() in VIDEO_EXTS]
+    return [p for p in parts if p.exists()]
 
 
 class RecordingReader(StereoSource):

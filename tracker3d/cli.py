@@ -2,18 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 from typing import Optional, Sequence
 
-from . import __version__
-from . import errors
 from persistence.errors import HistoryError, WeightsError
-from streams.errors import SchemaError, StreamError
+from streams.errors import OutputError, SchemaError, StreamError
+
+from . import __version__, errors
+from .commands.signals import STOP
 
 for _user_error in (StreamError, SchemaError, WeightsError, HistoryError):
     errors.register_user_error(_user_error)
+
+#: Errors of a write that failed during a run (exit status 1, one line).
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
 
 # Subcommand modules under tracker3d.commands, in --help order.
 COMMANDS = ["demo", "live", "replay", "record", "calibrate", "sim", "eval", "track2d", "persistence", "view", "keys", "bench",
@@ -41,16 +46,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except errors.USER_ERRORS as exc:
-        if args.traceback:
-            raise
-        print(f"tracker3d {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    with STOP.installed():
+        try:
+            rc = int(args.func(args) or 0)
+        except KeyboardInterrupt:
+            print(f"tracker3d {args.command}: interrupted{' by ' + STOP.name if STOP.name else ''}", file=sys.stderr)
+            return STOP.rc or 130
+        except (OutputError, OSError) as exc:
+            # A write failed during the run (disk full, I/O error): what was written is readable.
+            if args.traceback or not (isinstance(exc, OutputError) or exc.errno in WRITE_ERRNOS):
+                raise
+            print(f"tracker3d {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+        except errors.USER_ERRORS as exc:
+            if args.traceback:
+                raise
+            print(f"tracker3d {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        if STOP.requested():
+            print(f"tracker3d {args.command}: stopped by {STOP.name} before the end; the outputs hold what "
+                  f"was processed (exit status {STOP.rc})", file=sys.stderr)
+            return STOP.rc
+        return rc
 
 
 if __name__ == "__main__":

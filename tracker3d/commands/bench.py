@@ -46,6 +46,9 @@ def _have_trackers() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench import peers
+    from .paths import JSON_FILES, Output, check_outputs
+
+    check_outputs([Output("--json", args.json, JSON_FILES)], [])
 
     t_start = time.perf_counter()
     res: dict = {"machine": machine(), "quick": bool(args.quick)}

@@ -8,6 +8,7 @@ from calib import Board, calibrate_stereo, save_calibration
 from calib.calibrate import expand_glob
 
 from ..progress import progress
+from .paths import CALIB_FILES, JSON_FILES, Output, check_outputs
 
 HELP = "calibrate a stereo rig from chessboard or ChArUco image pairs"
 
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     board = Board.parse(args.board, args.square, args.board_type, args.marker, args.dictionary)
     left = expand_glob(args.left, "--left")
     right = expand_glob(args.right, "--right")
+    check_outputs([Output("--out", args.out, CALIB_FILES), Output("--report", args.report, JSON_FILES)],
+                  [*left, *right])
     calib, report = calibrate_stereo(
         left, right, board, fix_intrinsics=args.fix_intrinsics,
         progress=lambda it: progress(it, "detecting boards", unit="pair"))

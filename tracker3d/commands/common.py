@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import subprocess
 from typing import Optional
 
 from persistence import HitCountGate
+from streams.errors import OutputError
 
+from ..errors import Tracker3DError
 from ..pipeline import STAGES, PipelineConfig
 from ..stereo.track3d import Track3DConfig
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GATE = "persistence"  # beats min_hits 1..6 end to end: tracker3d persistence tradeoff
 
@@ -71,19 +76,85 @@ def add_view_arg(p: argparse.ArgumentParser) -> None:
                    "tracks, as a separate process")
 
 
+def require_display() -> None:
+    """--view opens a window: refuse at once, in one line, where there is no display to open it on."""
+    import os
+    import sys
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise Tracker3DError("--view needs a display (neither DISPLAY nor WAYLAND_DISPLAY is set): drop --view, "
+                             "or run `tracker3d view --snapshot PNG` for a headless picture")
+
+
 def start_viewer(endpoint: str, calib, curve_keys: Optional[str] = None) -> subprocess.Popen:
     """Start `tracker3d view` in its own process, subscribed to `endpoint`, with the rig drawn.
-    A slow viewer never slows the tracker: it takes only the newest message."""
+    A slow viewer never slows the tracker: it takes only the newest message. The rig goes to the
+    viewer in a temporary file that the viewer deletes once read (`finish_viewer` removes it if the
+    viewer died first)."""
     import sys
     import tempfile
 
     from calib import save_calibration
 
+    require_display()
     tmp = tempfile.NamedTemporaryFile(prefix="tracker3d-view-", suffix=".yaml", delete=False)
     tmp.close()
     save_calibration(calib, tmp.name)
     connect = endpoint.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")
-    cmd = [sys.executable, "-m", "tracker3d.cli", "view", "--connect", connect, "--calib", tmp.name]
+    cmd = [sys.executable, "-m", "tracker3d.cli", "view", "--connect", connect, "--calib", tmp.name, "--calib-temp"]
     if curve_keys:
         cmd += ["--curve-keys", curve_keys]
-    return subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd)
+    proc.calib_tmp = tmp.name  # type: ignore[attr-defined]
+    return proc
+
+
+def finish_viewer(proc: Optional[subprocess.Popen]) -> None:
+    """After the run: say whether the viewer is still open; remove its rig file if it died unread."""
+    import os
+
+    if proc is None:
+        return
+    if proc.poll() is None:
+        print("the viewer stays open; close its window to end it")
+        return
+    tmp = getattr(proc, "calib_tmp", None)
+    if tmp and os.path.exists(tmp):
+        os.unlink(tmp)
+    print(f"the viewer ended (exit status {proc.returncode})")
+
+
+class StopOnWriteError:
+    """A writer (a RecordingWriter, a tracks file) whose failure (disk full, I/O error) stops that
+    output only, loudly, while the run goes on: `live --record` keeps tracking and publishing
+    when the disk fills up. `error` keeps the cause; `report()` is the line for the summary."""
+
+    def __init__(self, option: str, writer):
+        self.option = option
+        self.writer = writer
+        self.error: Optional[BaseException] = None
+        self.written = 0
+
+    def write(self, *args, **kwargs) -> None:
+        if self.error is not None:
+            return
+        try:
+            self.writer.write(*args, **kwargs)
+            self.written += 1
+        except (OSError, OutputError) as exc:
+            self.error = exc
+            log.warning("%s stopped after %d writes: %s; the run goes on without it", self.option, self.written, exc)
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        except (OSError, OutputError) as exc:
+            self.error = self.error or exc
+
+    def report(self) -> str:
+        n = getattr(self.writer, "readable", self.written)
+        path = getattr(self.writer, "dir", None) or getattr(self.writer, "path", "")
+        if self.error is None:
+            return f"{self.option} {path}: {n} written"
+        return f"{self.option} {path}: STOPPED after {n} readable ({self.error})"

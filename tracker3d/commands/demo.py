@@ -16,10 +16,13 @@ from ..sim import SCENES, SimStereoSource, SimWorld, get_scene, gt_columns
 from .common import (
     add_pipeline_args,
     add_view_arg,
+    finish_viewer,
     format_summary,
     pipeline_from_args,
+    require_display,
     start_viewer,
 )
+from .signals import STOP
 
 HELP = "run a synthetic stereo scene through the live loop, publish it, and score it"
 
@@ -40,25 +43,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.view and args.no_publish:
+        raise Tracker3DError("--view needs the published tracks: drop --no-publish")
+    if args.view:
+        require_display()
     cfg = get_scene(args.scene).with_(seconds=args.seconds)
     world = SimWorld(cfg, seed=args.seed)
     src = SimStereoSource(world, realtime=not args.fast)
     config, gate = pipeline_from_args(args)
     pipe = StereoPipeline(world.calib, config, gate=gate)
     col = Collector(pipe)
-    if args.view and args.no_publish:
-        raise Tracker3DError("--view needs the published tracks: drop --no-publish")
     pub = None if args.no_publish else TrackPublisher(args.publish, frame_id=pipe.frame_id,
                                                       curve_keys=args.curve_keys)
+    viewer = None
     if args.view:
-        start_viewer(args.publish, world.calib, args.curve_keys)
+        viewer = start_viewer(args.publish, world.calib, args.curve_keys)
         time.sleep(2.0)  # let the viewer connect before the scene starts
     print(f"demo: scene '{cfg.name}' ({cfg.n_objects} objects, {cfg.seconds:.0f} s at {cfg.fps:.0f} fps, seed "
           f"{args.seed}), {'as fast as possible' if args.fast else 'live at the frame rate'}"
           + ("" if pub is None else f"; publishing on {args.publish}"))
     try:
-        stats = run_pipeline(src, pipe, publisher=pub, on_frame=col,
-                             progress=bar("demo", total=cfg.n_frames, unit="pair"))
+        with STOP.soft():
+            stats = run_pipeline(src, pipe, publisher=pub, on_frame=col, stop=STOP.requested,
+                                 progress=bar("demo", total=cfg.n_frames, unit="pair"))
     finally:
         pipe.close()
         if pub is not None:
@@ -79,4 +86,5 @@ def run(args: argparse.Namespace) -> int:
           f"p90 {m['time_to_track_s_p90'] * 1000:.0f} ms")
     print(f"  2D IDF1 cam0 / cam1            {res['2d_cam0']['IDF1']:.3f} / {res['2d_cam1']['IDF1']:.3f}")
     print(format_summary(stats.summary(src.stats.as_dict(), pub)))
+    finish_viewer(viewer)
     return 0

@@ -4,12 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from streams.recording import recording_files
+
 from ..errors import Tracker3DError
 from ..evaluation.eval2d import evaluate_2d, mot_frames
 from ..evaluation.eval3d import format_3d
 from ..evaluation.runs import evaluate_recording, format_table
 from ..track2d.mot import MotRows, read_mot
 from .common import add_pipeline_args, pipeline_from_args
+from .paths import JSON_FILES, Output, check_outputs
 
 HELP = "evaluate tracking against ground truth (a sim recording's gt.csv, or MOTChallenge gt.txt)"
 
@@ -28,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs([Output("--json", args.json, JSON_FILES)],
+                  [*(recording_files(args.dir) if args.dir else []), args.gt, args.tracks, args.weights])
     if args.gt or args.tracks:
         if not (args.gt and args.tracks):
             raise Tracker3DError("--gt and --tracks go together")

@@ -13,12 +13,17 @@ from ..pipeline import StereoPipeline
 from ..pipeline import run as run_pipeline
 from ..progress import bar
 from .common import (
+    StopOnWriteError,
     add_pipeline_args,
     add_view_arg,
+    finish_viewer,
     format_summary,
     pipeline_from_args,
+    require_display,
     start_viewer,
 )
+from .paths import TRACK_FILES, Output, check_outputs, source_files
+from .signals import STOP
 
 HELP = "track two live cameras in 3D and publish the tracks on ZMQ"
 
@@ -43,27 +48,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs([Output("--out", args.out, TRACK_FILES), Output("--record", args.record, folder=True)],
+                  [args.calib, args.weights, *source_files(args.cam0), *source_files(args.cam1)])
+    if args.view:
+        require_display()
     calib = load_calibration(args.calib)
     src = open_stereo(args.cam0, args.cam1, tolerance=args.tolerance, realtime=True, fps=args.fps,
                       expected_size=calib.cam0.image_size)
     config, gate = pipeline_from_args(args)
     pipe = StereoPipeline(calib, config, gate=gate)
-    pub = rec = out = None
+    pub = rec = out = viewer = None
     try:
         pub = TrackPublisher(args.publish, allow_remote=args.allow_remote, frame_id=pipe.frame_id,
                              curve_keys=args.curve_keys)
-        rec = RecordingWriter(args.record, calib=calib, fps=args.fps,
-                              meta={"source": "tracker3d live", "cam0": args.cam0, "cam1": args.cam1}) \
-            if args.record else None
-        out = open_writer(args.out, pipe.frame_id) if args.out else None
+        rec = StopOnWriteError("--record", RecordingWriter(
+            args.record, calib=calib, fps=args.fps,
+            meta={"source": "tracker3d live", "cam0": args.cam0, "cam1": args.cam1})) if args.record else None
+        out = StopOnWriteError("--out", open_writer(args.out, pipe.frame_id)) if args.out else None
         if args.view:
-            start_viewer(args.publish, calib, args.curve_keys)
+            viewer = start_viewer(args.publish, calib, args.curve_keys)
         print(f"tracking {args.cam0} + {args.cam1}; publishing on {args.publish} (topic tracks3d); Ctrl-C stops")
         t_end = None if args.seconds is None else time.monotonic() + args.seconds
-        stats = run_pipeline(src, pipe, publisher=pub, recorder=rec,
-                             on_frame=(lambda f3: out.write(f3.index, f3.t, f3.tracks)) if out else None,
-                             progress=bar("live", unit="pair"),
-                             stop=(lambda: time.monotonic() >= t_end) if t_end else None)
+        with STOP.soft():
+            stats = run_pipeline(src, pipe, publisher=pub, recorder=rec,
+                                 on_frame=(lambda f3: out.write(f3.index, f3.t, f3.tracks)) if out else None,
+                                 progress=bar("live", unit="pair"),
+                                 stop=lambda: STOP.requested() or (t_end is not None and time.monotonic() >= t_end))
     finally:
         src.close()
         pipe.close()
@@ -71,4 +81,9 @@ def run(args: argparse.Namespace) -> int:
             if x is not None:
                 x.close()
     print(format_summary(stats.summary(src.stats.as_dict(), pub)))
-    return 0
+    failed = [x for x in (rec, out) if x is not None and x.error]
+    for x in (rec, out):
+        if x is not None:
+            print(x.report())
+    finish_viewer(viewer)
+    return 1 if failed else 0

@@ -112,6 +112,10 @@ def run_data(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
+    from .paths import Output, check_outputs
+
+    check_outputs([Output("--out", args.out, (".pt",))], [])
+
     from persistence import checkpoint
     from persistence.data import KINDS, TrackSet, synthetic_tracks
     from persistence.filter import pick_device
@@ -224,6 +228,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from persistence.data import KINDS
     from persistence.train import report_by_age, scores_by_age
 
+    from .paths import JSON_FILES, Output, check_outputs
+
+    check_outputs([Output("--json", args.json, JSON_FILES)], [args.weights])
     model, card = checkpoint.load(args.weights)
     te = _split(args, "test")
     thr = card["on"] if args.threshold is None else args.threshold
@@ -266,7 +273,9 @@ def _tradeoff_job(job: tuple) -> dict:
 
 def run_tradeoff(args: argparse.Namespace) -> int:
     from ..progress import progress
+    from .paths import JSON_FILES, Output, check_outputs
 
+    check_outputs([Output("--json", args.json, JSON_FILES)], [args.weights])
     scenes = [s for s in args.scenes.split(",") if s]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     ons = [float(v) for v in args.on.split(",") if v]

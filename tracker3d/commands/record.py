@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from calib import load_calibration
 from streams import RecordingWriter, open_stereo
+from streams.errors import OutputError
 
 from ..progress import progress
+from .paths import Output, check_outputs, source_files
+from .signals import STOP
 
 HELP = "record two cameras (or files) as a stereo recording folder"
 
@@ -26,17 +30,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs([Output("--out", args.out, folder=True)],
+                  [args.calib, *source_files(args.cam0), *source_files(args.cam1)])
     calib = load_calibration(args.calib) if args.calib else None
     size = calib.cam0.image_size if calib else None
     src = open_stereo(args.cam0, args.cam1, tolerance=args.tolerance, fps=args.fps, expected_size=size)
-    n = 0
     t_start = time.monotonic()
+    rec = None
     try:
-        with RecordingWriter(args.out, calib=calib, fps=args.fps, codec=args.codec,
-                             meta={"source": "tracker3d record", "cam0": args.cam0, "cam1": args.cam1}) as rec:
-            bar = progress(iter(int, 1), "recording", unit="pair")
-            for _ in bar:
-                if args.seconds is not None and time.monotonic() - t_start >= args.seconds:
+        rec = RecordingWriter(args.out, calib=calib, fps=args.fps, codec=args.codec,
+                              meta={"source": "tracker3d record", "cam0": args.cam0, "cam1": args.cam1})
+        with STOP.soft():
+            for _ in progress(iter(int, 1), "recording", unit="pair"):
+                if STOP.requested() or (args.seconds is not None and time.monotonic() - t_start >= args.seconds):
                     break
                 pair = src.read(timeout=1.0)
                 if pair is None:
@@ -44,12 +50,16 @@ def run(args: argparse.Namespace) -> int:
                         continue
                     break
                 rec.write(pair)
-                n += 1
-    except KeyboardInterrupt:
-        pass
+    except OutputError:
+        pass  # rec.error says why; reported below with the readable count
     finally:
         src.close()
+        if rec is not None:
+            rec.close()
+    if rec.error is not None:
+        print(f"tracker3d record: error: {args.out}: recording stopped: {rec.error.strerror or rec.error}; "
+              f"{rec.readable} of {rec.count} pairs readable", file=sys.stderr)
     st = src.stats.as_dict()
-    print(f"wrote {args.out}: {n} pairs; dropped cam0 {st['dropped0']}, cam1 {st['dropped1']}; "
-          f"skew median {st['skew_ms_median']:.2f} ms, max {st['skew_ms_max']:.2f} ms")
-    return 0
+    print(f"{'wrote' if rec.error is None else 'STOPPED early:'} {args.out}: {rec.readable} readable pairs; "
+          f"dropped cam0 {st['dropped0']}, cam1 {st['dropped1']}; skew median {st['skew_ms_median']:.2f} ms, max {st['skew_ms_max']:.2f} ms")
+    return 1 if rec.error is not None else 0

@@ -8,6 +8,7 @@ import time
 from calib import load_calibration
 from streams import RecordingReader, TrackPublisher
 from streams.publisher import DEFAULT_ENDPOINT
+from streams.recording import recording_files
 
 from ..outputs.files import open_writer
 from ..outputs.overlay import OverlayWriter
@@ -17,10 +18,14 @@ from ..progress import bar
 from .common import (
     add_pipeline_args,
     add_view_arg,
+    finish_viewer,
     format_summary,
     pipeline_from_args,
+    require_display,
     start_viewer,
 )
+from .paths import OVERLAY_FILES, PLOT_FILES, TRACK_FILES, Output, check_outputs
+from .signals import STOP
 
 HELP = "track a recording folder in 3D (lossless; --smooth for offline RTS smoothing)"
 
@@ -59,54 +64,55 @@ class _LastPair:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs([Output("--out", args.out, TRACK_FILES), Output("--overlay", args.overlay, OVERLAY_FILES),
+                   Output("--plot", args.plot, PLOT_FILES)],
+                  [*recording_files(args.dir), args.calib, args.weights])
+    if args.view:
+        require_display()
     rec = RecordingReader(args.dir, realtime=args.realtime, require_calib=not args.calib)
     calib = load_calibration(args.calib) if args.calib else rec.calib
     config, gate = pipeline_from_args(args)
     pipe = StereoPipeline(calib, config, gate=gate, keep_log=args.smooth)
     if args.view and not args.publish:
         args.publish = DEFAULT_ENDPOINT
-    pub = TrackPublisher(args.publish, allow_remote=args.allow_remote, frame_id=pipe.frame_id,
-                         curve_keys=args.curve_keys) if args.publish else None
+    pub = out = overlay = viewer = None
     frames: list = []
     messages: list = []
-    out = open_writer(args.out, pipe.frame_id) if args.out and not args.smooth else None
-    overlay = OverlayWriter(args.overlay, calib, rec.fps) if args.overlay else None
-    viewer = start_viewer(args.publish, calib, args.curve_keys) if args.view else None
-    if viewer is not None:
-        time.sleep(2.0)  # let the viewer connect before the first messages
-    last_pair = _LastPair()
     try:
+        pub = TrackPublisher(args.publish, allow_remote=args.allow_remote, frame_id=pipe.frame_id,
+                             curve_keys=args.curve_keys) if args.publish else None
+        out = open_writer(args.out, pipe.frame_id) if args.out else None  # --smooth: written at the end
+        overlay = OverlayWriter(args.overlay, calib, rec.fps) if args.overlay else None
+        viewer = start_viewer(args.publish, calib, args.curve_keys) if args.view else None
+        if viewer is not None:
+            time.sleep(2.0)  # let the viewer connect before the first messages
+        last_pair = _LastPair()
+
         def on_frame(f3):
-            if out is not None:
-                out.write(f3.index, f3.t, f3.tracks)
-            elif args.smooth:
+            if args.smooth:
                 frames.append(f3)
+            elif out is not None:
+                out.write(f3.index, f3.t, f3.tracks)
             if overlay is not None:
                 overlay.write(last_pair.pair, pipe)
             if args.plot:
                 messages.append({"frame_id": pipe.frame_id, "tracks": f3.tracks})
 
-        stats = run_pipeline(rec, pipe, publisher=pub, on_frame=on_frame, recorder=last_pair,
-                             progress=bar("replay", total=len(rec), unit="pair"))
+        with STOP.soft():
+            stats = run_pipeline(rec, pipe, publisher=pub, on_frame=on_frame, recorder=last_pair,
+                                 progress=bar("replay", total=len(rec), unit="pair"), stop=STOP.requested)
+        if args.smooth and out is not None:
+            smoothed = pipe.smoothed_states()
+            for f3 in frames:
+                for tr in f3.tracks:
+                    s = smoothed.get((tr["id"], f3.index))
+                    if s is not None:
+                        tr.update(pipe.state_fields(s[0][:3], s[0][3:6], s[1][:3, :3]))
+                out.write(f3.index, f3.t, f3.tracks)
     finally:
-        if overlay is not None:
-            overlay.close()
-        rec.close()
-        pipe.close()
-        if pub is not None:
-            pub.close()
-        if out is not None:
-            out.close()
-    if args.smooth:
-        smoothed = pipe.smoothed_states()
-        if args.out:
-            with open_writer(args.out, pipe.frame_id) as w:
-                for f3 in frames:
-                    for tr in f3.tracks:
-                        s = smoothed.get((tr["id"], f3.index))
-                        if s is not None:
-                            tr.update(pipe.state_fields(s[0][:3], s[0][3:6], s[1][:3, :3]))
-                    w.write(f3.index, f3.t, f3.tracks)
+        for x in (overlay, rec, pipe, pub, out):
+            if x is not None:
+                x.close()
     summary = stats.summary(rec.stats.as_dict(), pub)
     print(format_summary(summary))
     if args.summary_json:
@@ -115,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if rec.truncated:
         print(f"{rec.truncated} listed pairs missing from the videos (recording cut off)")
     if args.out:
-        print(f"wrote {args.out}" + (" (RTS-smoothed)" if args.smooth else ""))
+        print(f"wrote {args.out}: {out.seq} messages" + (" (RTS-smoothed)" if args.smooth else ""))
     if overlay is not None:
         print(f"wrote {args.overlay}: {overlay.frames} overlay frames")
     if args.plot:
@@ -123,6 +129,5 @@ def run(args: argparse.Namespace) -> int:
 
         n = plot_trajectories(messages, args.plot, title=f"{args.dir}: {len(messages)} pairs")
         print(f"wrote {args.plot}: {n} 3D trajectories")
-    if viewer is not None:
-        print("the viewer stays open; close its window to end it")
+    finish_viewer(viewer)
     return 0

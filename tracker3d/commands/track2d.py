@@ -14,6 +14,7 @@ from ..run2d import Run2D, record_frame, run_2d
 from ..track2d.mot import read_mot, write_mot
 from ..track2d.tracker import ByteTracker, TrackerConfig
 from .common import DEFAULT_GATE, make_gate
+from .paths import Output, check_outputs, source_files
 
 HELP = "track one camera in 2D: MOT detections (--det) or a video/image glob (--video) -> MOT tracks"
 
@@ -41,6 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs([Output("--out", args.out), Output("--det-out", args.det_out)],
+                  [args.det, *source_files(args.video), args.weights])
     cfg = TrackerConfig(lost_buffer_s=args.lost_buffer)
     size = None
     if args.image_size:

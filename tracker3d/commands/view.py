@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from streams.publisher import DEFAULT_ENDPOINT
 
@@ -18,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"publisher to subscribe to (default {DEFAULT_ENDPOINT})")
     p.add_argument("--calib", help="calibration file: draws the two camera frusta")
     p.add_argument("--curve-keys", metavar="DIR", help="CURVE keys of this subscriber (client.key_secret, server.key)")
+    p.add_argument("--calib-temp", action="store_true", help=argparse.SUPPRESS)  # delete --calib once read
     p.add_argument("--trail", type=float, default=2.0, help="seconds of trail behind each track")
     p.add_argument("--snapshot", metavar="PNG", help="render offscreen after --frames messages and exit")
     p.add_argument("--frames", type=int, default=30, help="messages to take before --snapshot")
@@ -33,7 +35,11 @@ def run(args: argparse.Namespace) -> int:
     from ..viewer import require_open3d
     from ..viewer.state import ViewerState
 
-    calib = load_calibration(args.calib) if args.calib else None
+    try:
+        calib = load_calibration(args.calib) if args.calib else None
+    finally:
+        if args.calib_temp and args.calib:
+            Path(args.calib).unlink(missing_ok=True)
     require_open3d()
     state = ViewerState(trail_s=args.trail)
     with subscribe(args.connect, curve_keys=args.curve_keys) as sub:
