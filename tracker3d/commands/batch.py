@@ -3,8 +3,6 @@ processes or on a Ray cluster, into an output tree; resumable."""
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 import time
 
 from ..batch.engine import add_engine_args, engine_from_args, run_tasks
@@ -20,6 +18,7 @@ from ..batch.replay_batch import (
     write_summary,
 )
 from ..progress import bar
+from .signals import STOP
 
 HELP = "replay (and --eval) many recordings or detection folders in parallel, locally or on Ray; resumable"
 
@@ -59,11 +58,12 @@ def run(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     progress = bar("batch", total=len(todo), unit="input")
     failed = 0
-    interrupted = _Interrupted()
+    interrupted = False
     try:
         for outcome in run_tasks(run_replay_task, [tasks[i] for i in todo], spec):
             i = todo[outcome.index]
-            if interrupted.seen:  # the replay in this process swallowed Ctrl-C and stopped early
+            if STOP.requested():  # a replay in this process (--engine serial) stopped early: no result
+                interrupted = True
                 break
             if outcome.ok:
                 rows[i] = outcome.value
@@ -74,9 +74,8 @@ def run(args: argparse.Namespace) -> int:
                 progress.write(f"batch: {tasks[i].input} failed: {outcome.error} (log: {tasks[i].out_dir}/log.txt)")
             progress.update(1)
     except KeyboardInterrupt:
-        interrupted.seen = True
+        interrupted = True
     finally:
-        interrupted.restore()
         progress.close()
         for i, task in enumerate(tasks):
             if not rows[i]:
@@ -89,26 +88,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(ran)} replayed, {sum(r['status'] == 'done' for r in rows)} skipped (done earlier), {failed} failed; "
           f"{pairs} pairs in {wall:.1f} s ({pairs / wall if wall > 0 else 0:.1f} pairs/s overall); "
           f"summary: {args.out_dir}/batch_summary.json")
-    if interrupted.seen:
+    if interrupted:
         print("batch: interrupted; run the same command again to finish the inputs not done")
-        return 130
+        return STOP.rc or 130
     return 1 if failed else 0
 
-
-class _Interrupted:
-    """Notes Ctrl-C (then raises KeyboardInterrupt as usual): a replay running in this process
-    (--engine serial) stops early on Ctrl-C without raising, and its result must not count."""
-
-    def __init__(self):
-        self.seen = False
-        self.previous = signal.getsignal(signal.SIGINT)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame):
-        self.seen = True
-        raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self.previous)
