@@ -28,6 +28,7 @@ from .track2d.tracker import ByteTracker, TrackerConfig
 
 log = logging.getLogger(__name__)
 
+ANCHORS = ("center", "bottom")  # which point of a box is the object (triangulated and reported)
 STAGES = ("detect", "track2d", "gate", "associate", "triangulate_kf", "publish")
 CAM1_KEY_OFFSET = 1 << 40  # cam1 track ids in the shared gate batch
 
@@ -42,7 +43,9 @@ class PipelineConfig:
     border_px: float = 1.0  # blobs this close to the image border are not triangulated
     sync_correction: bool = True  # move camera 1's pixels to camera 0's capture time (shutter skew)
     threads: bool = True  # detect the two cameras side by side
-    anchor: str = "center"  # outside detections (boxes): the tracked point, box "center" or "bottom" centre
+    # The point of each 2D box that is triangulated: its centre, or the middle of its bottom edge
+    # (a person's feet on the ground). 2D tracking and association always use the box centre.
+    anchor: str = "center"
 
 
 @dataclass
@@ -64,6 +67,8 @@ class StereoPipeline:
                  gate: Optional[Gate] = None, keep_log: bool = False):
         self.calib = calib
         self.cfg = config or PipelineConfig()
+        if self.cfg.anchor not in ANCHORS:
+            raise ValueError(f"anchor {self.cfg.anchor!r}: expected one of {', '.join(ANCHORS)}")
         self.gate = gate if gate is not None else HitCountGate(3, 1.0)
         self.detectors = [make_detector(self.cfg.detector), make_detector(self.cfg.detector)]
         self.trackers = [ByteTracker(self.cfg.tracker, self.gate, calib.cam0.image_size),
@@ -85,6 +90,7 @@ class StereoPipeline:
         self._last_t: Optional[float] = None
         self._dt = 1 / 30.0
         self._classes: tuple[dict, dict] = ({}, {})  # per camera: 2D track id -> class of its last detection
+        self._class3d: dict[int, object] = {}  # 3D track id -> its newest known class
 
     def close(self) -> None:
         if self._pool is not None:
@@ -115,7 +121,7 @@ class StereoPipeline:
     def detections_from_boxes(self, boxes: Optional[Boxes2D]) -> Optional[Detections]:
         if boxes is None:
             return None
-        return Detections.from_anchor(boxes.boxes, boxes.scores, boxes.classes, anchor=self.cfg.anchor)
+        return Detections.from_boxes(boxes.boxes, boxes.scores, classes=boxes.classes)
 
     def step_detections(self, index: int, t0: float, t1: float, det0: Optional[Detections],
                         det1: Optional[Detections], wall: float = math.nan, detect_ms: float = 0.0) -> Frame3D:
@@ -148,6 +154,7 @@ class StereoPipeline:
         raw = {}
         by_pair = {(o.id0, o.id1): o for o in obs}
         tracks = []
+        self._note_classes_3d()
         for tr in self.tracker3d.reported():
             o = by_pair.get(tr.pair)
             if o is not None and o.xyz is not None:
@@ -171,10 +178,22 @@ class StereoPipeline:
                 if c is not None and c != -1:
                     known[int(trk.ids[i])] = c.item() if isinstance(c, np.generic) else c
 
+    def _note_classes_3d(self) -> None:
+        """Each live 3D track keeps the newest class of its camera 0 track, else camera 1's."""
+        if not (self._classes[0] or self._classes[1] or self._class3d):
+            return
+        live = {}
+        for tr in self.tracker3d.tracks:
+            c = self._classes[0].get(int(tr.pair[0]))
+            c = c if c is not None else self._classes[1].get(int(tr.pair[1]))
+            c = c if c is not None else self._class3d.get(tr.id)
+            if c is not None:
+                live[tr.id] = c
+        self._class3d = live
+
     def track_class(self, tr: Track3D):
-        """A 3D track's class: its camera 0 track's newest class, else camera 1's; None if unknown."""
-        c = self._classes[0].get(int(tr.pair[0]))
-        return c if c is not None else self._classes[1].get(int(tr.pair[1]))
+        """A 3D track's class (from its detections' class labels), or None."""
+        return self._class3d.get(tr.id)
 
     def _run_gate(self) -> None:
         """One batched gate call over the live tracks of both cameras."""
@@ -197,11 +216,13 @@ class StereoPipeline:
         pairs = self.associator.associate(trk0, idx0, trk1, idx1, t, self._dt)
         obs = []
         m0, m1 = trk0.measured(), trk1.measured()
+        # The box point that is the object: the tracked centre, or the middle of the bottom edge.
+        down = 0.5 if self.cfg.anchor == "bottom" else 0.0
         for i, j, _ in pairs:
-            uv0 = m0[i, :2].copy()
+            uv0 = m0[i, :2] + [0.0, down * m0[i, 3]]
             # Camera 1's observation moved to camera 0's capture time with its image velocity.
             shift = -skew if (self.cfg.sync_correction and math.isfinite(skew)) else 0.0
-            uv1 = m1[j, :2] + trk1.kf.x[j, 4:6] * shift
+            uv1 = m1[j, :2] + [0.0, down * m1[j, 3]] + trk1.kf.x[j, 4:6] * shift
             o = PairObservation(int(trk0.ids[i]), int(trk1.ids[j]), bool(trk0.matched[i]), bool(trk1.matched[j]),
                                 uv0, uv1, float(min(trk0.gate_score[i], trk1.gate_score[j])))
             o.truncated = self._truncated(m0[i, :2], m0[i, 2:4], self.calib.cam0) or \

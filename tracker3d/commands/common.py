@@ -7,9 +7,8 @@ from typing import Optional
 
 from persistence import HitCountGate
 
-from ..detect.detections import ANCHORS
 from ..errors import Tracker3DError
-from ..pipeline import STAGES, PipelineConfig
+from ..pipeline import ANCHORS, STAGES, PipelineConfig
 from ..stereo.track3d import Track3DConfig
 
 DEFAULT_GATE = "persistence"  # beats min_hits 1..6 end to end: tracker3d persistence tradeoff

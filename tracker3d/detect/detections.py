@@ -6,13 +6,11 @@ from typing import Optional
 
 import numpy as np
 
-ANCHORS = ("center", "bottom")
-
 
 @dataclass
 class Detections:
     """N detections. boxes: (N,4) xyxy pixels; centroids: (N,2) pixels (sub-pixel, may differ
-    from the box centre; the point that is tracked and triangulated); scores: (N,) in [0,1];
+    from the box centre; the point that is tracked); scores: (N,) in [0,1];
     areas: (N,) pixels^2 (blob area, not box area); classes: (N,) labels or None (no classes)."""
 
     boxes: np.ndarray
@@ -39,19 +37,6 @@ class Detections:
             a = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) if areas is None
                  else np.asarray(areas, dtype=np.float64).reshape(n))
         return cls(b, c, s, a, None if classes is None else np.asarray(classes, dtype=object).reshape(n))
-
-    @classmethod
-    def from_anchor(cls, boxes, scores=None, classes=None, anchor: str = "center") -> "Detections":
-        """Boxes (N,4 xyxy pixels) from an outside detector; the tracked point is the box centre
-        (anchor "center") or the middle of its bottom edge ("bottom", e.g. a person's feet)."""
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        if anchor == "center":
-            pts = None
-        elif anchor == "bottom":
-            pts = np.column_stack([(b[:, 0] + b[:, 2]) / 2, b[:, 3]])
-        else:
-            raise ValueError(f"anchor {anchor!r}: expected one of {', '.join(ANCHORS)}")
-        return cls.from_boxes(b, scores, centroids=pts, classes=classes)
 
     def select(self, mask) -> "Detections":
         return Detections(self.boxes[mask], self.centroids[mask], self.scores[mask], self.areas[mask],

@@ -43,14 +43,10 @@ class Collector:
             np.array([f3.raw.get(int(i), [np.nan] * 3) for i in ids]).reshape(-1, 3),
             uv0=np.array([tr.uv0 if tr.uv0 is not None else nan2 for tr in rep]).reshape(-1, 2),
             uv1=np.array([tr.uv1 if tr.uv1 is not None else nan2 for tr in rep]).reshape(-1, 2))
-        bottom = self.pipe.cfg.anchor == "bottom"
         for c, trk in enumerate(self.pipe.trackers):
             m = trk.reported_mask()
-            meas = trk.measured()[m]
-            # The box around the tracked point: centred on it, or standing on it (anchor bottom).
-            cy = meas[:, 1] - meas[:, 3] / 2 if bottom else meas[:, 1]
-            boxes = np.column_stack([meas[:, 0] - meas[:, 2] / 2, cy - meas[:, 3] / 2,
-                                     meas[:, 0] + meas[:, 2] / 2, cy + meas[:, 3] / 2])
+            meas = trk.measured()[m]  # cx, cy, w, h: the box around the tracked centre
+            boxes = np.column_stack([meas[:, :2] - meas[:, 2:] / 2, meas[:, :2] + meas[:, 2:] / 2])
             self.frames2d[c][f3.index] = FrameObjects(trk.ids[m], boxes=boxes, points=meas[:, :2])
 
     def world_tracks(self) -> dict[int, FrameObjects]:
