@@ -32,6 +32,7 @@ from ..evaluation.eval2d import FrameObjects, evaluate_2d, mot_frames
 from ..evaluation.runs import evaluate_source, view_gt_frames
 from ..evaluation.world import evaluate_world, read_world_gt, world_gt_frames
 from ..track2d.mot import read_mot
+from .peers import have_trackers
 
 VARIANTS = ("clean", "noisy")
 SORT_PARAMS = {"lost_track_buffer": 1, "minimum_consecutive_frames": 3, "minimum_iou_threshold": 0.3}
@@ -117,16 +118,6 @@ def _score_view(d: Path, tracks: dict[int, FrameObjects]) -> dict:
     return evaluate_2d(view_gt_frames(d / "gt0.txt"), tracks, frames=frames, kind="iou")
 
 
-def have_sort() -> bool:
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            import supervision  # noqa: F401
-            import trackers  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
 def sort_view0(d: Path) -> dict:
     """SORT (roboflow trackers) on det0.txt, frame by frame (it knows no time)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -151,7 +142,7 @@ def wildtrack_rows(root: str | Path, progress: Optional[Callable] = None) -> lis
     """Rows {variant, what, method, metrics...} for each variant folder under root."""
     rows = []
     todo = variant_dirs(root)
-    sort_ok = have_sort()
+    sort_ok = have_trackers()
     for name, d in (progress(todo) if progress else todo):
         res = ours_3d(d)
         fps = float(DetectionFolder.open_folder(d).fps)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import time
 
@@ -36,18 +34,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _have_trackers() -> bool:
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            import supervision  # noqa: F401
-            import trackers  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
 def run_wildtrack(args: argparse.Namespace) -> int:
-    from ..bench.realdata import format_rows, have_sort, wildtrack_rows
+    from ..bench.peers import have_trackers
+    from ..bench.realdata import format_rows, wildtrack_rows
 
     t_start = time.perf_counter()
     res: dict = {"machine": machine()}
@@ -56,7 +45,7 @@ def run_wildtrack(args: argparse.Namespace) -> int:
     print(f"WildTrack C1-C2 ({args.wildtrack}): 3D ground plane = x, y within 0.5 m, persons seen in either view; "
           "2D view 0 = IoU 0.5 against gt0.txt; percent")
     print(format_rows(rows))
-    if not have_sort():
+    if not have_trackers():
         print("SORT rows skipped: roboflow `trackers` is not installed (make install-bench)")
     res["wall_s"] = time.perf_counter() - t_start
     print(f"\ntook {res['wall_s']:.0f} s")
@@ -108,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = 4.0 if args.quick else 10.0
     scenes = ("default",) if args.quick else peers.SCENES
     seeds = peers.REPORT_SEEDS[:1] if args.quick else peers.REPORT_SEEDS
-    if _have_trackers():
+    if peers.have_trackers():
         bt = None
         if not args.quick:
             tune = [s for sc in ("default", "walkers", "throws", "swarm") for sd in peers.TUNING_SEEDS
