@@ -129,3 +129,30 @@ def test_a_missing_camera_side_coasts_without_error():
     assert f.t == p.t0
     f = pipe.step(DetectionPair(1, float("nan"), 0.5, None, Boxes2D.empty()))
     assert f.t == 0.5
+
+
+def test_a_bad_field_in_a_det_file_is_one_line_from_replay(tmp_path, capsys):
+    d = tmp_path / "dets"
+    shutil.copytree(SLICE / "clean", d)
+    with open(d / "det1.txt", "a") as f:
+        f.write("41,-1,10,20,x,40,1.0,-1,-1,-1\n")
+    assert main(["replay", str(d)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "det1.txt:" in err and "field 'w'" in err
+
+
+def test_eval_on_loose_files_equals_eval_on_the_folder(tmp_path):
+    d = SLICE / "clean"
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["eval", str(d), "--json", str(a), *HITS]) == 0
+    assert main(["eval", "--det0", str(d / "det0.txt"), "--det1", str(d / "det1.txt"), "--calib", str(d / "calib.toml"),
+                 "--frames", str(d / "frames.csv"), "--gt-csv", str(d / "gt.csv"), "--json", str(b), *HITS]) == 0
+    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    assert rb["ground"]["MOTA"] == pytest.approx(ra["ground"]["MOTA"], abs=0.02)  # yaml vs toml rounding
+    assert "2d_cam0" in ra and "2d_cam0" not in rb  # loose files: no per-view ground truth given
+
+
+def test_live_with_a_malformed_det_source_endpoint_is_one_line(capsys):
+    assert main(["live", "--det-source", "nonsense", "--calib", str(SLICE / "clean" / "calib.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "nonsense" in err
