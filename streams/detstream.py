@@ -5,7 +5,8 @@ publishes `detections2d` messages (streams.messages), one per camera and capture
 the two cameras' messages by capture time like `streams.pairing` pairs frames: within `tolerance`
 seconds they make a pair; a message with no partner is dropped and counted, and when one camera
 falls silent for `single_after_s` (wall clock) the other camera's messages go on alone (the
-missing view's tracks coast). Bad messages (not JSON, wrong schema or field) are counted and each
+missing view's tracks coast). A pair's index is the publisher's `frame` when given, else a count.
+Bad messages (not JSON, wrong schema or field) are counted and each
 distinct error is logged once; nothing a publisher sends can stop the stream. Only the newest pair
 is kept for the consumer (a slow loop drops, never queues), as with live cameras.
 """
@@ -45,6 +46,7 @@ class _Msg:
     boxes: Boxes2D
     arrived: float  # time.monotonic()
     wall: float  # time.time()
+    frame: Optional[int] = None
 
 
 def boxes_from_message(msg: dict) -> Boxes2D:
@@ -131,7 +133,7 @@ class DetectionStream(StereoSource):
             self.stats.late += 1
             return
         self.stats.received += 1
-        q.append(_Msg(t, boxes_from_message(msg), time.monotonic(), time.time()))
+        q.append(_Msg(t, boxes_from_message(msg), time.monotonic(), time.time(), msg.get("frame")))
 
     def _pair(self, now: float) -> None:
         q0, q1 = self._queues
@@ -166,7 +168,9 @@ class DetectionStream(StereoSource):
             return
         self._applied = [t0 if a is not None else t, t1 if b is not None else t]
         wall = max(m.wall for m in (a, b) if m is not None)
-        pair = DetectionPair(self._index, t0, t1, a.boxes if a else None, b.boxes if b else None, wall=wall)
+        # The pair's index: the publisher's frame number when it gives one (camera 0's first).
+        frame = next((m.frame for m in (a, b) if m is not None and m.frame is not None), None)
+        pair = DetectionPair(self._index if frame is None else frame, t0, t1, a.boxes if a else None, b.boxes if b else None, wall=wall)
         self._index += 1
         self.stats.pairs += 1
         if a is not None and b is not None:

@@ -101,10 +101,10 @@ def test_detection_stream_pairs_by_capture_time_and_counts_what_it_refuses():
         pub.wait_subscriber()
         pub.send(b"\xff not json")
         pub.send({"schema": "tracks3d?", "camera": 0})
-        pub.send(make_detections_message(0, 0.0, [[10, 10, 20, 40]], [0.9]))
+        pub.send(make_detections_message(0, 0.0, [[10, 10, 20, 40]], [0.9], frame=17))
         pub.send(make_detections_message(1, 0.004, [[30, 10, 20, 40], [60, 10, 20, 40]], [0.8, 0.7]))
         p = src.read(timeout=3.0)
-        assert isinstance(p, DetectionPair) and (p.t0, p.t1) == (0.0, 0.004)
+        assert isinstance(p, DetectionPair) and (p.t0, p.t1) == (0.0, 0.004) and p.index == 17
         assert len(p.boxes0) == 1 and len(p.boxes1) == 2
         assert np.allclose(p.boxes1.boxes[0], [30, 10, 50, 50])  # xywh -> xyxy
         pub.send(make_detections_message(0, 0.5, [], []))  # its partner never comes
@@ -152,6 +152,7 @@ def test_live_det_source_tracks_what_the_example_publisher_sends(tmp_path):
     assert "received 80" in text and "invalid 0" in text
     msgs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(msgs) >= 30  # 40 pairs sent; a loaded machine may overwrite a few (live keeps the newest)
+    assert [m["frame"] for m in msgs] == sorted(m["frame"] for m in msgs) and msgs[-1]["frame"] == 39
     xyz = np.array([t["xyz"] for m in msgs for t in m["tracks"]])
     assert len(xyz) > 10 and all(m["frame_id"] == "world" for m in msgs)
     assert 0.5 < np.median(xyz[:, 2]) < 1.3  # box centres of people, in WildTrack's world frame
