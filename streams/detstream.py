@@ -24,8 +24,15 @@ import zmq
 from .base import LatestSlot
 from .detections import Boxes2D, DetectionPair
 from .errors import SchemaError, StreamError
-from .messages import DET_TOPIC, decode, validate_detections
+from .messages import (
+    DET_TOPIC,
+    decode,
+    encode,
+    make_detections_message,
+    validate_detections,
+)
 from .pairing import PairStats, StereoSource
+from .publisher import is_loopback_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -192,3 +199,44 @@ class DetectionStream(StereoSource):
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=2.0)
         self._slot.close()
+
+
+class DetectionPublisher:
+    """For a detector written in Python: publishes detections2d messages on a bound PUB socket
+    (loopback unless allow_remote) for `tracker3d live --det-source ENDPOINT`. Never blocks: a
+    message no subscriber can take is dropped (counted in `dropped`)."""
+
+    def __init__(self, endpoint: str = DEFAULT_DET_ENDPOINT, allow_remote: bool = False,
+                 context: Optional[zmq.Context] = None, hwm: int = 1000):
+        if not is_loopback_endpoint(endpoint) and not allow_remote:
+            raise StreamError(f"{endpoint}: not a loopback address; binding to the network needs allow_remote=True")
+        self.sock = (context or zmq.Context.instance()).socket(zmq.PUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, int(hwm))
+        try:
+            self.sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self.sock.close(0)
+            raise StreamError(f"{endpoint}: cannot bind ({exc.strerror})") from None
+        self.endpoint = endpoint
+        self.sent = self.dropped = 0
+
+    def publish(self, camera: int, t: float, boxes_xywh, scores, classes=None, frame: Optional[int] = None) -> dict:
+        """One camera's boxes (pixels: x, y top-left, w, h) captured at t seconds; returns the
+        message. SchemaError if it would not validate."""
+        msg = validate_detections(make_detections_message(camera, t, boxes_xywh, scores, classes, frame))
+        try:
+            self.sock.send_multipart([DET_TOPIC, encode(msg)], flags=zmq.NOBLOCK)
+            self.sent += 1
+        except zmq.Again:
+            self.dropped += 1
+        return msg
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+    def __enter__(self) -> "DetectionPublisher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -18,8 +18,8 @@ from conftest import DATA
 
 from persistence import HitCountGate
 from streams.detections import Boxes2D, DetectionFolder, DetectionPair, read_det_file
-from streams.detstream import DetectionStream
-from streams.errors import SchemaError
+from streams.detstream import DetectionPublisher, DetectionStream
+from streams.errors import SchemaError, StreamError
 from streams.messages import (
     DET_TOPIC,
     decode,
@@ -122,6 +122,27 @@ def test_detection_stream_pairs_by_capture_time_and_counts_what_it_refuses():
     finally:
         src.close()
         pub.close()
+
+
+def test_detection_publisher_feeds_a_detection_stream_and_refuses_bad_boxes():
+    ep = f"tcp://127.0.0.1:{_free_port()}"
+    with DetectionPublisher(ep) as pub:
+        src = DetectionStream(ep, tolerance=0.01, poll_ms=10)
+        try:
+            got = None
+            for k in range(100):  # until the subscription has reached the publisher
+                pub.publish(0, k * 0.1, [[5, 5, 10, 20]], [0.5], classes=["ball"])
+                pub.publish(1, k * 0.1, [[7, 5, 10, 20]], [0.6], classes=["ball"])
+                got = src.read(timeout=0.05) or got
+                if got is not None:
+                    break
+            assert got is not None and list(got.boxes0.classes) == ["ball"]
+            with pytest.raises(SchemaError, match=r"boxes\[0\]"):
+                pub.publish(0, 99.0, [[5, 5, -1, 20]], [0.5])
+        finally:
+            src.close()
+    with pytest.raises(StreamError, match="not a loopback address"):
+        DetectionPublisher("tcp://8.8.8.8:5557")
 
 
 def _free_port() -> int:
