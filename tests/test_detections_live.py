@@ -230,3 +230,18 @@ def test_det_file_class_column_reaches_the_replayed_tracks(tmp_path):
     assert main(["replay", str(d), "--out", str(out), "--gate", "hits", "--min-hits", "2", "--window", "3"]) == 0
     tracks = [t for line in out.read_text().splitlines() for t in json.loads(line)["tracks"]]
     assert tracks and {t["class"] for t in tracks} == {2}
+
+
+def test_csv_output_carries_the_class_column(tmp_path):
+    from tracker3d.outputs.files import read_csv
+
+    d = tmp_path / "dets"
+    d.mkdir()
+    for name in ("calib.yaml", "frames.csv", "det1.txt"):
+        (d / name).write_bytes((SLICE / "clean" / name).read_bytes())
+    rows = (SLICE / "clean" / "det0.txt").read_text().splitlines()
+    (d / "det0.txt").write_text("".join(",".join(r.split(",")[:7] + ["5"]) + "\n" for r in rows))
+    out = tmp_path / "t.csv"
+    assert main(["replay", str(d), "--out", str(out), "--gate", "hits", "--min-hits", "2", "--window", "3"]) == 0
+    got = read_csv(out)
+    assert got and {r["class"] for r in got} == {"5"}
