@@ -34,8 +34,8 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pixel-sigma", type=float, default=0.25, help="2D centroid noise for triangulation, px")
     g.add_argument("--max-coast", type=float, default=0.5, help="seconds a 3D track survives unseen")
     g.add_argument("--anchor", default="center", choices=list(ANCHORS),
-                   help="detection files/streams: which point of a box is the object, its centre or the middle "
-                   "of its bottom edge (default center; see README 'Your own detector')")
+                   help="which point of a detection box is the object (triangulated and reported): its centre or "
+                   "the middle of its bottom edge (default center; see README 'Your own detector')")
 
 
 def pipeline_from_args(args: argparse.Namespace):
