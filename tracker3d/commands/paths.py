@@ -93,6 +93,19 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+def input_files(args) -> list[str]:
+    """Every file a replay/eval run reads: the input folder's own files (a recording's videos,
+    frames.csv, calibration, ground truth, or a detections folder's det/gt files), loose
+    detection files, and the calibration, weights and MOT files named by options."""
+    files: list[str] = []
+    folder = getattr(args, "dir", None)
+    if folder and os.path.isdir(folder):
+        files += [e.path for e in os.scandir(folder) if e.is_file()]
+    for opt in ("det0", "det1", "frames", "calib", "weights", "gt", "tracks"):
+        files.append(getattr(args, opt, None))
+    return [f for f in files if f]
+
+
 def source_files(src: Optional[str]) -> list[str]:
     """The files behind a SRC option (a video file, or the files an image glob matches); none for a
     camera index or a URL."""

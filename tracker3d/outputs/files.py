@@ -1,6 +1,6 @@
 """Files of results, chosen by suffix: tracks3d messages as JSON lines (.jsonl, the ZMQ schema,
-one message per line), a flat table (.csv: frame, t, id, x, y, z, vx, vy, vz, persistence) or an
-MCAP file (.mcap: one JSON-schema channel `/tracks3d` carrying the same messages, for Foxglove)."""
+one message per line), a flat table (.csv: frame, t, id, x, y, z, vx, vy, vz, persistence, state,
+class) or an MCAP file (.mcap: one JSON-schema channel `/tracks3d` carrying the same messages, for Foxglove)."""
 from __future__ import annotations
 
 import csv
@@ -24,7 +24,7 @@ from streams.messages import (
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("frame", "t", "id", "x", "y", "z", "vx", "vy", "vz", "persistence", "state")
+CSV_COLUMNS = ("frame", "t", "id", "x", "y", "z", "vx", "vy", "vz", "persistence", "state", "class")
 MCAP_TOPIC = "/tracks3d"
 SUFFIXES = (".jsonl", ".ndjson", ".csv", ".mcap")
 
@@ -61,7 +61,8 @@ class JsonlWriter(_Writer):
 
 
 class CsvWriter(_Writer):
-    """One row per track per message: frame, t (s), id, x y z (m), vx vy vz (m/s), persistence, state."""
+    """One row per track per message: frame, t (s), id, x y z (m), vx vy vz (m/s), persistence, state,
+    class (the detections' class label; empty when they have none)."""
 
     def __init__(self, path: str | os.PathLike, frame_id: str = "cam0"):
         super().__init__(path, frame_id)
@@ -72,7 +73,7 @@ class CsvWriter(_Writer):
     def _write(self, msg: dict) -> None:
         for tr in msg["tracks"]:
             self._w.writerow([msg["frame"], repr(msg["t"]), tr["id"], *tr["xyz"], *tr["vel"], tr["persistence"],
-                              tr["state"]])
+                              tr["state"], tr.get("class", "")])
         self._f.flush()
 
     def close(self) -> None:
@@ -187,20 +188,22 @@ def read_jsonl(path: str | os.PathLike) -> Records:
 
 
 def read_csv(path: str | os.PathLike) -> Records:
-    """Rows of a tracks .csv as dicts of numbers (state as text). A last row cut off mid-write is
-    left out and counted (`Records.cut`); StreamError names the line on bad content."""
+    """Rows of a tracks .csv as dicts of numbers (state and class as text; class "" = none). Files
+    written before the class column read too. A last row cut off mid-write is left out and counted
+    (`Records.cut`); StreamError names the line on bad content."""
     lines, tail = _complete_lines(path)
     rows = csv.reader(line.decode("utf-8") for line in lines)
-    header = next(rows, [])
-    if tuple(header) != CSV_COLUMNS:
+    header = tuple(next(rows, []))
+    if header not in (CSV_COLUMNS, CSV_COLUMNS[:-1]):
         raise StreamError(f"{path}: expected the columns {', '.join(CSV_COLUMNS)}")
+    text = ("state", "class")
     out = Records()
     for n, row in enumerate(rows, start=2):
-        if len(row) != len(CSV_COLUMNS):
-            raise StreamError(f"{path}:{n}: expected {len(CSV_COLUMNS)} fields, got {len(row)}")
+        if len(row) != len(header):
+            raise StreamError(f"{path}:{n}: expected {len(header)} fields, got {len(row)}")
         try:
-            out.append({k: (v if k == "state" else (int(v) if k in ("frame", "id") else float(v)))
-                        for k, v in zip(CSV_COLUMNS, row)})
+            out.append({k: (v if k in text else (int(v) if k in ("frame", "id") else float(v)))
+                        for k, v in zip(header, row)})
         except ValueError as exc:
             raise StreamError(f"{path}:{n}: {exc}") from None
     return _cut_tail(path, out, int(bool(tail)), len(tail), "rows")
