@@ -26,9 +26,9 @@ from ..errors import Tracker3DError
 log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "csv", "mcap")
-# replay options that name outputs or pace the run: the batch sets these per input
-PER_INPUT_DESTS = {"dir", "out", "publish", "allow_remote", "overlay", "plot", "view", "curve_keys", "realtime",
-                   "fast", "summary_json", "func", "help"}
+# replay options that name its input or outputs or pace the run: the batch sets these per input
+PER_INPUT_DESTS = {"dir", "det0", "det1", "frames", "fps", "out", "publish", "allow_remote", "overlay", "plot", "view",
+                   "curve_keys", "realtime", "fast", "summary_json", "func", "help"}
 RESULT = "result.json"
 
 
@@ -209,8 +209,9 @@ def run_replay_task(task: ReplayTask) -> dict:
            "tracks": _count_tracks(tracks), "outputs": [tracks.name, summary_path.name]}
     if scores is not None:
         row["outputs"].append(eval_path.name)
-        s3 = scores.get("3d", {})
-        row.update({f"3d_{k}": s3[k] for k in ("IDF1", "MOTA", "HOTA") if k in s3})
+        for part in ("3d", "ground"):  # ground: world-frame ground truth scored on the ground plane
+            got = scores.get(part) or {}
+            row.update({f"{part}_{k}": got[k] for k in ("IDF1", "MOTA", "HOTA") if k in got})
     tmp = out / "result.part.json"
     tmp.write_text(json.dumps(row, indent=1, default=float), encoding="utf-8")
     os.replace(tmp, result)
@@ -247,14 +248,15 @@ def write_summary(out_dir: str, rows: list[dict]) -> Path:
 
 
 def format_rows(rows: list[dict]) -> str:
-    cols = ["name", "status", "pairs", "pairs/s", "tracks", "IDF1", "MOTA"]
+    cols = ["name", "status", "pairs", "pairs/s", "tracks", "IDF1", "MOTA"]  # ground plane when scored there
     lines = [f"{cols[0]:<28} {cols[1]:<8} {cols[2]:>7} {cols[3]:>8} {cols[4]:>7} {cols[5]:>6} {cols[6]:>6}"]
     for r in rows:
         def num(k, fmt):
             v = r.get(k)
             return format(v, fmt) if isinstance(v, (int, float)) else "-"
+        part = "ground" if "ground_IDF1" in r else "3d"
         lines.append(f"{r['name'][:28]:<28} {r['status']:<8} {num('pairs', 'd'):>7} {num('pairs_per_s', '.1f'):>8} "
-                     f"{num('tracks', 'd'):>7} {num('3d_IDF1', '.3f'):>6} {num('3d_MOTA', '.3f'):>6}")
+                     f"{num('tracks', 'd'):>7} {num(part + '_IDF1', '.3f'):>6} {num(part + '_MOTA', '.3f'):>6}")
         if r.get("error"):
             lines.append(f"    error: {r['error']}")
     return "\n".join(lines)
