@@ -124,7 +124,7 @@ def test_smoothed_output_is_created_before_the_run(rec, tmp_path, capsys, monkey
         return real(*a, **kw)
 
     monkeypatch.setattr(replay, "run_pipeline", spy)
-    assert main(["replay", str(rec), "--smooth", "--out", str(tmp_path / "s.jsonl")]) == 0
+    assert main(["replay", str(rec), "--gate", "hits", "--smooth", "--out", str(tmp_path / "s.jsonl")]) == 0
     assert created == [True]
     assert len(read_jsonl(tmp_path / "s.jsonl")) == SCENE.n_frames
 
