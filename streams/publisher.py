@@ -144,6 +144,7 @@ class Subscriber(Readable[dict]):
             pub, sec, server_pub = client_keys(curve_keys)
             self.sock.curve_publickey, self.sock.curve_secretkey = pub, sec
             self.sock.curve_serverkey = server_pub
+        self.curve = curve_keys is not None
         self.sock.setsockopt(zmq.SUBSCRIBE, TOPIC)
         self.sock.connect(endpoint)
         self.timeout = timeout
@@ -187,6 +188,15 @@ class Subscriber(Readable[dict]):
 
     def read(self, timeout: Optional[float] = None) -> Optional[dict]:
         return self.recv(timeout)
+
+    def silence_hint(self) -> str:
+        """What to check when no message came: the publisher, and with CURVE the keys too (a
+        rejected subscriber sees only silence)."""
+        if not self.curve:
+            return "is a publisher running there?"
+        return ("is a publisher running there, with --curve-keys? CURVE keys in use: a subscriber the publisher "
+                "rejects receives nothing; check that this key folder's server.key is the publisher's and "
+                "that its client.key is in the publisher's authorized/ folder")
 
     def close(self) -> None:
         self.sock.close(0)
