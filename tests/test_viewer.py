@@ -241,3 +241,16 @@ def test_view_option_without_a_display_fails_at_once(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(Tracker3DError, match="no display.*--snapshot.*Xvfb"):
         start_viewer("tcp://127.0.0.1:5556", make_rig())
+
+
+def test_view_timeout_with_curve_keys_hints_at_the_keys(tmp_path):
+    pytest.importorskip("open3d")
+    import zmq
+
+    if not zmq.has("curve"):
+        pytest.skip("libzmq without CURVE")
+    assert main(["keys", "--out", str(tmp_path / "keys")]) == 0
+    r = _view(["--snapshot", str(tmp_path / "x.png"), "--frames", "2", "--timeout", "0.5",
+               "--curve-keys", str(tmp_path / "keys")])
+    assert r.returncode == 2 and "0 of 2 messages" in r.stderr and "server.key" in r.stderr \
+        and "authorized/" in r.stderr
