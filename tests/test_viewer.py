@@ -254,3 +254,18 @@ def test_view_timeout_with_curve_keys_hints_at_the_keys(tmp_path):
                "--curve-keys", str(tmp_path / "keys")])
     assert r.returncode == 2 and "0 of 2 messages" in r.stderr and "server.key" in r.stderr \
         and "authorized/" in r.stderr
+
+
+def test_empty_plot_says_no_3d_tracks(tmp_path, capsys):
+    """It used to be an empty +-0.04 m frame, and the CLI said "0 3D trajectories"."""
+    from tracker3d.sim import get_scene, write_sim_recording
+
+    rec = write_sim_recording(get_scene("default").with_(seconds=1.0, flash_rate=0.0, n_objects=0), tmp_path / "rec",
+                              seed=1)
+    assert main(["replay", str(rec), "--plot", str(tmp_path / "p.png")]) == 0
+    assert f"wrote {tmp_path / 'p.png'}: no 3D tracks to draw" in capsys.readouterr().out
+    img = cv2.imread(str(tmp_path / "p.png"))
+    h, w = img.shape[:2]
+    band = img[int(0.2 * h):int(0.5 * h)]  # where "no 3D tracks" is written, in 35 % grey, in both views
+    grey = (np.abs(band.astype(int) - 89).max(axis=2) < 20)
+    assert grey[:, : w // 2].sum() > 150 and grey[:, w // 2:].sum() > 150

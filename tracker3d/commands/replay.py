@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         from ..outputs.plot import plot_trajectories
 
         n = plot_trajectories(messages, args.plot, title=f"{args.dir}: {len(messages)} pairs")
-        print(f"wrote {args.plot}: {n} 3D trajectories")
+        print(f"wrote {args.plot}: {n} 3D trajectories" if n else f"wrote {args.plot}: no 3D tracks to draw")
     if viewer is not None:
         print("the viewer stays open; close its window to end it")
     return 0
