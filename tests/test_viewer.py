@@ -269,3 +269,81 @@ def test_empty_plot_says_no_3d_tracks(tmp_path, capsys):
     band = img[int(0.2 * h):int(0.5 * h)]  # where "no 3D tracks" is written, in 35 % grey, in both views
     grey = (np.abs(band.astype(int) - 89).max(axis=2) < 20)
     assert grey[:, : w // 2].sum() > 150 and grey[:, w // 2:].sum() > 150
+
+
+def _free_endpoint():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_recv_newest_skips_the_backlog_undecoded():
+    import zmq
+
+    from streams import TrackPublisher
+    from streams.publisher import Subscriber
+
+    ep = _free_endpoint()
+    with TrackPublisher(ep) as pub, Subscriber(ep, context=zmq.Context()) as sub:
+        time.sleep(0.3)
+        for k in range(50):
+            pub.publish(k, k / 30, [])
+        time.sleep(0.3)
+        assert sub.recv_newest(timeout=1.0)["seq"] == 49
+        assert sub.skipped == 49 and sub.missed == 0 and sub.received == 1
+        assert sub.recv_newest(timeout=0.05) is None
+        pub.publish(50, 50 / 30, [])
+        assert sub.recv_newest(timeout=1.0)["seq"] == 50 and sub.missed == 0
+
+
+def test_viewer_redraws_only_for_new_messages_and_always_the_newest():
+    """The window used to post a redraw 30 times a second whether or not a message came (Open3D
+    redraws after every posted call: 60-80 % CPU idle), and to fall tens of seconds behind a fast
+    publisher under load. A slow display here (80 ms a draw) facing a 200 Hz publisher."""
+    import zmq
+
+    from streams import TrackPublisher
+    from streams.publisher import Subscriber
+    from tracker3d.viewer.state import RedrawPump
+
+    ep = _free_endpoint()
+    woken, drawn, published = threading.Event(), [], []
+    with TrackPublisher(ep) as pub, Subscriber(ep, context=zmq.Context()) as sub:
+        pump = RedrawPump(sub, wake=woken.set, fps=30.0, poll_s=0.1)
+
+        def display():
+            while not pump.stop.is_set():
+                if woken.wait(0.1):
+                    woken.clear()
+                    time.sleep(0.08)  # a slow draw
+                    msg = pump.take()
+                    if msg is not None:
+                        drawn.append((time.monotonic(), msg["seq"]))
+
+        threads = [threading.Thread(target=pump.run), threading.Thread(target=display)]
+        for th in threads:
+            th.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        for k in range(300):  # 1.5 s at 200 Hz
+            pub.publish(k, k / 200, [])
+            published.append((time.monotonic(), k))
+            time.sleep(0.005)
+        busy = time.monotonic() - t0
+        time.sleep(0.5)
+        wakes_after_publisher_stopped = pump.wakes
+        time.sleep(1.0)  # silence: nothing new, nothing drawn
+        pump.stop.set()
+        for th in threads:
+            th.join(5)
+    assert pump.wakes == wakes_after_publisher_stopped, "woken with no new message"
+    assert pump.wakes <= busy * 30 + 3, f"{pump.wakes} wakes in {busy:.1f} s: more than 30 a second"
+    assert drawn and drawn[-1][1] == 299, "the last message is drawn"
+    seqs = [s for _, s in drawn]
+    assert seqs == sorted(set(seqs)), "each draw is a newer message"
+    ts = np.array([t for t, _ in published])
+    for t, s in drawn:  # what was drawn was at most ~0.5 s old when drawn (no backlog)
+        newest = int(np.searchsorted(ts, t, side="right")) - 1
+        assert newest - s <= 100, f"drew seq {s} when {newest} was out"
