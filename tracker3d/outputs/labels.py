@@ -26,34 +26,30 @@ def text_box(text: str, org: tuple[int, int], scale: float, thickness: int = 1) 
     return org[0] - 1, org[1] - h - 1, org[0] + w + 1, org[1] + base + 1
 
 
-def _overlaps(a, b) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
 def place_labels(labels: list[Label], size: tuple[int, int], max_shift: int = 8) -> list[tuple[int, int]]:
     """Baseline origins, one per label, in order: each label keeps its wanted place unless its box
     intersects one placed before, then it moves down or up by whole text heights (nearest first,
     at most `max_shift` steps each way) to the first free place inside the image (w, h). A label
     running off the left or right edge is first moved inside it."""
-    placed: list[tuple[int, int, int, int]] = []
-    out = []
     w, h = size
-    for lab in labels:
-        box = text_box(lab.text, lab.org, lab.scale)
-        step = box[3] - box[1]
-        x = lab.org[0] - max(box[2] - w, 0)
-        x -= min(box[0] - (lab.org[0] - x), 0)
-        org = (x, lab.org[1])
-        for k in [0] + [s for j in range(1, max_shift + 1) for s in (j, -j)]:
-            cand = (x, lab.org[1] + k * step)
-            b = text_box(lab.text, cand, lab.scale)
-            if b[1] < 0 or b[3] > h:
-                continue
-            if not any(_overlaps(b, p) for p in placed):
-                org = cand
-                break
-        placed.append(text_box(lab.text, org, lab.scale))
-        out.append(org)
+    shifts = np.array([0] + [s for j in range(1, max_shift + 1) for s in (j, -j)])
+    placed = np.zeros((len(labels), 4))
+    out = []
+    for n, lab in enumerate(labels):
+        x0, y0, x1, y1 = text_box(lab.text, lab.org, lab.scale)
+        x = lab.org[0] - max(x1 - w, 0)
+        x -= min(x0 - (lab.org[0] - x), 0)
+        dx = x - lab.org[0]
+        ys = lab.org[1] + shifts * (y1 - y0)
+        cand = np.stack([np.full(len(ys), x0 + dx), ys - (lab.org[1] - y0), np.full(len(ys), x1 + dx),
+                         ys + (y1 - lab.org[1])], axis=1)  # (k, 4) boxes
+        p = placed[:n]
+        hit = ((cand[:, None, 0] < p[None, :, 2]) & (p[None, :, 0] < cand[:, None, 2])
+               & (cand[:, None, 1] < p[None, :, 3]) & (p[None, :, 1] < cand[:, None, 3])).any(axis=1)
+        free = np.flatnonzero(~hit & (cand[:, 1] >= 0) & (cand[:, 3] <= h))
+        k = int(free[0]) if len(free) else 0
+        placed[n] = cand[k]
+        out.append((int(x), int(ys[k])))
     return out
 
 
