@@ -122,11 +122,12 @@ def _view(args, env=None, timeout=30):
                           capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
 
 
-def test_view_window_without_a_display_says_so_at_once():
+@pytest.mark.parametrize("display", ["", ":47913"])  # unset; an X display nobody serves
+def test_view_window_without_a_display_says_so_at_once(display):
     """It used to abort in Open3D (rc 134) or, with no publisher, spin a core forever."""
     t0 = time.monotonic()
-    r = _view([], env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    r = _view([], env={"DISPLAY": display, "WAYLAND_DISPLAY": ""})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
     assert "no display" in r.stderr and "--snapshot" in r.stderr and "Xvfb" in r.stderr
     assert time.monotonic() - t0 < 20
 

@@ -48,10 +48,28 @@ def require_open3d() -> None:
 
 
 def require_display() -> None:
-    """Raise a one-line Tracker3DError when no display can show a window (no DISPLAY or WAYLAND_DISPLAY)."""
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    """Raise a one-line Tracker3DError when no display can show a window: neither DISPLAY nor
+    WAYLAND_DISPLAY set, or an X display that does not answer (Open3D would abort the process)."""
+    display, wayland = os.environ.get("DISPLAY"), os.environ.get("WAYLAND_DISPLAY")
+    if not (display or wayland):
         raise Tracker3DError("no display (DISPLAY and WAYLAND_DISPLAY are unset): use --snapshot PNG, or run "
                              "under Xvfb (xvfb-run tracker3d view ...)")
+    if wayland:
+        return
+    import ctypes
+
+    try:
+        x11 = ctypes.CDLL("libX11.so.6")
+    except OSError:
+        return  # no Xlib to ask with; open3d's own check follows
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    handle = x11.XOpenDisplay(display.encode())
+    if not handle:
+        raise Tracker3DError(f"no display: cannot open X display {display!r} (DISPLAY): use --snapshot PNG, or "
+                             "run under Xvfb (xvfb-run tracker3d view ...)")
+    x11.XCloseDisplay(handle)
 
 
 def require_vulkan() -> None:
