@@ -44,8 +44,6 @@ def run(args: argparse.Namespace) -> int:
         folder = Path(args.snapshot).parent
         if not folder.is_dir():
             raise Tracker3DError(f"--snapshot {args.snapshot}: folder {folder} does not exist")
-        if Path(args.snapshot).suffix.lower() != ".png":
-            raise Tracker3DError(f"--snapshot {args.snapshot}: expected a .png file")
     else:
         require_display()
     require_open3d()
