@@ -83,11 +83,16 @@ def test_snapshot_shows_each_track_where_it_should(tmp_path, capsys):
         r = subprocess.run([sys.executable, "-m", "tracker3d.cli", "view", "--connect", ep, "--calib",
                             str(tmp_path / "rig.yaml"), "--snapshot", str(png), "--frames", "5", "--size", "640x360"],
                            capture_output=True, text=True, timeout=120)
+        # A file the image writer cannot make is an error, not "wrote ..." (it used to be rc 0).
+        bad = subprocess.run([sys.executable, "-m", "tracker3d.cli", "view", "--connect", ep, "--snapshot",
+                              str(tmp_path / "snap.nosuchformat"), "--frames", "1", "--size", "64x36"],
+                             capture_output=True, text=True, timeout=120)
     finally:
         stop.set()
         th.join(5)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "4 tracks after 5 messages" in r.stdout
+    assert bad.returncode == 2 and "could not write" in bad.stderr and "wrote" not in bad.stdout, bad.stderr[-2000:]
     img = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
     assert img.shape == (360, 640, 3)
     st = ViewerState()
