@@ -175,9 +175,22 @@ def _load_opencv(path: Path) -> StereoCalibration:
     return validate(StereoCalibration(cams[0], cams[1], R, T, Rw, tw), path)
 
 
+WRITABLE_SUFFIXES = (".yaml", ".yml", ".xml", ".json")
+
+
+def check_writable_suffix(path: str | os.PathLike) -> Path:
+    """The path, if save_calibration can write it (an OpenCV FileStorage suffix); else CalibrationError
+    (OpenCV would write YAML under any other name, which no loader then reads)."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITABLE_SUFFIXES:
+        raise CalibrationError(f"{path}: cannot write a calibration as '{path.suffix or '(no suffix)'}' "
+                               f"(supported: {', '.join(WRITABLE_SUFFIXES)})")
+    return path
+
+
 def save_calibration(calib: StereoCalibration, path: str | os.PathLike) -> Path:
     """Write an OpenCV FileStorage file (.yaml/.yml/.xml/.json by extension)."""
-    path = Path(path)
+    path = check_writable_suffix(path)
     validate(calib, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_WRITE)

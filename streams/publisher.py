@@ -144,6 +144,7 @@ class Subscriber(Readable[dict]):
             pub, sec, server_pub = client_keys(curve_keys)
             self.sock.curve_publickey, self.sock.curve_secretkey = pub, sec
             self.sock.curve_serverkey = server_pub
+        self.curve = curve_keys is not None
         self.sock.setsockopt(zmq.SUBSCRIBE, TOPIC)
         self.sock.connect(endpoint)
         self.timeout = timeout
@@ -152,6 +153,7 @@ class Subscriber(Readable[dict]):
         self.missed = 0
         self.invalid = 0
         self.received = 0
+        self.skipped = 0  # queued messages recv_newest() dropped undecoded for a newer one
         self.last_gap = 0
         self._last_seq: Optional[int] = None
 
@@ -163,30 +165,64 @@ class Subscriber(Readable[dict]):
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not self.sock.poll(None if wait is None else int(wait * 1000)):
                 return None
-            parts = self.sock.recv_multipart(zmq.NOBLOCK)
-            payload = parts[-1] if self.conflate else (parts[1] if len(parts) == 2 else None)
-            try:
-                if payload is None:
-                    raise SchemaError(f"message: expected 2 frames [topic, payload], got {len(parts)}")
-                msg = decode(payload)
-            except SchemaError as exc:
-                self.invalid += 1
-                if self.strict:
-                    raise
-                log.warning("skipping malformed message: %s", exc)
-                continue
-            seq = msg["seq"]
-            self.last_gap = 0
-            if self._last_seq is not None and seq > self._last_seq + 1:
-                self.last_gap = seq - self._last_seq - 1
-                if not self.conflate:
-                    self.missed += self.last_gap
-            self._last_seq = seq
-            self.received += 1
-            return msg
+            msg = self._accept(self.sock.recv_multipart(zmq.NOBLOCK))
+            if msg is not None:
+                return msg
+
+    def _accept(self, parts: list[bytes], skipped: int = 0) -> Optional[dict]:
+        """Decode one received message and account for it (None: malformed, skipped and counted);
+        `skipped` older messages were dropped just before it on purpose (not lost in transit)."""
+        payload = parts[-1] if self.conflate else (parts[1] if len(parts) == 2 else None)
+        try:
+            if payload is None:
+                raise SchemaError(f"message: expected 2 frames [topic, payload], got {len(parts)}")
+            msg = decode(payload)
+        except SchemaError as exc:
+            self.invalid += 1
+            if self.strict:
+                raise
+            log.warning("skipping malformed message: %s", exc)
+            return None
+        seq = msg["seq"]
+        self.last_gap = 0
+        if self._last_seq is not None and seq > self._last_seq + 1:
+            self.last_gap = max(seq - self._last_seq - 1 - skipped, 0)
+            if not self.conflate:
+                self.missed += self.last_gap
+        self._last_seq = seq
+        self.received += 1
+        return msg
 
     def read(self, timeout: Optional[float] = None) -> Optional[dict]:
         return self.recv(timeout)
+
+    def recv_newest(self, timeout: Optional[float] = None) -> Optional[dict]:
+        """The newest message queued, waiting up to timeout seconds for one: older queued ones are
+        dropped undecoded (counted in `skipped`, not in `missed`), so a slow display never falls
+        behind. None if nothing came in time (or the newest was malformed)."""
+        timeout = self.timeout if timeout is None else timeout
+        if not self.sock.poll(None if timeout is None else int(timeout * 1000)):
+            return None
+        parts, n = None, 0
+        while True:  # drain the queue, keep the last
+            try:
+                parts = self.sock.recv_multipart(zmq.NOBLOCK)
+                n += 1
+            except zmq.Again:
+                break
+        if parts is None:
+            return None
+        self.skipped += n - 1
+        return self._accept(parts, skipped=n - 1)
+
+    def silence_hint(self) -> str:
+        """What to check when no message came: the publisher, and with CURVE the keys too (a
+        rejected subscriber sees only silence)."""
+        if not self.curve:
+            return "is a publisher running there?"
+        return ("is a publisher running there, with --curve-keys? CURVE keys in use: a subscriber the publisher "
+                "rejects receives nothing; check that this key folder's server.key is the publisher's and "
+                "that its client.key is in the publisher's authorized/ folder")
 
     def close(self) -> None:
         self.sock.close(0)

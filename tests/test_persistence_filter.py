@@ -229,14 +229,21 @@ def test_track_set_round_trip_and_bad_file(tmp_path):
         TrackSet.load(tmp_path / "bad.npz")
 
 
-def test_persistence_commands_build_train_and_evaluate(tmp_path, capsys):
-    """data -> train -> eval from the CLI on a few short scenes (a smoke run of the real recipe)."""
+def test_persistence_commands_build_train_and_evaluate(tmp_path, capsys, caplog):
+    """data -> train -> eval from the CLI on a few short scenes (a smoke run of the real recipe).
+    Building the scenes (what eval and train do first on a fresh machine: minutes) is logged scene
+    by scene off a terminal, where no progress bar shows (it used to be silent until the end)."""
     from tracker3d.cli import main
 
     data = str(tmp_path / "data")
+    caplog.set_level("INFO")
     assert main(["persistence", "data", "--quick", "--seconds", "3", "--data", data, "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     assert "train:" in out and "test:" in out and "clutter" in out
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert any("test_quick.npz is missing; building it from 3 sim scenes" in x for x in lines), lines
+    steps = [x.split()[4] for x in lines if x.startswith("building test scene data: ")]
+    assert steps == ["1/3", "2/3", "3/3"], lines
     w = tmp_path / "w.pt"
     assert main(["persistence", "train", "--quick", "--seconds", "3", "--data", data, "--out", str(w), "--epochs",
                  "2", "--synthetic", "300", "--device", "cpu"]) == 0

@@ -104,3 +104,13 @@ def test_live_sim_source_paces_and_drops_for_slow_consumer():
     assert time.monotonic() - t >= 0.9
     assert src.stats.overwritten > 10 and got == sorted(got)
     assert len({r.frame for r in src.gt}) == 50, "ground truth is kept for skipped frames too"
+
+
+def test_sim_out_on_a_non_empty_folder_names_overwrite(tmp_path, capsys):
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "keep.txt").write_text("mine")
+    assert main(["sim", "--scene", "sparse", "--seconds", "0.2", "--out", str(tmp_path / "rec")]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert main(["sim", "--scene", "sparse", "--seconds", "0.2", "--out", str(tmp_path / "rec"), "--overwrite"]) == 0
+    assert (tmp_path / "rec" / "gt.csv").exists() and (tmp_path / "rec" / "keep.txt").read_text() == "mine"

@@ -87,8 +87,12 @@ def _split(args, name: str, build_missing: bool = True):
     recipe = RECIPE[:3] if args.quick else RECIPE
     seeds = list(SPLIT_SEEDS[name])[: (2 if name == "train" else 1) if args.quick else None]
     t = time.perf_counter()
+    # Minutes on a fresh machine: say so, and (off a terminal, where no bar shows) log every scene.
+    log.info("%s: %s is missing; building it from %d sim scenes of %g s (saved for the next run)", name, path,
+             len(recipe) * len(seeds), args.seconds)
     ts = build(recipe, seeds, seconds=args.seconds, engine=engine_from_args(args),
-               progress=lambda it, total=None: progress(it, desc=f"{name} scenes", total=total, unit="scene"))
+               progress=lambda it, total=None: progress(it, desc=f"building {name} scene data", total=total,
+                                                        unit="scenes", log_every=0))
     path.parent.mkdir(parents=True, exist_ok=True)
     ts.save(path)
     log.info("%s: %d tracks from %d scenes in %.0f s -> %s", name, len(ts), len(recipe) * len(seeds),

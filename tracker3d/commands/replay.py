@@ -134,6 +134,6 @@ def run(args: argparse.Namespace) -> int:
         from ..outputs.plot import plot_trajectories
 
         n = plot_trajectories(messages, args.plot, title=f"{args.dir or args.det0}: {len(messages)} pairs")
-        print(f"wrote {args.plot}: {n} 3D trajectories")
+        print(f"wrote {args.plot}: {n} 3D trajectories" if n else f"wrote {args.plot}: no 3D tracks to draw")
     finish_viewer(viewer)
     return 0

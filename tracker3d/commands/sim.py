@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import time
 import typing
+from pathlib import Path
 
 from ..errors import Tracker3DError
 from ..progress import progress
@@ -82,6 +83,10 @@ def scene_from_args(args: argparse.Namespace) -> SceneConfig:
 
 def run(args: argparse.Namespace) -> int:
     cfg = scene_from_args(args)
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise Tracker3DError(f"--out {out}: folder exists and is not empty (choose another --out, or pass "
+                             "--overwrite to write into it)")
     t = time.perf_counter()
     out = write_sim_recording(cfg, args.out, seed=args.seed, codec=args.codec, overwrite=args.overwrite,
                               progress=lambda it: progress(it, f"sim {cfg.name}", total=cfg.n_frames, unit="pair"))
