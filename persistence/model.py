@@ -80,13 +80,12 @@ class Block(nn.Module):
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p_attn if self.training else 0.0)
         return self._out(x, a)
 
-    def step(self, x: torch.Tensor, cache: "KVCache", layer: int, slots: torch.Tensor, ring: torch.Tensor,
+    def step(self, x: torch.Tensor, ck: torch.Tensor, cv: torch.Tensor, slots: torch.Tensor, ring: torch.Tensor,
              visible: torch.Tensor) -> torch.Tensor:
         """One new step per row of x (B, 1, d) for the tracks in cache `slots` (B,): writes the
-        new key/value at ring position `ring` (B,) of this layer's cache, then attends to the
-        cache entries marked in visible (B, W)."""
+        new key/value at ring position `ring` (B,) of this layer's cache ck, cv (slots, heads, W,
+        dh), then attends to the cache entries marked in visible (B, W)."""
         q, k, v = self._qkv(x)
-        ck, cv = cache.k[layer], cache.v[layer]  # (slots, heads, W, dh) views
         ck[slots, :, ring] = k[:, :, 0]
         cv[slots, :, ring] = v[:, :, 0]
         kc, vc = ck.index_select(0, slots), cv.index_select(0, slots)
@@ -131,12 +130,18 @@ class PersistenceTransformer(nn.Module):
         (B,) and step index since birth pos (B,) (0 = first row) -> logits (B,). Writes the new
         keys and values into the cache."""
         W = self.config.max_len
+        return self.step_ring(feats, age_s, cache.k, cache.v, slots, pos % W, pos >= W)
+
+    def step_ring(self, feats: torch.Tensor, age_s: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  slots: torch.Tensor, ring: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+        """`step` on raw cache tensors k, v (layers, slots, heads, W, dh), with each track's ring
+        position ring = pos % W (B,) and full = pos >= W (B,) bool: the form a CUDA graph
+        captures (no shapes or values read on the host)."""
         z = (self.embed(feats) + self.time(age_s.clamp(max=self.config.age_cap_s)))[:, None, :]
-        ring = pos % W
-        j = torch.arange(W, device=feats.device)
-        visible = (j[None, :] <= pos[:, None]) | (pos[:, None] >= W)
+        j = torch.arange(self.config.max_len, device=feats.device)
+        visible = (j[None, :] <= ring[:, None]) | full[:, None]
         for li, blk in enumerate(self.blocks):
-            z = blk.step(z, cache, li, slots, ring, visible)
+            z = blk.step(z, k[li], v[li], slots, ring, visible)
         return self.head(self.norm(z))[:, 0, 0]
 
     def n_parameters(self) -> int:
