@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .features import check_history, features
+from .features import check_history, features, step_features
 from .gate import pad_histories
 from .model import PersistenceTransformer
 from .steppers import BUCKETS, NUMPY_MAX, CpuStep, CudaGraphStep, TorchStep, time_step
@@ -288,13 +288,14 @@ class TrackPersistenceFilter:
         wlen = n_new + 2 - shift  # rows past a track's newest one are padding
         t_birth = self._t_birth[slots]
         t_obs = self._t_obs[slots]
-        f = features(win, wlen, size, t_birth=t_birth, t_last_obs=t_obs)
-        age = (win[..., 0] - t_birth[:, None]).astype(np.float32)
         pos = self._pos[slots]
         if m == 1:
-            r, c = np.arange(n), 2 - shift
-            last = self._step.step(f[r, c], age[r, c], slots, pos)
+            c = 2 - shift  # the window column of each track's new row
+            f = step_features(win, c, size, t_birth, t_obs)
+            last = self._step.step(f, (win[np.arange(n), c, 0] - t_birth).astype(np.float32), slots, pos)
         else:
+            f = features(win, wlen, size, t_birth=t_birth, t_last_obs=t_obs)
+            age = (win[..., 0] - t_birth[:, None]).astype(np.float32)
             last = np.zeros(n)
             for s in range(m):
                 sel = np.flatnonzero(n_new > s)

@@ -81,17 +81,17 @@ class Block(nn.Module):
         return self._out(x, a)
 
     def step(self, x: torch.Tensor, ck: torch.Tensor, cv: torch.Tensor, slots: torch.Tensor, ring: torch.Tensor,
-             visible: torch.Tensor) -> torch.Tensor:
+             hidden: torch.Tensor) -> torch.Tensor:
         """One new step per row of x (B, 1, d) for the tracks in cache `slots` (B,): writes the
         new key/value at ring position `ring` (B,) of this layer's cache ck, cv (slots, heads, W,
-        dh), then attends to the cache entries marked in visible (B, W)."""
+        dh), then attends to the cache entries not marked in hidden (B, 1, W)."""
         q, k, v = self._qkv(x)
         ck[slots, :, ring] = k[:, :, 0]
         cv[slots, :, ring] = v[:, :, 0]
         kc, vc = ck.index_select(0, slots), cv.index_select(0, slots)
         # A single query per track: einsum beats the fused kernel's mask handling here.
         w = torch.einsum("bhwd,bhd->bhw", kc, q[:, :, 0]) * (self.dh ** -0.5)
-        w = torch.softmax(w.masked_fill(~visible[:, None, :], float("-inf")), dim=-1)
+        w = torch.softmax(w.masked_fill(hidden, float("-inf")), dim=-1)
         a = torch.einsum("bhw,bhwd->bhd", w, vc)[:, :, None, :]  # (B, heads, 1, dh)
         return self._out(x, a)
 
@@ -139,9 +139,9 @@ class PersistenceTransformer(nn.Module):
         captures (no shapes or values read on the host)."""
         z = (self.embed(feats) + self.time(age_s.clamp(max=self.config.age_cap_s)))[:, None, :]
         j = torch.arange(self.config.max_len, device=feats.device)
-        visible = (j[None, :] <= ring[:, None]) | full[:, None]
+        hidden = ((j[None, :] > ring[:, None]) & ~full[:, None])[:, None, :]
         for li, blk in enumerate(self.blocks):
-            z = blk.step(z, k[li], v[li], slots, ring, visible)
+            z = blk.step(z, k[li], v[li], slots, ring, hidden)
         return self.head(self.norm(z))[:, 0, 0]
 
     def n_parameters(self) -> int:

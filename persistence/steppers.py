@@ -206,7 +206,6 @@ class CudaGraphStep(TorchStep):
     def __init__(self, model: PersistenceTransformer, device="cuda", capacity: int = 64, graphs: bool = True):
         self.graphs = graphs and torch.device(device).type == "cuda"
         self._g: dict[int, _Graph] = {}
-        self._pool = None
         super().__init__(model, device, capacity)
         self.F = model.config.n_features
 
@@ -236,10 +235,8 @@ class CudaGraphStep(TorchStep):
                     for _ in range(2):
                         self._run(g.inp)
                 torch.cuda.current_stream(self.device).wait_stream(side)
-                if self._pool is None:
-                    self._pool = torch.cuda.graph_pool_handle()
                 g.graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g.graph, pool=self._pool):
+                with torch.cuda.graph(g.graph):  # a private memory pool per graph (a few MB)
                     g.out = self._run(g.inp)
         self._g[B] = g
         return g

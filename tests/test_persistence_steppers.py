@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from persistence.data import synthetic_tracks
+from persistence.features import features, step_features
 from persistence.filter import TrackPersistenceFilter
 from persistence.model import ModelConfig, PersistenceTransformer
 from persistence.steppers import BUCKETS, CudaGraphStep, NumpyStep, bucket_of
@@ -49,6 +50,31 @@ def test_numpy_step_scores_like_the_torch_step(monkeypatch):
     monkeypatch.setattr(NumpyStep, "CHUNK", 7)  # large batches go in chunks: the same scores
     chunked = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), numpy_max=10 ** 6), 40)
     assert _max_diff(numpy_only, chunked) < 1e-6
+
+
+def test_step_features_equal_the_full_features_bit_for_bit():
+    """Random windows (young tracks with 0-2 context rows, repeated times, still objects,
+    unobserved rows, per-track image sizes): step_features == features at the new row."""
+    rng = np.random.default_rng(3)
+    N = 3000
+    win = np.zeros((N, 3, 7))
+    t = np.cumsum(rng.uniform(0, 0.05, (N, 3)), axis=1)
+    dup = rng.random(N) < 0.05
+    t[dup, 1] = t[dup, 0]
+    win[:, :, 0] = t
+    win[:, :, 1:3] = rng.uniform(0, 600, (N, 3, 2))
+    win[:, :, 3:5] = rng.uniform(0, 30, (N, 3, 2))
+    win[:, :, 3][rng.random((N, 3)) < 0.05] = 0
+    still = rng.random(N) < 0.1
+    win[still, :, 1:3] = win[still, :1, 1:3]
+    win[:, :, 5] = rng.random((N, 3))
+    win[:, :, 6] = rng.random((N, 3)) > 0.3
+    col = rng.integers(0, 3, N)
+    size = rng.uniform(100, 2000, (N, 2))
+    t_birth = t[:, 0] - rng.uniform(0, 3, N)
+    t_obs = np.where(rng.random(N) < 0.5, -np.inf, t_birth)
+    ref = features(win, col + 1, size, t_birth=t_birth, t_last_obs=t_obs)[np.arange(N), col]
+    np.testing.assert_array_equal(step_features(win, col, size, t_birth, t_obs), ref)
 
 
 def test_bucket_of_pads_to_the_next_bucket():

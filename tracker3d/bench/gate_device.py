@@ -64,6 +64,24 @@ def _numpy_vs_torch(counts=(16, 64, 128, 256, 512, 1024)) -> dict:
         torch.set_num_threads(threads)
 
 
+def _host_ms(n: int, frames: int = 60) -> float:
+    """ms per frame of the gate's own work around the model step (features, bookkeeping): the
+    step replaced by a constant."""
+    from persistence.filter import TrackPersistenceFilter
+
+    from .gate_speed import _histories
+
+    g = TrackPersistenceFilter(device="cpu", image_size=(640, 480))
+    g._step.step = lambda f, a, s, p: np.zeros(len(s))
+    hist, ids, ts = _histories(n, 64 + frames), np.arange(n), []
+    for k in range(1, 65 + frames):
+        c = time.perf_counter()
+        g(ids, hist, np.full(n, k))
+        if k > 64:
+            ts.append(time.perf_counter() - c)
+    return float(np.median(ts) * 1e3)
+
+
 def _try(res: dict, what: str, fn):
     """fn() or None, with its error kept in res["errors"] (one failed part leaves the others)."""
     try:
@@ -106,6 +124,7 @@ def run(before: str | None, quick: bool, reps: int) -> dict:
         res["max_score_diff_gpu_vs_cpu"] = {n: _try(res, f"diff {n}", lambda: _max_score_diff(n, 30))
                                             for n in ((10, 200) if quick else (10, 200, 1000))}
     res["numpy_vs_torch_step_ms"] = _try(res, "numpy vs torch", _numpy_vs_torch)
+    res["host_ms"] = {n: _try(res, f"host {n}", lambda: _host_ms(n)) for n in sorted(set(cpu_counts) | set(gpu_counts))}
     log = logging.getLogger("persistence.filter")
     seen: list[str] = []
     handler = logging.Handler()
@@ -148,7 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="folder for gate_gpu_last.json")
     p.add_argument("--before", help="folder with the older code (persistence/, tracker3d/bench/)")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--reps", type=int, default=3)
     a = p.parse_args(argv)
     res = run(a.before, a.quick, a.reps)
     res["summary"] = summary(res)
@@ -163,6 +182,7 @@ def main(argv=None) -> int:
         print("max |score gpu - cpu|:", res["max_score_diff_gpu_vs_cpu"])
     print("one CPU step, ms (numpy, torch):", {n: (round(v["numpy"], 3), round(v["torch"], 3))
                                                for n, v in (res["numpy_vs_torch_step_ms"] or {}).items()})
+    print("gate's own work around the step, ms:", {n: round(v, 3) for n, v in res["host_ms"].items() if v})
     for e in res.get("errors", []):
         print("ERROR", e)
     return 0
