@@ -98,6 +98,13 @@ def step_features(win: np.ndarray, col: np.ndarray, image_size, t_birth: np.ndar
     in the window (N, >= col + 1, 7) as context: equal to
     features(win, col + 1, image_size, t_birth, t_last_obs)[arange(N), col], for a third of the
     work (the gate scores one new row per track per frame)."""
+    return step_features_and_last_obs(win, col, image_size, t_birth, t_last_obs)[0]
+
+
+def step_features_and_last_obs(win: np.ndarray, col: np.ndarray, image_size, t_birth: np.ndarray,
+                               t_last_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """step_features, and each track's time of its last observed row up to win[i, col[i]]
+    (t_last_obs where none; seconds)."""
     win = np.asarray(win, dtype=np.float64)
     col = np.asarray(col)
     N = len(win)
@@ -139,4 +146,4 @@ def step_features(win: np.ndarray, col: np.ndarray, image_size, t_birth: np.ndar
     f[:, 14] = obs
     f[:, 15:17] = th[:, 7:9]
     f[:, 17] = np.where(has1, th[:, 9], 0.0)
-    return f
+    return f, last

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .features import check_history, features, step_features
+from .features import check_history, features, step_features_and_last_obs
 from .gate import pad_histories
 from .model import PersistenceTransformer
 from .steppers import BUCKETS, NUMPY_MAX, CpuStep, CudaGraphStep, TorchStep, time_step
@@ -282,8 +282,7 @@ class TrackPersistenceFilter:
         m = int(n_new.max())
         start = lengths - n_new - 2
         shift = np.maximum(-start, 0)
-        cols = np.arange(m + 2)[None, :]
-        idx = np.maximum(start, 0)[:, None] + cols
+        idx = np.maximum(start, 0)[:, None] + np.arange(m + 2)[None, :]
         win = hist[np.arange(n)[:, None], np.minimum(idx, L - 1)]
         wlen = n_new + 2 - shift  # rows past a track's newest one are padding
         t_birth = self._t_birth[slots]
@@ -291,7 +290,7 @@ class TrackPersistenceFilter:
         pos = self._pos[slots]
         if m == 1:
             c = 2 - shift  # the window column of each track's new row
-            f = step_features(win, c, size, t_birth, t_obs)
+            f, t_obs = step_features_and_last_obs(win, c, size, t_birth, t_obs)
             last = self._step.step(f, (win[np.arange(n), c, 0] - t_birth).astype(np.float32), slots, pos)
         else:
             f = features(win, wlen, size, t_birth=t_birth, t_last_obs=t_obs)
@@ -301,9 +300,11 @@ class TrackPersistenceFilter:
                 sel = np.flatnonzero(n_new > s)
                 col = 2 - shift[sel] + s  # the window row of this new step
                 last[sel] = self._step.step(f[sel, col], age[sel, col], slots[sel], pos[sel] + s)
-        # The new rows sit at window columns 2 - shift .. wlen - 1.
-        new_obs = (cols >= (2 - shift)[:, None]) & (cols < wlen[:, None]) & (win[:, :, 6] > 0)
-        self._t_obs[slots] = np.maximum(t_obs, np.where(new_obs, win[:, :, 0], -np.inf).max(axis=1))
+            # The new rows sit at window columns 2 - shift .. wlen - 1.
+            cols = np.arange(m + 2)[None, :]
+            new_obs = (cols >= (2 - shift)[:, None]) & (cols < wlen[:, None]) & (win[:, :, 6] > 0)
+            t_obs = np.maximum(t_obs, np.where(new_obs, win[:, :, 0], -np.inf).max(axis=1))
+        self._t_obs[slots] = t_obs
         self._t_scored[slots] = t_last
         self._pos[slots] = pos + n_new
         self._score[slots] = last

@@ -180,12 +180,13 @@ def bucket_of(n: int) -> int:
 class _Graph:
     """One captured step for B tracks: pinned host in/out buffers, device input, graph."""
 
-    def __init__(self, B: int, n_cols: int, scratch: int, device: torch.device):
+    def __init__(self, B: int, n_cols: int, W: int, scratch: int, device: torch.device):
         pin = device.type == "cuda"
         self.hin = torch.zeros((B, n_cols), dtype=torch.float32, pin_memory=pin)
         self.hin_np = self.hin.numpy()
         self.pad = np.zeros(n_cols, np.float32)
-        self.pad[n_cols - 2] = scratch  # padding rows write and read the scratch slot only
+        self.pad[n_cols - W - 2] = scratch  # padding rows write and read the scratch slot only,
+        self.pad[n_cols - W + 1:] = -np.inf  # at ring position 0
         self.hin_np[:] = self.pad
         self.hout = torch.zeros(B, dtype=torch.float32, pin_memory=pin)
         self.hout_np = self.hout.numpy()
@@ -208,6 +209,7 @@ class CudaGraphStep(TorchStep):
         self._g: dict[int, _Graph] = {}
         super().__init__(model, device, capacity)
         self.F = model.config.n_features
+        self._j = np.arange(self.W)[None, :]
 
     @property
     def capacity(self) -> int:
@@ -217,16 +219,17 @@ class CudaGraphStep(TorchStep):
         self._g = {}  # the graphs hold the old cache's addresses: capture again
 
     def _run(self, inp: torch.Tensor) -> torch.Tensor:
-        F, W = self.F, self.W
-        code = inp[:, F + 2].long()
-        return torch.sigmoid(self.model.step_ring(inp[:, :F], inp[:, F], self.k, self.v, inp[:, F + 1].long(),
-                                                  code % W, code >= W))
+        """inp (B, F + 3 + W) float32: features, age (s), cache slot, ring position, attention
+        bias (0 or -inf per ring position) -> scores (B,)."""
+        F = self.F
+        return torch.sigmoid(self.model.step_bias(inp[:, :F], inp[:, F], self.k, self.v, inp[:, F + 1].long(),
+                                                  inp[:, F + 2].long(), inp[:, None, F + 3:]))
 
     def _graph(self, B: int) -> _Graph:
         g = self._g.get(B)
         if g is not None:
             return g
-        g = _Graph(B, self.F + 3, self.capacity, self.device)
+        g = _Graph(B, self.F + 3 + self.W, self.W, self.capacity, self.device)
         if self.graphs:
             with torch.inference_mode():
                 side = torch.cuda.Stream(self.device)
@@ -248,7 +251,9 @@ class CudaGraphStep(TorchStep):
         h[:n, :self.F] = feats
         h[:n, self.F] = age
         h[:n, self.F + 1] = slots
-        h[:n, self.F + 2] = _ring_code(pos, self.W)
+        ring = pos % self.W
+        h[:n, self.F + 2] = ring
+        h[:n, self.F + 3:] = np.where((self._j > ring[:, None]) & (pos < self.W)[:, None], -np.inf, 0.0)
         h[n:] = g.pad
         with torch.inference_mode():
             g.inp.copy_(g.hin, non_blocking=True)
