@@ -209,7 +209,10 @@ class CudaGraphStep(TorchStep):
         self._g: dict[int, _Graph] = {}
         super().__init__(model, device, capacity)
         self.F = model.config.n_features
-        self._j = np.arange(self.W)[None, :]
+        # Attention bias by step index since birth (row W: the window is full, all seen).
+        j = np.arange(self.W)
+        self._bias = np.where(j[None, :] > np.arange(self.W + 1)[:, None], -np.inf, 0.0).astype(np.float32)
+        self._bias[self.W] = 0.0
 
     @property
     def capacity(self) -> int:
@@ -251,9 +254,8 @@ class CudaGraphStep(TorchStep):
         h[:n, :self.F] = feats
         h[:n, self.F] = age
         h[:n, self.F + 1] = slots
-        ring = pos % self.W
-        h[:n, self.F + 2] = ring
-        h[:n, self.F + 3:] = np.where((self._j > ring[:, None]) & (pos < self.W)[:, None], -np.inf, 0.0)
+        h[:n, self.F + 2] = pos % self.W
+        h[:n, self.F + 3:] = self._bias[np.minimum(pos, self.W)]
         h[n:] = g.pad
         with torch.inference_mode():
             g.inp.copy_(g.hin, non_blocking=True)
