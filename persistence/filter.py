@@ -147,7 +147,7 @@ class TrackPersistenceFilter:
     def _choose(self, n: int) -> None:
         """Follow the measured preference for n tracks, SWITCH_AFTER frames after it changes."""
         want = self._preferred(n)
-        if want == self._step.name or self._gpu is None:
+        if self._gpu is None or want == ("cuda" if self._step is self._gpu else "cpu"):
             self._want_frames = 0
             return
         self._want_frames = self._want_frames + 1 if want == self._want else 1

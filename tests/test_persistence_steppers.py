@@ -43,12 +43,12 @@ def _max_diff(a, b):
 
 def test_numpy_step_scores_like_the_torch_step(monkeypatch):
     m = _model()
-    torch_only = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), numpy_max=0), 40)
-    numpy_only = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), numpy_max=10 ** 6), 40)
-    assert sum(len(x) for x in numpy_only) > 500
+    torch_only = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), numpy_max=0), 25)
+    numpy_only = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), numpy_max=10 ** 6), 25)
+    assert sum(len(x) for x in numpy_only) > 300
     assert _max_diff(torch_only, numpy_only) < 2e-6
     monkeypatch.setattr(NumpyStep, "CHUNK", 7)  # large batches go in chunks: the same scores
-    chunked = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), numpy_max=10 ** 6), 40)
+    chunked = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), numpy_max=10 ** 6), 25)
     assert _max_diff(numpy_only, chunked) < 1e-6
 
 
@@ -119,6 +119,22 @@ def test_gate_moves_its_cache_when_the_count_crosses_a_measured_boundary(caplog)
     assert "cuda" in used and used[0] == "cpu" and used[-1] == "cpu"
     assert "moved to" in caplog.text
     assert _max_diff(ref, got) < 2e-6
+
+
+def test_measured_pick_is_a_table_by_track_count_and_is_logged(caplog):
+    """_measure (what device='auto' runs when torch sees a GPU), with a CPU stand-in for the GPU:
+    one entry per bucket up to MEASURE_UP_TO, the last covering any count, a log line with both
+    times per bucket."""
+    m = _model()
+    g = TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480))
+    g._gpu = CudaGraphStep(m, "cpu", 64, graphs=False)
+    g.MEASURE_UP_TO = 64
+    with caplog.at_level(logging.INFO, logger="persistence.filter"):
+        g._measure()
+    assert [b for b, _ in g._prefer] == [16, 0]
+    assert {d for _, d in g._prefer} <= {"cpu", "cuda"}
+    assert g._preferred(10) == g._prefer[0][1] and g._preferred(5000) == g._prefer[1][1]
+    assert "16: cpu" in caplog.text and "64: cpu" in caplog.text and "starting on" in caplog.text
 
 
 @cuda
