@@ -82,6 +82,7 @@ class StereoPipeline:
             self._pool = ThreadPoolExecutor(2, thread_name_prefix="detect")
         self._last_t: Optional[float] = None
         self._dt = 1 / 30.0
+        self._n_dt = 0  # frame intervals seen
 
     def close(self) -> None:
         if self._pool is not None:
@@ -113,7 +114,9 @@ class StereoPipeline:
         self._run_gate()
         c3 = time.perf_counter()
         if self._last_t is not None and t > self._last_t:
-            self._dt = 0.9 * self._dt + 0.1 * (t - self._last_t)
+            # the first interval sets it (from a 1/30 s guess an average would need ~20 frames at 2 fps)
+            self._dt = (t - self._last_t) if self._n_dt == 0 else 0.9 * self._dt + 0.1 * (t - self._last_t)
+            self._n_dt += 1
         self._last_t = t
         obs = self._associate(t, t1 - t0)
         c4 = time.perf_counter()

@@ -5,7 +5,7 @@ import argparse
 import subprocess
 from typing import Optional
 
-from persistence import HitCountGate
+from persistence import HitCountGate, RateGuardedGate
 
 from ..pipeline import STAGES, PipelineConfig
 from ..stereo.track3d import Track3DConfig
@@ -41,12 +41,17 @@ def pipeline_from_args(args: argparse.Namespace):
 
 
 def make_gate(args: argparse.Namespace):
+    """The gate the options ask for. The learned gate runs only at the frame rates its model card
+    lists (`frame_rates_hz`); outside them the hit-count rule confirms tracks (one log line)."""
+    hits = HitCountGate(args.min_hits, args.window)
     if args.gate == "persistence":
         from persistence.filter import TrackPersistenceFilter
 
-        return TrackPersistenceFilter(args.weights, on=args.gate_on, off=args.gate_off, device=args.gate_device,
-                                      latch_s=getattr(args, "gate_latch", 0.5))
-    return HitCountGate(args.min_hits, args.window)
+        learned = TrackPersistenceFilter(args.weights, on=args.gate_on, off=args.gate_off, device=args.gate_device,
+                                         latch_s=getattr(args, "gate_latch", 0.5))
+        rates = learned.card.get("frame_rates_hz")
+        return learned if rates is None else RateGuardedGate(learned, hits, tuple(rates))
+    return hits
 
 
 def format_summary(summary: dict) -> str:

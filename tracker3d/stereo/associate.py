@@ -24,7 +24,7 @@ from ..track2d.tracker import ByteTracker
 
 @dataclass
 class AssociationConfig:
-    window_s: float = 0.4  # seconds of history used as evidence
+    window_s: float = 0.4  # seconds of history used as evidence (at least min_common rows)
     gate_px: float = 1.5  # mean Sampson distance accepted (undistorted pixels)
     min_common: int = 3  # a new pair needs this many rows where both tracks observed the object
     keep_factor: float = 0.5  # last frame's pairs cost this much less
@@ -54,7 +54,8 @@ class StereoAssociator:
         n0, n1 = len(idx0), len(idx1)
         if n0 == 0 or n1 == 0:
             return np.full((n0, n1), np.inf)
-        W = int(max(1, min(trk0.hist.shape[1], round(c.window_s / max(dt_frame, 1e-3)) + 1)))
+        # window_s of rows, but never fewer than min_common (at 2 fps, 0.4 s is one interval)
+        W = int(max(1, min(trk0.hist.shape[1], max(round(c.window_s / max(dt_frame, 1e-3)) + 1, c.min_common))))
         uv0, t0, ob0 = self._window(trk0, idx0, W)
         uv1, t1, ob1 = self._window(trk1, idx1, W)
         # Camera 1's rows moved to camera 0's capture times (rows align: one per pair).

@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class Track3DConfig:
     model: str = "cv"  # "cv" constant velocity, "ca" constant acceleration
-    accel_std: float = 4.0  # m/s^2, white acceleration noise of the CV model
-    jerk_std: float = 40.0  # m/s^3, white jerk noise of the CA model
+    accel_std: float = 4.0  # m/s^2, white acceleration noise of the CV model (at noise_ref_dt steps)
+    jerk_std: float = 40.0  # m/s^3, white jerk noise of the CA model (at noise_ref_dt steps)
+    noise_ref_dt: Optional[float] = 1 / 30  # continuous white noise of density std^2 x this (the same
+    # uncertainty per second at any frame rate); None: piecewise constant per step
     gate_chi2: float = 30.0  # Mahalanobis^2 beyond which a 3D measurement is refused (chi2(3) 99.9 % is 16.3)
     gate_chi2_2d: float = 13.8  # chi2(2) at 99.9 % for one-view updates
-    max_coast_s: float = 0.5  # a track without a stereo update this long is deleted
+    max_coast_s: float = 0.5  # a track without a stereo update this long is deleted ...
+    max_coast_frames: float = 2.0  # ... but may always miss this many frame intervals (low rates)
     report_coast_s: float = 0.2  # a track seen by neither camera is still reported this long
     max_pos_std: float = 0.5  # m: a track whose position is this uncertain is deleted
     init_vel_std: float = 2.0  # m/s
@@ -113,6 +116,7 @@ class Tracker3D:
         self.keep_log = keep_log
         self.next_id = 1
         self.t: Optional[float] = None
+        self.intervals = np.zeros(0)  # the last frame intervals, seconds
         self.suppressed: dict[tuple[int, int], float] = {}  # pair -> time until which it starts no track
 
     # ---- model -------------------------------------------------------------------------------------
@@ -121,16 +125,24 @@ class Tracker3D:
             F = np.eye(6)
             F[:3, 3:] = np.eye(3) * dt
             q = self.cfg.accel_std ** 2
-            G = np.array([[dt * dt / 2], [dt]])
-            blk = (G @ G.T) * q
+            if self.cfg.noise_ref_dt is None:
+                G = np.array([[dt * dt / 2], [dt]])
+                blk = (G @ G.T) * q
+            else:
+                blk = q * self.cfg.noise_ref_dt * np.array([[dt ** 3 / 3, dt * dt / 2], [dt * dt / 2, dt]])
         else:
             F = np.eye(9)
             F[:3, 3:6] = np.eye(3) * dt
             F[:3, 6:] = np.eye(3) * dt * dt / 2
             F[3:6, 6:] = np.eye(3) * dt
             q = self.cfg.jerk_std ** 2
-            G = np.array([[dt ** 3 / 6], [dt * dt / 2], [dt]])
-            blk = (G @ G.T) * q
+            if self.cfg.noise_ref_dt is None:
+                G = np.array([[dt ** 3 / 6], [dt * dt / 2], [dt]])
+                blk = (G @ G.T) * q
+            else:
+                blk = q * self.cfg.noise_ref_dt * np.array([[dt ** 5 / 20, dt ** 4 / 8, dt ** 3 / 6],
+                                                            [dt ** 4 / 8, dt ** 3 / 3, dt * dt / 2],
+                                                            [dt ** 3 / 6, dt * dt / 2, dt]])
         k = blk.shape[0]
         Q = np.zeros((self.dim, self.dim))
         for a in range(k):
@@ -154,8 +166,12 @@ class Tracker3D:
         """Advance to time t (seconds) with this frame's associated pairs; returns live tracks.
         frame (the pair's index) labels the smoothing log."""
         dt = 0.0 if self.t is None else max(0.0, t - self.t)
+        if dt > 0:
+            self.intervals = np.append(self.intervals[-15:], dt)
         self.t = t
         F, Q = self._FQ(dt)
+        max_coast = max(self.cfg.max_coast_s,
+                        self.cfg.max_coast_frames * (float(np.median(self.intervals)) if len(self.intervals) else 0.0))
         for tr in self.tracks:
             if dt > 0:
                 tr.kf.predict(F=F, Q=Q)
@@ -186,7 +202,7 @@ class Tracker3D:
         for tr, seen in zip(self.tracks, in_view):
             if tr.last_t < t:
                 tr.state = "coasting"
-            lost = t - tr.last_stereo_t > self.cfg.max_coast_s or not seen or \
+            lost = t - tr.last_stereo_t > max_coast or not seen or \
                 np.sqrt(np.trace(tr.kf.P[:3, :3])) > self.cfg.max_pos_std
             if lost:
                 tr.state = "lost"
