@@ -1,4 +1,13 @@
-"""The `tracks3d` message: build, encode (UTF-8 JSON, never pickle), decode and validate."""
+"""The messages on the wire (UTF-8 JSON, never pickle): build, encode, decode and validate.
+
+- `tracks3d` (SCHEMA): what the tracker publishes, one message per processed pair.
+- `detections2d` (DET_SCHEMA): what another program (a user's detector) publishes for one camera
+  and one capture time, for `tracker3d live --det-source`.
+
+Version rule: the `@N` in a schema string changes only when a field changes meaning or a required
+field is added or removed; optional fields (e.g. a track's `class`) may be added within a version,
+and readers ignore fields they do not know.
+"""
 from __future__ import annotations
 
 import json
@@ -9,6 +18,8 @@ from .errors import SchemaError
 
 SCHEMA = "tracker3d/tracks3d@1"
 TOPIC = b"tracks3d"
+DET_SCHEMA = "tracker3d/detections2d@1"
+DET_TOPIC = b"detections2d"
 STATES = ("tentative", "tracked", "coasting", "lost")
 MAX_PAYLOAD = 16 * 1024 * 1024
 
@@ -81,10 +92,75 @@ def validate_message(msg: Any) -> dict:
                 raise SchemaError(f"{w}.{cam}: expected an object or null")
             _int(c.get("track"), f"{w}.{cam}.track")
             _vec(c.get("uv"), 2, f"{w}.{cam}.uv")
+        if "class" in tr:
+            _label(tr["class"], f"{w}.class")
+    return msg
+
+
+def _label(v: Any, where: str) -> None:
+    """A class label: a non-negative integer id or a non-empty string."""
+    if isinstance(v, str):
+        if not v or len(v) > 256:
+            raise SchemaError(f"{where}: expected a non-empty string of at most 256 characters")
+    else:
+        _int(v, where)
+
+
+def validate_detections(msg: Any) -> dict:
+    """Check a decoded message against the detections2d@1 schema; SchemaError names the field.
+
+    {"schema": "tracker3d/detections2d@1", "camera": 0 | 1, "t": capture time (seconds, one clock
+    for both cameras), "frame": optional index >= 0, "boxes": [[x, y, w, h], ...] (pixels, top-left
+    corner and size, w and h > 0), "scores": [s, ...] (0..1, one per box), "classes": optional
+    [label, ...] (one per box: integer id or string; null = no class for that box)}
+    """
+    if not isinstance(msg, dict):
+        raise SchemaError("message: expected a JSON object")
+    if msg.get("schema") != DET_SCHEMA:
+        raise SchemaError(f"schema: expected {DET_SCHEMA!r}, got {msg.get('schema')!r}")
+    if msg.get("camera") not in (0, 1) or isinstance(msg.get("camera"), bool):
+        raise SchemaError(f"camera: expected 0 or 1, got {msg.get('camera')!r}")
+    if "t" not in msg:
+        raise SchemaError("t: missing")
+    _num(msg["t"], "t")
+    if msg.get("frame") is not None:
+        _int(msg["frame"], "frame")
+    boxes, scores = msg.get("boxes"), msg.get("scores")
+    if not isinstance(boxes, list):
+        raise SchemaError("boxes: expected a list of [x, y, w, h]")
+    if not isinstance(scores, list) or len(scores) != len(boxes):
+        raise SchemaError(f"scores: expected a list of {len(boxes)} numbers (one per box)")
+    for i, b in enumerate(boxes):
+        _vec(b, 4, f"boxes[{i}]")
+        if not (b[2] > 0 and b[3] > 0):
+            raise SchemaError(f"boxes[{i}]: expected a positive width and height, got {b[2]} x {b[3]}")
+        s = _num(scores[i], f"scores[{i}]")
+        if not 0.0 <= s <= 1.0:
+            raise SchemaError(f"scores[{i}]: expected 0..1, got {s}")
+    classes = msg.get("classes")
+    if classes is not None:
+        if not isinstance(classes, list) or len(classes) != len(boxes):
+            raise SchemaError(f"classes: expected a list of {len(boxes)} labels (one per box) or null")
+        for i, c in enumerate(classes):
+            if c is not None:
+                _label(c, f"classes[{i}]")
+    return msg
+
+
+def make_detections_message(camera: int, t: float, boxes_xywh, scores, classes=None,
+                            frame: int | None = None) -> dict:
+    """A detections2d message from plain lists (boxes in pixels, x, y top-left, w, h)."""
+    msg = {"schema": DET_SCHEMA, "camera": int(camera), "t": float(t),
+           "boxes": [[float(v) for v in b] for b in boxes_xywh], "scores": [float(s) for s in scores]}
+    if frame is not None:
+        msg["frame"] = int(frame)
+    if classes is not None:
+        msg["classes"] = [c if c is None or isinstance(c, str) else int(c) for c in classes]
     return msg
 
 
 _VEC3 = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
+_LABEL = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "minLength": 1, "maxLength": 256}]}
 _CAM = {"type": ["object", "null"], "properties": {
     "track": {"type": "integer", "minimum": 0},
     "uv": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}}}
@@ -104,7 +180,21 @@ JSON_SCHEMA = {
                 "vel": {**_VEC3, "description": "metres per second"},
                 "cov": {"type": "array", "items": _VEC3, "minItems": 3, "maxItems": 3},
                 "persistence": {"type": "number", "minimum": 0, "maximum": 1},
-                "age_s": {"type": "number"}, "state": {"enum": list(STATES)}, "cam0": _CAM, "cam1": _CAM}}},
+                "age_s": {"type": "number"}, "state": {"enum": list(STATES)}, "cam0": _CAM, "cam1": _CAM,
+                "class": {**_LABEL, "description": "optional: the class of the detections behind the track"}}}},
+    },
+}
+DET_JSON_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema", "title": DET_SCHEMA, "type": "object",
+    "required": ["schema", "camera", "t", "boxes", "scores"],
+    "properties": {
+        "schema": {"const": DET_SCHEMA}, "camera": {"enum": [0, 1]},
+        "t": {"type": "number", "description": "capture time, seconds (one clock for both cameras)"},
+        "frame": {"type": "integer", "minimum": 0},
+        "boxes": {"type": "array", "description": "pixels: x, y (top-left), w, h", "items": {
+            "type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}},
+        "scores": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
+        "classes": {"type": ["array", "null"], "items": {"anyOf": [_LABEL, {"type": "null"}]}},
     },
 }
 
@@ -123,8 +213,9 @@ def encode(msg: dict) -> bytes:
         raise SchemaError(f"message: cannot encode ({exc})") from None
 
 
-def decode(payload: bytes) -> dict:
-    """Parse and validate one payload; SchemaError on anything malformed."""
+def decode(payload: bytes, validate=validate_message) -> dict:
+    """Parse and validate one payload (tracks3d unless told: validate=validate_detections);
+    SchemaError on anything malformed."""
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise SchemaError("payload: expected bytes")
     if len(payload) > MAX_PAYLOAD:
@@ -133,7 +224,7 @@ def decode(payload: bytes) -> dict:
         msg = json.loads(bytes(payload).decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise SchemaError(f"payload: not UTF-8 JSON ({type(exc).__name__})") from None
-    return validate_message(msg)
+    return validate(msg)
 
 
 def _reject_constant(name: str):

@@ -17,6 +17,7 @@ import numpy as np
 from calib import StereoCalibration
 from calib.triangulate import triangulate
 from persistence import Gate, HitCountGate
+from streams.detections import Boxes2D, DetectionPair
 from streams.frames import FramePair
 
 from .detect import make_detector
@@ -27,6 +28,7 @@ from .track2d.tracker import ByteTracker, TrackerConfig
 
 log = logging.getLogger(__name__)
 
+ANCHORS = ("center", "bottom")  # which point of a box is the object (triangulated and reported)
 STAGES = ("detect", "track2d", "gate", "associate", "triangulate_kf", "publish")
 CAM1_KEY_OFFSET = 1 << 40  # cam1 track ids in the shared gate batch
 
@@ -41,6 +43,9 @@ class PipelineConfig:
     border_px: float = 1.0  # blobs this close to the image border are not triangulated
     sync_correction: bool = True  # move camera 1's pixels to camera 0's capture time (shutter skew)
     threads: bool = True  # detect the two cameras side by side
+    # The point of each 2D box that is triangulated: its centre, or the middle of its bottom edge
+    # (a person's feet on the ground). 2D tracking and association always use the box centre.
+    anchor: str = "center"
 
 
 @dataclass
@@ -62,6 +67,8 @@ class StereoPipeline:
                  gate: Optional[Gate] = None, keep_log: bool = False):
         self.calib = calib
         self.cfg = config or PipelineConfig()
+        if self.cfg.anchor not in ANCHORS:
+            raise ValueError(f"anchor {self.cfg.anchor!r}: expected one of {', '.join(ANCHORS)}")
         self.gate = gate if gate is not None else HitCountGate(3, 1.0)
         self.detectors = [make_detector(self.cfg.detector), make_detector(self.cfg.detector)]
         self.trackers = [ByteTracker(self.cfg.tracker, self.gate, calib.cam0.image_size),
@@ -83,6 +90,8 @@ class StereoPipeline:
         self._last_t: Optional[float] = None
         self._dt = 1 / 30.0
         self._n_dt = 0  # frame intervals seen
+        self._classes: tuple[dict, dict] = ({}, {})  # per camera: 2D track id -> class of its last detection
+        self._class3d: dict[int, object] = {}  # 3D track id -> its newest known class
 
     def close(self) -> None:
         if self._pool is not None:
@@ -95,21 +104,44 @@ class StereoPipeline:
             return futs[0].result(), futs[1].result()
         return tuple(d.detect(img, t) if img is not None else Detections.empty() for d, img, t in jobs)
 
-    def step(self, pair: FramePair) -> Frame3D:
+    def step(self, pair: FramePair | DetectionPair) -> Frame3D:
+        """One stereo time step: images (FramePair, detected here) or an outside detector's boxes
+        (DetectionPair, turned into Detections at the configured anchor)."""
+        if isinstance(pair, DetectionPair):
+            c0 = time.perf_counter()
+            d0, d1 = self.detections_from_boxes(pair.boxes0), self.detections_from_boxes(pair.boxes1)
+            return self.step_detections(pair.index, pair.t0, pair.t1, d0, d1, wall=pair.wall,
+                                        detect_ms=(time.perf_counter() - c0) * 1e3)
+        c0 = time.perf_counter()
+        d0, d1 = self._detect(pair)
+        return self.step_detections(pair.index, pair.t0 if pair.img0 is not None else math.nan,
+                                    pair.t1 if pair.img1 is not None else math.nan,
+                                    d0 if pair.img0 is not None else None, d1 if pair.img1 is not None else None,
+                                    wall=pair.wall, detect_ms=(time.perf_counter() - c0) * 1e3)
+
+    def detections_from_boxes(self, boxes: Optional[Boxes2D]) -> Optional[Detections]:
+        if boxes is None:
+            return None
+        return Detections.from_boxes(boxes.boxes, boxes.scores, classes=boxes.classes)
+
+    def step_detections(self, index: int, t0: float, t1: float, det0: Optional[Detections],
+                        det1: Optional[Detections], wall: float = math.nan, detect_ms: float = 0.0) -> Frame3D:
+        """Everything after detection, for one stereo time step. det0/det1: each camera's
+        detections (pixels) captured at t0/t1 (seconds, one clock); None (time NaN) = that camera
+        gave nothing this step, and its tracks coast at the pair's time."""
         tm: dict[str, float] = {}
-        t = pair.t
+        t = t0 if det0 is not None and math.isfinite(t0) else t1
         if not math.isfinite(t):
             # Neither camera delivered a frame (nor a time): coast one frame period on.
             t = (self._last_t + self._dt) if self._last_t is not None else 0.0
-        c0 = time.perf_counter()
-        d0, d1 = self._detect(pair)
         c1 = time.perf_counter()
         # A camera with no frame this time coasts at the pair's time.
-        t0 = pair.t0 if pair.img0 is not None and math.isfinite(pair.t0) else t
-        t1 = pair.t1 if pair.img1 is not None and math.isfinite(pair.t1) else t
+        t0 = t0 if det0 is not None and math.isfinite(t0) else t
+        t1 = t1 if det1 is not None and math.isfinite(t1) else t
         trk0, trk1 = self.trackers
-        trk0.update(d0, t0, run_gate=False)
-        trk1.update(d1, t1, run_gate=False)
+        trk0.update(det0 if det0 is not None else Detections.empty(), t0, run_gate=False)
+        trk1.update(det1 if det1 is not None else Detections.empty(), t1, run_gate=False)
+        self._note_classes()
         c2 = time.perf_counter()
         self._run_gate()
         c3 = time.perf_counter()
@@ -121,19 +153,50 @@ class StereoPipeline:
         obs = self._associate(t, t1 - t0)
         c4 = time.perf_counter()
         self._triangulate(obs)
-        self.tracker3d.update(t, obs, frame=pair.index)
+        self.tracker3d.update(t, obs, frame=index)
         raw = {}
         by_pair = {(o.id0, o.id1): o for o in obs}
         tracks = []
+        self._note_classes_3d()
         for tr in self.tracker3d.reported():
             o = by_pair.get(tr.pair)
             if o is not None and o.xyz is not None:
                 raw[tr.id] = o.xyz
             tracks.append(self._message_track(tr, t))
         c5 = time.perf_counter()
-        tm.update(detect=(c1 - c0) * 1e3, track2d=(c2 - c1) * 1e3, gate=(c3 - c2) * 1e3,
+        tm.update(detect=detect_ms, track2d=(c2 - c1) * 1e3, gate=(c3 - c2) * 1e3,
                   associate=(c4 - c3) * 1e3, triangulate_kf=(c5 - c4) * 1e3)
-        return Frame3D(pair.index, t, tracks, tm, raw, pair.wall)
+        return Frame3D(index, t, tracks, tm, raw, wall)
+
+    def _note_classes(self) -> None:
+        """Remember the class of each 2D track's newest detection (outside detectors only)."""
+        for trk, known in zip(self.trackers, self._classes):
+            for i in trk.removed_ids:
+                known.pop(int(i), None)
+            cls = trk.last_detections.classes
+            if cls is None:
+                continue
+            for i in np.flatnonzero(trk.matched):
+                c = cls[trk.det_index[i]]
+                if c is not None and c != -1:
+                    known[int(trk.ids[i])] = c.item() if isinstance(c, np.generic) else c
+
+    def _note_classes_3d(self) -> None:
+        """Each live 3D track keeps the newest class of its camera 0 track, else camera 1's."""
+        if not (self._classes[0] or self._classes[1] or self._class3d):
+            return
+        live = {}
+        for tr in self.tracker3d.tracks:
+            c = self._classes[0].get(int(tr.pair[0]))
+            c = c if c is not None else self._classes[1].get(int(tr.pair[1]))
+            c = c if c is not None else self._class3d.get(tr.id)
+            if c is not None:
+                live[tr.id] = c
+        self._class3d = live
+
+    def track_class(self, tr: Track3D):
+        """A 3D track's class (from its detections' class labels), or None."""
+        return self._class3d.get(tr.id)
 
     def _run_gate(self) -> None:
         """One batched gate call over the live tracks of both cameras."""
@@ -156,11 +219,13 @@ class StereoPipeline:
         pairs = self.associator.associate(trk0, idx0, trk1, idx1, t, self._dt)
         obs = []
         m0, m1 = trk0.measured(), trk1.measured()
+        # The box point that is the object: the tracked centre, or the middle of the bottom edge.
+        down = 0.5 if self.cfg.anchor == "bottom" else 0.0
         for i, j, _ in pairs:
-            uv0 = m0[i, :2].copy()
+            uv0 = m0[i, :2] + [0.0, down * m0[i, 3]]
             # Camera 1's observation moved to camera 0's capture time with its image velocity.
             shift = -skew if (self.cfg.sync_correction and math.isfinite(skew)) else 0.0
-            uv1 = m1[j, :2] + trk1.kf.x[j, 4:6] * shift
+            uv1 = m1[j, :2] + [0.0, down * m1[j, 3]] + trk1.kf.x[j, 4:6] * shift
             o = PairObservation(int(trk0.ids[i]), int(trk1.ids[j]), bool(trk0.matched[i]), bool(trk1.matched[j]),
                                 uv0, uv1, float(min(trk0.gate_score[i], trk1.gate_score[j])))
             o.truncated = self._truncated(m0[i, :2], m0[i, 2:4], self.calib.cam0) or \
@@ -215,6 +280,7 @@ class StereoPipeline:
             if tr.uv0 is not None and tr.pair[0] >= 0 else None,
             "cam1": {"track": int(tr.pair[1]), "uv": [round(float(v), 2) for v in tr.uv1]}
             if tr.uv1 is not None and tr.pair[1] >= 0 else None,
+            **({"class": c} if (c := self.track_class(tr)) is not None else {}),
         }
 
 

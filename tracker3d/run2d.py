@@ -31,6 +31,17 @@ def record_frame(out: Run2D, frame0: int, tracker: ByteTracker) -> None:
         out.rows.append((frame0 + 1, int(tid), cx - w / 2, cy - h / 2, w, h, float(s)))
 
 
+def run_mot(dets_by_frame: Callable[[int], Detections], last: int, fps: float, tracker: ByteTracker,
+            progress: Optional[Callable] = None) -> Run2D:
+    """Track detections of 1-based frames 1..last, frame f at t = (f - 1) / fps seconds."""
+    out = Run2D()
+    frames = range(1, last + 1)
+    for f in (progress(frames) if progress else frames):
+        tracker.update(dets_by_frame(f), (f - 1) / fps)
+        record_frame(out, f - 1, tracker)
+    return out
+
+
 def run_2d(frames: Iterable[tuple[int, float, Optional[np.ndarray]]], detector: Detector, tracker: ByteTracker,
            keep_detections: bool = False, progress: Optional[Callable] = None) -> Run2D:
     """frames: (frame index 0-based, t seconds, image or None for a missing frame)."""

@@ -68,6 +68,17 @@ def make_streams(scene: str, seed: int, seconds: float = 10.0, objects: Optional
                    cfg.n_objects) for c in (0, 1)]
 
 
+def have_trackers() -> bool:
+    """Whether roboflow `trackers` (and supervision) are installed (make install-bench)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            import supervision  # noqa: F401
+            import trackers  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def run_ours(stream: Stream, **cfg) -> tuple[dict[int, FrameObjects], list[float]]:
     from ..track2d.tracker import TrackerConfig
 

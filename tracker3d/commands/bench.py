@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import time
 
@@ -18,6 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help=HELP, description=HELP)
     p.add_argument("--quick", action="store_true", help="short scenes, no parameter sweep")
     p.add_argument("--json", help="write all figures here as JSON")
+    p.add_argument("--wildtrack", metavar="DIR", help="only the real-data section: WildTrack C1-C2 detections folders "
+                   "(DIR/clean and DIR/noisy, or one folder), 3D ground-plane and 2D view-0 scores with SORT beside")
     p.set_defaults(func=run)
 
 
@@ -34,17 +34,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _have_trackers() -> bool:
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            import supervision  # noqa: F401
-            import trackers  # noqa: F401
-        return True
-    except ImportError:
-        return False
+def run_wildtrack(args: argparse.Namespace) -> int:
+    from ..bench.peers import have_trackers
+    from ..bench.realdata import format_rows, wildtrack_rows
+
+    t_start = time.perf_counter()
+    res: dict = {"machine": machine()}
+    rows = wildtrack_rows(args.wildtrack, progress=lambda it: progress(it, "wildtrack"))
+    res["wildtrack"] = rows
+    print(f"WildTrack C1-C2 ({args.wildtrack}): 3D ground plane = x, y within 0.5 m, persons seen in either view; "
+          "2D view 0 = IoU 0.5 against gt0.txt; percent")
+    print(format_rows(rows))
+    if not have_trackers():
+        print("SORT rows skipped: roboflow `trackers` is not installed (make install-bench)")
+    res["wall_s"] = time.perf_counter() - t_start
+    print(f"\ntook {res['wall_s']:.0f} s")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(res, f, indent=2)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.wildtrack:
+        return run_wildtrack(args)
     from ..bench import peers
 
     t_start = time.perf_counter()
@@ -58,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {d['resolution']:>9s}: {d['ms_median']:.2f} ms median, {d['ms_p99']:.2f} ms p99, "
               f"recall {d['recall']:.3f}")
 
-    from ..bench.pipeline_bench import format_p99, format_rows as format_pipeline, pipeline_rows
+    from ..bench.pipeline_bench import format_p99, pipeline_rows
+    from ..bench.pipeline_bench import format_rows as format_pipeline
 
     res["pipeline"] = pipeline_rows(args.quick, progress=lambda it: progress(it, "pipeline"))
     print("\nstereo pipeline end to end (sim; 'live' = paced at 30 fps, latency = capture -> published; "
@@ -69,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     print("\nper-stage p99 (ms) of the same runs")
     print(format_p99(res["pipeline"]))
 
-    from ..bench.gate_speed import format_rows as format_gates, gate_speed
+    from ..bench.gate_speed import format_rows as format_gates
+    from ..bench.gate_speed import gate_speed
 
     counts = (10, 200) if args.quick else (10, 50, 200, 1000)
     devices = ["cpu"] + (["cuda"] if _have_cuda() else [])
@@ -82,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = 4.0 if args.quick else 10.0
     scenes = ("default",) if args.quick else peers.SCENES
     seeds = peers.REPORT_SEEDS[:1] if args.quick else peers.REPORT_SEEDS
-    if _have_trackers():
+    if peers.have_trackers():
         bt = None
         if not args.quick:
             tune = [s for sc in ("default", "walkers", "throws", "swarm") for sd in peers.TUNING_SEEDS

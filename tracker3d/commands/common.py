@@ -7,7 +7,8 @@ from typing import Optional
 
 from persistence import HitCountGate, RateGuardedGate
 
-from ..pipeline import STAGES, PipelineConfig
+from ..errors import Tracker3DError
+from ..pipeline import ANCHORS, STAGES, PipelineConfig
 from ..stereo.track3d import Track3DConfig
 
 DEFAULT_GATE = "persistence"  # beats min_hits 1..6 end to end: tracker3d persistence tradeoff
@@ -32,12 +33,51 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
                    "or constant acceleration")
     g.add_argument("--pixel-sigma", type=float, default=0.25, help="2D centroid noise for triangulation, px")
     g.add_argument("--max-coast", type=float, default=0.5, help="seconds a 3D track survives unseen")
+    g.add_argument("--anchor", default="center", choices=list(ANCHORS),
+                   help="detection files/streams: which point of a box is the object, its centre or the middle "
+                   "of its bottom edge (default center; see README 'Your own detector')")
 
 
 def pipeline_from_args(args: argparse.Namespace):
     cfg = PipelineConfig(detector=args.detector, pixel_sigma=args.pixel_sigma,
-                         track3d=Track3DConfig(model=args.model, max_coast_s=args.max_coast))
+                         track3d=Track3DConfig(model=args.model, max_coast_s=args.max_coast),
+                         anchor=getattr(args, "anchor", "center"))
     return cfg, make_gate(args)
+
+
+def add_detection_input_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("detection files (instead of a folder)")
+    g.add_argument("--det0", metavar="FILE", help="camera 0 detections, MOTChallenge det format "
+                   "frame,id,x,y,w,h,conf[,class] (with --det1 and --calib)")
+    g.add_argument("--det1", metavar="FILE", help="camera 1 detections (same format)")
+    g.add_argument("--frames", metavar="CSV", help="capture times of the detection frames: frames.csv "
+                   "(index,t0,t1; index = det frame - 1)")
+    g.add_argument("--fps", type=float, help="without --frames: the detection files' frame rate (t = (frame-1)/fps)")
+
+
+def open_input(args: argparse.Namespace, realtime: bool = False):
+    """The stereo source a command reads: a recording folder (videos), a detections folder
+    (det0.txt, det1.txt, frames.csv, calibration) or loose detection files (--det0 --det1
+    --calib, with --frames or --fps). Returns (source, calibration)."""
+    from calib import load_calibration
+    from streams import RecordingReader
+    from streams.detections import DetectionFolder, is_detections_folder
+
+    loose = getattr(args, "det0", None) or getattr(args, "det1", None)
+    if loose:
+        if not (args.det0 and args.det1 and args.calib):
+            raise Tracker3DError("detection files: give --det0, --det1 and --calib together (and --frames or --fps)")
+        if args.dir:
+            raise Tracker3DError(f"{args.dir}: give a folder or --det0/--det1, not both")
+        src = DetectionFolder(args.det0, args.det1, args.calib, frames=args.frames, fps=args.fps, realtime=realtime)
+        return src, src.calib
+    if not args.dir:
+        raise Tracker3DError("give a recording or detections folder DIR, or --det0 F --det1 F --calib F")
+    if is_detections_folder(args.dir):
+        src = DetectionFolder.open_folder(args.dir, calib=args.calib, realtime=realtime)
+        return src, src.calib
+    rec = RecordingReader(args.dir, realtime=realtime, require_calib=not args.calib)
+    return rec, (load_calibration(args.calib) if args.calib else rec.calib)
 
 
 def make_gate(args: argparse.Namespace):

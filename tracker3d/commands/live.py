@@ -6,8 +6,10 @@ import time
 
 from calib import load_calibration
 from streams import RecordingWriter, TrackPublisher, open_stereo
+from streams.detstream import DetectionStream
 from streams.publisher import DEFAULT_ENDPOINT
 
+from ..errors import Tracker3DError
 from ..outputs.files import open_writer
 from ..pipeline import StereoPipeline
 from ..pipeline import run as run_pipeline
@@ -20,13 +22,17 @@ from .common import (
     start_viewer,
 )
 
-HELP = "track two live cameras in 3D and publish the tracks on ZMQ"
+HELP = "track two live cameras (or a live detections stream) in 3D and publish the tracks on ZMQ"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("live", help=HELP, description=HELP + ". Ctrl-C stops and prints a summary.")
-    p.add_argument("--cam0", required=True, help="SRC: camera index, URL, video file or image glob")
-    p.add_argument("--cam1", required=True, help="SRC for camera 1")
+    p.add_argument("--cam0", help="SRC: camera index, URL, video file or image glob")
+    p.add_argument("--cam1", help="SRC for camera 1")
+    p.add_argument("--det-source", action="append", metavar="ENDPOINT",
+                   help="instead of cameras: subscribe to detections2d messages (schema tracker3d/detections2d@1, "
+                   "topic detections2d) that your detector publishes here, e.g. tcp://127.0.0.1:5557; repeat for "
+                   "one endpoint per camera. The two cameras' messages are paired by capture time (--tolerance)")
     p.add_argument("--calib", required=True, help="stereo calibration file (.yaml/.xml/.json/.toml)")
     p.add_argument("--publish", default=DEFAULT_ENDPOINT, metavar="ENDPOINT", help="ZMQ endpoint to bind")
     p.add_argument("--allow-remote", action="store_true", help="allow binding to a non-loopback address")
@@ -34,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="also write the messages to this file: .jsonl, .csv or .mcap")
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of file/folder sources")
-    p.add_argument("--tolerance", type=float, help="max capture-time difference within a pair, seconds")
+    p.add_argument("--tolerance", type=float, help="max capture-time difference within a pair, seconds "
+                   "(--det-source default 0.010)")
     add_pipeline_args(p)
     add_view_arg(p)
     p.add_argument("--curve-keys", metavar="DIR", help="encrypt the published tracks with CURVE and admit only "
@@ -43,9 +50,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.det_source:
+        if args.cam0 or args.cam1:
+            raise Tracker3DError("give --cam0/--cam1 or --det-source, not both")
+        if args.record:
+            raise Tracker3DError("--record saves camera images: a detections stream has none (use --out)")
+    elif not (args.cam0 and args.cam1):
+        raise Tracker3DError("give --cam0 SRC and --cam1 SRC (two cameras), or --det-source ENDPOINT (detections)")
     calib = load_calibration(args.calib)
-    src = open_stereo(args.cam0, args.cam1, tolerance=args.tolerance, realtime=True, fps=args.fps,
-                      expected_size=calib.cam0.image_size)
+    if args.det_source:
+        src = DetectionStream(args.det_source, tolerance=0.010 if args.tolerance is None else args.tolerance)
+        what = "detections from " + ", ".join(args.det_source)
+    else:
+        src = open_stereo(args.cam0, args.cam1, tolerance=args.tolerance, realtime=True, fps=args.fps,
+                          expected_size=calib.cam0.image_size)
+        what = f"{args.cam0} + {args.cam1}"
     config, gate = pipeline_from_args(args)
     pipe = StereoPipeline(calib, config, gate=gate)
     pub = rec = out = None
@@ -58,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         out = open_writer(args.out, pipe.frame_id) if args.out else None
         if args.view:
             start_viewer(args.publish, calib, args.curve_keys)
-        print(f"tracking {args.cam0} + {args.cam1}; publishing on {args.publish} (topic tracks3d); Ctrl-C stops")
+        print(f"tracking {what}; publishing on {args.publish} (topic tracks3d); Ctrl-C stops")
         t_end = None if args.seconds is None else time.monotonic() + args.seconds
         stats = run_pipeline(src, pipe, publisher=pub, recorder=rec,
                              on_frame=(lambda f3: out.write(f3.index, f3.t, f3.tracks)) if out else None,

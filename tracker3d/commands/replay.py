@@ -4,19 +4,22 @@ from __future__ import annotations
 import argparse
 import time
 
-from calib import load_calibration
-from streams import RecordingReader, TrackPublisher
+from streams import TrackPublisher
+from streams.detections import DetectionFolder
 from streams.publisher import DEFAULT_ENDPOINT
 
+from ..errors import Tracker3DError
 from ..outputs.files import open_writer
 from ..outputs.overlay import OverlayWriter
 from ..pipeline import StereoPipeline
 from ..pipeline import run as run_pipeline
 from ..progress import bar
 from .common import (
+    add_detection_input_args,
     add_pipeline_args,
     add_view_arg,
     format_summary,
+    open_input,
     pipeline_from_args,
     start_viewer,
 )
@@ -26,11 +29,12 @@ HELP = "track a recording folder in 3D (lossless; --smooth for offline RTS smoot
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help=HELP, description=HELP)
-    p.add_argument("dir", help="recording folder (frames.csv, cam0.*, cam1.*, calib.yaml)")
+    p.add_argument("dir", nargs="?", help="recording folder (frames.csv, cam0.*, cam1.*, calib.yaml) or detections "
+                   "folder (frames.csv, det0.txt, det1.txt, calib.yaml or calib.toml)")
     speed = p.add_mutually_exclusive_group()
     speed.add_argument("--fast", action="store_true", help="as fast as possible (default)")
     speed.add_argument("--realtime", action="store_true", help="at the recorded speed")
-    p.add_argument("--calib", help="calibration file (default: the recording's calib.yaml)")
+    p.add_argument("--calib", help="calibration file (default: the folder's calib.yaml / calib.toml)")
     p.add_argument("--smooth", action="store_true", help="RTS-smooth every 3D track (written to --out at the end)")
     p.add_argument("--out", help="write the tracks3d messages here: .jsonl (the ZMQ messages), .csv (one row "
                    "per track) or .mcap (Foxglove)")
@@ -43,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_view_arg(p)
     p.add_argument("--curve-keys", metavar="DIR", help="encrypt the published tracks with CURVE and admit only "
                    "subscribers whose keys are in DIR/authorized (see tracker3d keys)")
+    add_detection_input_args(p)
     add_pipeline_args(p)
     p.set_defaults(func=run)
 
@@ -57,8 +62,10 @@ class _LastPair:
 
 
 def run(args: argparse.Namespace) -> int:
-    rec = RecordingReader(args.dir, realtime=args.realtime, require_calib=not args.calib)
-    calib = load_calibration(args.calib) if args.calib else rec.calib
+    rec, calib = open_input(args, realtime=args.realtime)
+    if args.overlay and isinstance(rec, DetectionFolder):
+        rec.close()
+        raise Tracker3DError("--overlay draws on the videos: a detections folder has none")
     config, gate = pipeline_from_args(args)
     pipe = StereoPipeline(calib, config, gate=gate, keep_log=args.smooth)
     if args.view and not args.publish:
@@ -116,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from ..outputs.plot import plot_trajectories
 
-        n = plot_trajectories(messages, args.plot, title=f"{args.dir}: {len(messages)} pairs")
+        n = plot_trajectories(messages, args.plot, title=f"{args.dir or args.det0}: {len(messages)} pairs")
         print(f"wrote {args.plot}: {n} 3D trajectories")
     if viewer is not None:
         print("the viewer stays open; close its window to end it")

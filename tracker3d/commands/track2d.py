@@ -10,7 +10,7 @@ from streams import open_source
 from ..detect import make_detector
 from ..errors import Tracker3DError
 from ..progress import progress
-from ..run2d import Run2D, record_frame, run_2d
+from ..run2d import run_2d, run_mot
 from ..track2d.mot import read_mot, write_mot
 from ..track2d.tracker import ByteTracker, TrackerConfig
 from .common import DEFAULT_GATE, make_gate
@@ -59,10 +59,8 @@ def run(args: argparse.Namespace) -> int:
         mot = read_mot(args.det)
         index = mot.frames()
         last = int(mot.frame.max()) if len(mot.frame) else 0
-        res = Run2D()
-        for f in progress(range(1, last + 1), "track2d", unit="frame"):
-            tracker.update(mot.detections(f, index), (f - 1) / args.fps)
-            record_frame(res, f - 1, tracker)
+        res = run_mot(lambda f: mot.detections(f, index), last, args.fps, tracker,
+                      progress=lambda it: progress(it, "track2d", unit="frame"))
         write_mot(args.out, res.rows)
         print(f"wrote {args.out}: {len({r[1] for r in res.rows})} tracks over {last} frames")
         return 0

@@ -10,12 +10,14 @@ import numpy as np
 @dataclass
 class Detections:
     """N detections. boxes: (N,4) xyxy pixels; centroids: (N,2) pixels (sub-pixel, may differ
-    from the box centre); scores: (N,) in [0,1]; areas: (N,) pixels^2 (blob area, not box area)."""
+    from the box centre; the point that is tracked); scores: (N,) in [0,1];
+    areas: (N,) pixels^2 (blob area, not box area); classes: (N,) labels or None (no classes)."""
 
     boxes: np.ndarray
     centroids: np.ndarray
     scores: np.ndarray
     areas: np.ndarray
+    classes: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -25,7 +27,7 @@ class Detections:
         return cls(np.zeros((0, 4)), np.zeros((0, 2)), np.zeros(0), np.zeros(0))
 
     @classmethod
-    def from_boxes(cls, boxes, scores=None, centroids=None, areas=None) -> "Detections":
+    def from_boxes(cls, boxes, scores=None, centroids=None, areas=None, classes=None) -> "Detections":
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         n = len(b)
         s = np.ones(n) if scores is None else np.asarray(scores, dtype=np.float64).reshape(n)
@@ -34,10 +36,11 @@ class Detections:
                  else np.asarray(centroids, dtype=np.float64).reshape(n, 2))
             a = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) if areas is None
                  else np.asarray(areas, dtype=np.float64).reshape(n))
-        return cls(b, c, s, a)
+        return cls(b, c, s, a, None if classes is None else np.asarray(classes, dtype=object).reshape(n))
 
     def select(self, mask) -> "Detections":
-        return Detections(self.boxes[mask], self.centroids[mask], self.scores[mask], self.areas[mask])
+        return Detections(self.boxes[mask], self.centroids[mask], self.scores[mask], self.areas[mask],
+                          None if self.classes is None else self.classes[mask])
 
     def sanitized(self, image_size: Optional[tuple[int, int]] = None) -> tuple["Detections", int]:
         """Drop non-finite, zero/negative-size and fully out-of-image detections; clip the rest to

@@ -68,7 +68,8 @@ def evaluate_2d(gt: dict[int, FrameObjects], tracks: dict[int, FrameObjects], fr
         "HOTA": float(np.mean(hota["HOTA"])), "DetA": float(np.mean(hota["DetA"])),
         "AssA": float(np.mean(hota["AssA"])), "MOTA": float(clear["MOTA"]), "IDF1": float(ident["IDF1"]),
         "IDSW": int(clear["IDSW"]), "FP": int(clear["CLR_FP"]), "FN": int(clear["CLR_FN"]),
-        "gt_dets": n_gt, "tracker_dets": n_tr, "gt_ids": len(gmap), "tracker_ids": len(tmap),
+        "MODA": float(clear["MODA"]), "MOTP": float(clear["MOTP"]), "precision": float(clear["CLR_Pr"]),
+        "recall": float(clear["CLR_Re"]), "gt_dets": n_gt, "tracker_dets": n_tr, "gt_ids": len(gmap), "tracker_ids": len(tmap),
     }
 
 

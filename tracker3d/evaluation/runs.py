@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -11,8 +11,16 @@ from streams import RecordingReader
 from ..pipeline import PipelineConfig, StereoPipeline, run
 from ..progress import bar
 from ..sim import read_gt
-from .eval2d import FrameObjects, evaluate_2d, sim_gt_frames
+from ..track2d.mot import read_mot
+from .eval2d import FrameObjects, evaluate_2d, mot_frames, sim_gt_frames
 from .eval3d import FrameTracks, evaluate_3d
+from .world import (
+    WILDTRACK_RADIUS_M,
+    evaluate_world,
+    gt_kind,
+    read_world_gt,
+    world_gt_frames,
+)
 
 CENTROID_DIST_PX = 10.0  # 2D: similarity 1 - d/10 px, CLEAR/ID match within 5 px
 
@@ -37,7 +45,16 @@ class Collector:
             uv1=np.array([tr.uv1 if tr.uv1 is not None else nan2 for tr in rep]).reshape(-1, 2))
         for c, trk in enumerate(self.pipe.trackers):
             m = trk.reported_mask()
-            self.frames2d[c][f3.index] = FrameObjects(trk.ids[m], points=trk.measured()[m, :2])
+            meas = trk.measured()[m]  # cx, cy, w, h: the box around the tracked centre
+            boxes = np.column_stack([meas[:, :2] - meas[:, 2:] / 2, meas[:, :2] + meas[:, 2:] / 2])
+            self.frames2d[c][f3.index] = FrameObjects(trk.ids[m], boxes=boxes, points=meas[:, :2])
+
+    def world_tracks(self) -> dict[int, FrameObjects]:
+        """Per processed frame: the reported 3D tracks as points (N,3) in the calibration's world
+        frame (camera 0's when it has none), metres."""
+        calib = self.pipe.calib
+        return {f: FrameObjects(ft.ids, points=calib.to_world(ft.xyz) if len(ft.ids) else np.zeros((0, 3)))
+                for f, ft in self.frames3d.items()}
 
     def add_smoothing(self, smoothed: dict) -> None:
         for f, ft in self.frames3d.items():
@@ -67,21 +84,53 @@ def evaluate_recording(path: str, config: Optional[PipelineConfig] = None, gate=
                        show_progress: bool = True) -> dict:
     """Run the pipeline over a sim recording (lossless) and score it against its gt.csv."""
     rec_dir = Path(path)
-    gt = read_gt(rec_dir / "gt.csv")
     rec = RecordingReader(rec_dir, require_calib=True)
+    return evaluate_source(rec, rec.calib, rec_dir / "gt.csv", config, gate, show_progress=show_progress)
+
+
+def evaluate_source(src, calib, gt_path, config: Optional[PipelineConfig] = None, gate=None,
+                    show_progress: bool = True, radius: float = WILDTRACK_RADIUS_M,
+                    gt_height: Optional[float] = None, visible: str = "either",
+                    view_gt: Sequence[Optional[Path]] = (None, None)) -> dict:
+    """Run the pipeline over a lossless stereo source (a recording, or a detections folder) and
+    score it against gt_path: a sim gt.csv (camera 0 frame: '3d', '2d_cam0', '2d_cam1'), or a
+    world gt.csv ('ground' and '3d' in the world frame at `radius` metres, see evaluation.world;
+    '2d_cam0'/'2d_cam1' at IoU 0.5 against view_gt MOT files when given). Closes src."""
+    kind = gt_kind(gt_path)
+    gt = read_gt(gt_path) if kind == "sim" else read_world_gt(gt_path)
+    fps = float(getattr(src, "fps", 30.0))
     config = config or PipelineConfig()
-    pipe = StereoPipeline(rec.calib, config, gate=gate, keep_log=True)
-    col = Collector(pipe)
-    prog = bar("eval", total=len(rec), unit="pair") if show_progress else None
     try:
-        stats = run(rec, pipe, on_frame=col, progress=prog)
+        pipe = StereoPipeline(calib, config, gate=gate, keep_log=True)
+    except BaseException:
+        src.close()
+        raise
+    col = Collector(pipe)
+    prog = bar("eval", total=len(src), unit="pair") if show_progress else None
+    try:
+        stats = run(src, pipe, on_frame=col, progress=prog)
     finally:
-        rec.close()
+        src.close()
         pipe.close()
-    col.add_smoothing(pipe.smoothed_states())
-    res = col.evaluate(gt, rec.fps, warmup_s(config, rec.fps))
+    if kind == "sim":
+        col.add_smoothing(pipe.smoothed_states())
+        res = col.evaluate(gt, fps, warmup_s(config, fps) if isinstance(src, RecordingReader) else 0.0)
+    else:
+        frames = sorted(col.frames3d)
+        res = evaluate_world(col.world_tracks(), world_gt_frames(gt, visible), frames, radius, gt_height)
+        res["frame_id"] = "world" if calib.has_world else "cam0"
+        res["visible"] = visible
+        for c, path in enumerate(view_gt):
+            if path is not None:
+                res[f"2d_cam{c}"] = evaluate_2d(view_gt_frames(path), col.frames2d[c], frames=frames, kind="iou")
+    res["gt"] = kind
     res["run"] = stats.summary()
     return res
+
+
+def view_gt_frames(path) -> dict[int, FrameObjects]:
+    """A view's MOTChallenge gt.txt as boxes per 0-based frame index (gt.txt frames are 1-based)."""
+    return {f - 1: o for f, o in mot_frames(read_mot(path)).items()}
 
 
 def format_table(rows: dict[str, dict], cols=("HOTA", "DetA", "AssA", "MOTA", "IDF1", "IDSW", "FP", "FN")) -> str:

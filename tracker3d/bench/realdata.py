@@ -1,0 +1,174 @@
+"""The real-data section of `tracker3d bench`: WildTrack cameras C1-C2 (detections folders, see
+../shared/data/wildtrack_c1c2/README.md), clean and noisy.
+
+Rows per variant, all computed here against the folder's ground truth (trackeval):
+- 3D, ground plane (x, y within 0.5 m, persons seen in either view; "dist" = mean distance of the
+  matches): the stereo pipeline with the commands' defaults (`tracker3d eval DIR`), and an oracle
+  (the annotated boxes of both views with their true cross-view match and IDs, triangulated frame
+  by frame, at the box centre and at the bottom-edge middle: what perfect 2D tracking and
+  association would give; its misses are persons seen by one camera only). The oracle uses only
+  the ground truth, so it is printed once.
+- 2D, view 0 (IoU 0.5 against gt0.txt): the stereo pipeline's camera-0 tracks, the 2D tracker
+  alone as `tracker3d track2d --det det0.txt --fps F` runs it, and SORT (roboflow `trackers`,
+  max_age 1, min_hits 3, IoU 0.3) on the same det0.txt when it is installed.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from calib import triangulate
+from streams.detections import DetectionFolder, is_detections_folder, read_det_file
+
+from ..errors import Tracker3DError
+from ..evaluation.eval2d import FrameObjects, evaluate_2d, mot_frames
+from ..evaluation.runs import evaluate_source, view_gt_frames
+from ..evaluation.world import evaluate_world, read_world_gt, world_gt_frames
+from ..track2d.mot import read_mot
+from .peers import have_trackers
+
+VARIANTS = ("clean", "noisy")
+SORT_PARAMS = {"lost_track_buffer": 1, "minimum_consecutive_frames": 3, "minimum_iou_threshold": 0.3}
+
+
+def variant_dirs(root: str | Path) -> list[tuple[str, Path]]:
+    """(name, folder) for each detections folder: root itself, or its clean/ and noisy/."""
+    root = Path(root)
+    if is_detections_folder(root):
+        return [(root.name, root)]
+    found = [(v, root / v) for v in VARIANTS if is_detections_folder(root / v)]
+    if not found:
+        raise Tracker3DError(f"{root}: not a detections folder (det0.txt, det1.txt, frames.csv, calib) and no "
+                             f"{'/'.join(VARIANTS)} subfolders holding one")
+    return found
+
+
+def _command_defaults():
+    """The pipeline configuration and gate that `tracker3d eval DIR` uses without options."""
+    from ..commands.common import add_pipeline_args, pipeline_from_args
+
+    p = argparse.ArgumentParser()
+    add_pipeline_args(p)
+    return pipeline_from_args(p.parse_args([]))
+
+
+def ours_3d(d: Path) -> dict:
+    config, gate = _command_defaults()
+    src = DetectionFolder.open_folder(d)
+    views = [d / f"gt{c}.txt" for c in (0, 1)]
+    return evaluate_source(src, src.calib, d / "gt.csv", config, gate, show_progress=False,
+                           view_gt=[v if v.is_file() else None for v in views])
+
+
+def oracle_3d(d: Path, anchor: str = "center") -> dict:
+    """Annotated boxes in both views with their true IDs, box centres (or bottom-edge middles,
+    anchor 'bottom') triangulated per frame."""
+    src = DetectionFolder.open_folder(d)
+    calib = src.calib
+    g0, g1 = read_mot(d / "gt0.txt"), read_mot(d / "gt1.txt")
+    f0, f1 = mot_frames(g0), mot_frames(g1)
+    tracks = {}
+    frames = [row[0] for row in src.rows]
+    for idx in frames:
+        a, b = f0.get(idx + 1), f1.get(idx + 1)
+        if a is None or b is None:
+            tracks[idx] = FrameObjects(np.zeros(0, int), points=np.zeros((0, 3)))
+            continue
+        common = np.intersect1d(a.ids, b.ids)
+        ia = [int(np.flatnonzero(a.ids == i)[0]) for i in common]
+        ib = [int(np.flatnonzero(b.ids == i)[0]) for i in common]
+        if not len(common):
+            tracks[idx] = FrameObjects(np.zeros(0, int), points=np.zeros((0, 3)))
+            continue
+        pa, pb = a.points[ia], b.points[ib]
+        if anchor == "bottom":
+            pa = pa + np.column_stack([np.zeros(len(ia)), (a.boxes[ia, 3] - a.boxes[ia, 1]) / 2])
+            pb = pb + np.column_stack([np.zeros(len(ib)), (b.boxes[ib, 3] - b.boxes[ib, 1]) / 2])
+        tri = triangulate(calib, pa, pb)
+        ok = tri.valid
+        tracks[idx] = FrameObjects(common[ok], points=calib.to_world(tri.xyz[ok]))
+    gt = world_gt_frames(read_world_gt(d / "gt.csv"), "either")
+    return evaluate_world(tracks, gt, frames)
+
+
+def track2d_alone(d: Path, fps: float) -> dict:
+    """`tracker3d track2d --det det0.txt --fps F` (its defaults), scored against gt0.txt."""
+    from ..commands import track2d as cmd
+
+    p = argparse.ArgumentParser()
+    cmd.add_parser(p.add_subparsers())
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "tracks.txt"
+        args = p.parse_args(["track2d", "--det", str(d / "det0.txt"), "--fps", str(fps), "--out", str(out)])
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args.func(args)
+        tracks = {f - 1: o for f, o in mot_frames(read_mot(out)).items()}
+    return _score_view(d, tracks)
+
+
+def _score_view(d: Path, tracks: dict[int, FrameObjects]) -> dict:
+    frames = [row[0] for row in DetectionFolder.open_folder(d).rows]
+    return evaluate_2d(view_gt_frames(d / "gt0.txt"), tracks, frames=frames, kind="iou")
+
+
+def sort_view0(d: Path) -> dict:
+    """SORT (roboflow trackers) on det0.txt, frame by frame (it knows no time)."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        import supervision as sv
+        from trackers import SORTTracker
+    tracker = SORTTracker(frame_rate=30.0, **SORT_PARAMS)  # buffer in frames: 1 at frame_rate 30
+    dets = read_det_file(d / "det0.txt")
+    tracks = {}
+    for idx in [row[0] for row in DetectionFolder.open_folder(d).rows]:
+        b = dets.get(idx + 1)
+        xyxy = b.boxes.astype(np.float32) if b is not None else np.zeros((0, 4), np.float32)
+        conf = b.scores.astype(np.float32) if b is not None else np.zeros(0, np.float32)
+        res = tracker.update(sv.Detections(xyxy=xyxy, confidence=conf))
+        keep = res.tracker_id >= 0 if len(res) else np.zeros(0, bool)
+        tracks[idx] = FrameObjects(res.tracker_id[keep].astype(int) if len(res) else np.zeros(0, int),
+                                   boxes=res.xyxy[keep] if len(res) else np.zeros((0, 4)))
+    return _score_view(d, tracks)
+
+
+def wildtrack_rows(root: str | Path, progress: Optional[Callable] = None) -> list[dict]:
+    """Rows {variant, what, method, metrics...} for each variant folder under root."""
+    rows = []
+    todo = variant_dirs(root)
+    sort_ok = have_trackers()
+    for name, d in (progress(todo) if progress else todo):
+        res = ours_3d(d)
+        fps = float(DetectionFolder.open_folder(d).fps)
+        rows.append({"variant": name, "what": "3D ground plane", "method": "tracker3d", **res["ground"]})
+        if name == todo[0][0]:  # the oracle uses only the ground truth: the same for every variant
+            for anchor in ("center", "bottom"):
+                rows.append({"variant": "gt", "what": "3D ground plane", "method": f"oracle, box {anchor}s",
+                             **oracle_3d(d, anchor)["ground"]})
+        if "2d_cam0" in res:
+            rows.append({"variant": name, "what": "2D view 0", "method": "tracker3d (stereo pipeline)",
+                         **res["2d_cam0"]})
+            rows.append({"variant": name, "what": "2D view 0", "method": f"tracker3d track2d --fps {fps:g}",
+                         **track2d_alone(d, fps)})
+            if sort_ok:
+                rows.append({"variant": name, "what": "2D view 0", "method": "SORT (max_age 1, min_hits 3)",
+                             **sort_view0(d)})
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    head = (f"{'data':7s} {'score':16s} {'method':30s} {'MOTA':>6s} {'IDF1':>6s} {'HOTA':>6s} {'MODA':>6s} "
+            f"{'prec':>6s} {'recall':>6s} {'IDSW':>5s} {'FP':>6s} {'FN':>6s} {'dist cm':>7s}")
+    lines = [head]
+    for r in rows:
+        lines.append(f"{r['variant']:7s} {r['what']:16s} {r['method']:30s} {100 * r['MOTA']:6.1f} "
+                     f"{100 * r['IDF1']:6.1f} {100 * r['HOTA']:6.1f} {100 * r['MODA']:6.1f} "
+                     f"{100 * r['precision']:6.1f} {100 * r['recall']:6.1f} {r['IDSW']:5d} {r['FP']:6d} {r['FN']:6d} "
+                     f"{100 * r.get('mean_dist_m', float('nan')):7.1f}")
+    return "\n".join(lines)
