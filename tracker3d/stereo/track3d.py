@@ -36,7 +36,9 @@ class Track3DConfig:
     max_coast_s: float = 0.5  # a track without a stereo update this long is deleted ...
     max_coast_frames: float = 2.0  # ... but may always miss this many frame intervals (low rates)
     report_coast_s: float = 0.2  # a track seen by neither camera is still reported this long
-    max_pos_std: float = 0.5  # m: a track whose position is this uncertain is deleted
+    max_pos_std: float = 0.5  # m: a track whose position is this uncertain is deleted ...
+    max_pos_rel: float = 0.0  # ... unless that is within this many times its last triangulation's std
+    # (a wide-baseline rig sees people 30 m away: one triangulation is decimetres uncertain)
     init_vel_std: float = 2.0  # m/s
     pixel_sigma: float = 0.5  # centroid noise assumed for the one-view update, pixels
     min_updates: int = 2  # stereo updates before a track is reported (a 3-frame glint never is)
@@ -58,6 +60,7 @@ class PairObservation:
     xyz: Optional[np.ndarray] = None  # triangulated (both views seen), camera 0 frame
     cov: Optional[np.ndarray] = None
     truncated: bool = False  # a view's blob touches the image border (not triangulated)
+    size_px: float = 0.0  # the boxes' size, rms over the views of sqrt(w h), pixels
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Track3D:
     last_stereo_t: float
     updates: int = 0
     state: str = "tracked"
+    meas_std: float = 0.0  # sqrt(trace) of the last triangulated point's covariance, metres
     persistence: float = 0.0
     uv0: Optional[np.ndarray] = None
     uv1: Optional[np.ndarray] = None
@@ -203,7 +207,7 @@ class Tracker3D:
             if tr.last_t < t:
                 tr.state = "coasting"
             lost = t - tr.last_stereo_t > max_coast or not seen or \
-                np.sqrt(np.trace(tr.kf.P[:3, :3])) > self.cfg.max_pos_std
+                np.sqrt(np.trace(tr.kf.P[:3, :3])) > max(self.cfg.max_pos_std, self.cfg.max_pos_rel * tr.meas_std)
             if lost:
                 tr.state = "lost"
                 if self.keep_log:
@@ -291,7 +295,7 @@ class Tracker3D:
 
     def _start(self, p: PairObservation, t: float) -> Track3D:
         tr = Track3D(self.next_id, self._new_kf(p.xyz, p.cov), (p.id0, p.id1), t, t, t, updates=1,
-                     persistence=p.persistence, uv0=p.uv0, uv1=p.uv1)
+                     persistence=p.persistence, uv0=p.uv0, uv1=p.uv1, meas_std=float(np.sqrt(np.trace(p.cov))))
         self.next_id += 1
         self.tracks.append(tr)
         return tr
@@ -302,6 +306,7 @@ class Tracker3D:
             if self._mahalanobis(tr, p.xyz, p.cov) > self.cfg.gate_chi2:
                 return  # inconsistent: coast this frame
             tr.kf.update(p.xyz.reshape(3, 1), R=p.cov)
+            tr.meas_std = float(np.sqrt(np.trace(p.cov)))
             tr.updates += 1
             tr.last_t = tr.last_stereo_t = t
             tr.state = "tracked"
