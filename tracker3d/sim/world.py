@@ -165,7 +165,7 @@ class SimWorld:
         colors = [o.color for o in objs] + [s.color for s in spots3d]
         images: list[Optional[np.ndarray]] = [None, None]
         uvs, viss, lit = [], [], []
-        times = [t0 + offsets[0], t0 + offsets[1]]
+        times = [t0 - jit + offsets[0], t0 - jit + offsets[1]]  # t0 is camera 0's capture time
         for c in (0, 1):
             X0 = np.array([o.at(offsets[c]) for o in objs] + [s.X for s in spots3d]).reshape(-1, 3)
             Xc = self._camera_points(c, X0)

@@ -46,6 +46,7 @@ class TrackerConfig:
     size_gate: bool = True  # the Mahalanobis gate also weighs the box's width and height ...
     size_gate_chi2: float = 18.47  # ... at chi2(4) 99.9 %
     max_jump: float = 2.0  # a detection further than this x the track's size never matches it
+    max_jump_per_s: float = 30.0  # ... or this x its size per second since the last frame, if larger (below 15 fps)
     min_size_px: float = 8.0  # size floor for max_jump
     lost_buffer_s: float = 1.0  # a lost track is removed after this long unseen ...
     lost_buffer_frames: float = 4.0  # ... but never before this many frame intervals
@@ -161,6 +162,7 @@ class ByteTracker:
         c = self.cfg
         self.kf = BatchedKalman(c.accel_std, c.size_accel_std, c.meas_std, c.size_meas_std, c.init_vel_std,
                                 ref_dt=c.noise_ref_dt, meas_rel=c.meas_rel)
+        self.dt = 0.0  # seconds since the previous frame
         self.intervals = np.zeros(0)  # the last frame intervals (seconds), for the frame-count floors
         L = c.max_history
         self.ids = np.zeros(0, np.int64)
@@ -202,6 +204,7 @@ class ByteTracker:
             dets = dets.select(dets.scores >= c.low_thresh)
         self.last_detections = dets
         dt = 0.0 if self.t is None else t - self.t
+        self.dt = dt
         if dt > 0:
             self.intervals = np.append(self.intervals[-15:], dt)
         self.t = t
@@ -314,7 +317,9 @@ class ByteTracker:
             dh = (b[:, 3] - b[:, 1]) - x[:, 3, None]
             d2 = d2 + (dw * dw / s[:, 2, None] + dh * dh / s[:, 3, None])
             d2 *= c.gate_chi2 / c.size_gate_chi2
-        size = np.maximum(np.maximum(x[:, 2], x[:, 3]), c.min_size_px) * c.max_jump
+        # The jump allowed grows with the time since the last frame (at 2 fps a walker crosses many
+        # times its size between frames); at high rates max_jump per frame is the bound.
+        size = np.maximum(np.maximum(x[:, 2], x[:, 3]), c.min_size_px) * max(c.max_jump, c.max_jump_per_s * self.dt)
         too_far = dx * dx + dy * dy > (size * size)[:, None]
         hi = np.minimum(one_minus_iou * (1.0 / c.iou_cost), np.sqrt(d2 * (1.0 / c.gate_chi2)))
         hi[too_far] = np.inf
