@@ -3,7 +3,7 @@
 Imports calib, numpy, cv2 and zmq only.
 """
 from .detections import Boxes2D, DetectionFolder, DetectionPair, read_det_file
-from .detstream import DetectionStream
+from .detstream import DetectionPublisher, DetectionStream
 from .errors import SchemaError, StreamError
 from .frames import Frame, FramePair
 from .messages import SCHEMA, TOPIC, decode, encode, make_message, validate_message
@@ -13,7 +13,7 @@ from .recording import RecordingReader, RecordingWriter
 from .sources import FrameSource, ImageFolderSource, LiveSource, VideoFileSource, open_source
 
 __all__ = [
-    "Boxes2D", "DetectionFolder", "DetectionPair", "DetectionStream", "read_det_file",
+    "Boxes2D", "DetectionFolder", "DetectionPair", "DetectionPublisher", "DetectionStream", "read_det_file",
     "DEFAULT_ENDPOINT", "Frame", "FramePair", "FrameSource", "ImageFolderSource", "LiveSource",
     "LiveStereoSource", "RecordingReader", "RecordingWriter", "SCHEMA", "SchemaError", "StereoSource",
     "StreamError", "Subscriber", "TOPIC", "TimePairedSource", "TrackPublisher", "VideoFileSource", "decode",

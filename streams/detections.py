@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from .base import Pacer
 from .errors import StreamError
 from .pairing import StereoSource
 from .recording import read_frames_csv
+
+log = logging.getLogger(__name__)
 
 DET_FIELDS = ("frame", "id", "x", "y", "w", "h", "conf", "class")
 CALIB_NAMES = ("calib.yaml", "calib.yml", "calib.toml", "calib.json", "calib.xml")
@@ -169,6 +172,12 @@ class DetectionFolder(StereoSource):
             self.rows = [(i, i / self.fps, i / self.fps) for i in range(last)]
         else:
             raise StreamError("detection files need their times: give --frames frames.csv or --fps N")
+        listed = {r[0] + 1 for r in self.rows}
+        self.unlisted = tuple(sum(1 for f in d if f not in listed) for d in self.dets)
+        for cam, n in enumerate(self.unlisted):
+            if n:
+                log.warning("%s: %d frames of det%d have no row in the frame times (frames.csv index = frame - 1); "
+                            "they are not tracked", self.name, n, cam)
         if self.calib is not None:
             self.image_size = self.calib.cam0.image_size
         self._pacer = Pacer() if realtime else None

@@ -5,7 +5,8 @@ publishes `detections2d` messages (streams.messages), one per camera and capture
 the two cameras' messages by capture time like `streams.pairing` pairs frames: within `tolerance`
 seconds they make a pair; a message with no partner is dropped and counted, and when one camera
 falls silent for `single_after_s` (wall clock) the other camera's messages go on alone (the
-missing view's tracks coast). Bad messages (not JSON, wrong schema or field) are counted and each
+missing view's tracks coast). A pair's index is the publisher's `frame` when given, else a count.
+Bad messages (not JSON, wrong schema or field) are counted and each
 distinct error is logged once; nothing a publisher sends can stop the stream. Only the newest pair
 is kept for the consumer (a slow loop drops, never queues), as with live cameras.
 """
@@ -23,8 +24,15 @@ import zmq
 from .base import LatestSlot
 from .detections import Boxes2D, DetectionPair
 from .errors import SchemaError, StreamError
-from .messages import DET_TOPIC, decode, validate_detections
+from .messages import (
+    DET_TOPIC,
+    decode,
+    encode,
+    make_detections_message,
+    validate_detections,
+)
 from .pairing import PairStats, StereoSource
+from .publisher import is_loopback_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,7 @@ class _Msg:
     boxes: Boxes2D
     arrived: float  # time.monotonic()
     wall: float  # time.time()
+    frame: Optional[int] = None
 
 
 def boxes_from_message(msg: dict) -> Boxes2D:
@@ -131,7 +140,7 @@ class DetectionStream(StereoSource):
             self.stats.late += 1
             return
         self.stats.received += 1
-        q.append(_Msg(t, boxes_from_message(msg), time.monotonic(), time.time()))
+        q.append(_Msg(t, boxes_from_message(msg), time.monotonic(), time.time(), msg.get("frame")))
 
     def _pair(self, now: float) -> None:
         q0, q1 = self._queues
@@ -166,7 +175,9 @@ class DetectionStream(StereoSource):
             return
         self._applied = [t0 if a is not None else t, t1 if b is not None else t]
         wall = max(m.wall for m in (a, b) if m is not None)
-        pair = DetectionPair(self._index, t0, t1, a.boxes if a else None, b.boxes if b else None, wall=wall)
+        # The pair's index: the publisher's frame number when it gives one (camera 0's first).
+        frame = next((m.frame for m in (a, b) if m is not None and m.frame is not None), None)
+        pair = DetectionPair(self._index if frame is None else frame, t0, t1, a.boxes if a else None, b.boxes if b else None, wall=wall)
         self._index += 1
         self.stats.pairs += 1
         if a is not None and b is not None:
@@ -188,3 +199,44 @@ class DetectionStream(StereoSource):
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=2.0)
         self._slot.close()
+
+
+class DetectionPublisher:
+    """For a detector written in Python: publishes detections2d messages on a bound PUB socket
+    (loopback unless allow_remote) for `tracker3d live --det-source ENDPOINT`. Never blocks: a
+    message no subscriber can take is dropped (counted in `dropped`)."""
+
+    def __init__(self, endpoint: str = DEFAULT_DET_ENDPOINT, allow_remote: bool = False,
+                 context: Optional[zmq.Context] = None, hwm: int = 1000):
+        if not is_loopback_endpoint(endpoint) and not allow_remote:
+            raise StreamError(f"{endpoint}: not a loopback address; binding to the network needs allow_remote=True")
+        self.sock = (context or zmq.Context.instance()).socket(zmq.PUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, int(hwm))
+        try:
+            self.sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self.sock.close(0)
+            raise StreamError(f"{endpoint}: cannot bind ({exc.strerror})") from None
+        self.endpoint = endpoint
+        self.sent = self.dropped = 0
+
+    def publish(self, camera: int, t: float, boxes_xywh, scores, classes=None, frame: Optional[int] = None) -> dict:
+        """One camera's boxes (pixels: x, y top-left, w, h) captured at t seconds; returns the
+        message. SchemaError if it would not validate."""
+        msg = validate_detections(make_detections_message(camera, t, boxes_xywh, scores, classes, frame))
+        try:
+            self.sock.send_multipart([DET_TOPIC, encode(msg)], flags=zmq.NOBLOCK)
+            self.sent += 1
+        except zmq.Again:
+            self.dropped += 1
+        return msg
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+    def __enter__(self) -> "DetectionPublisher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

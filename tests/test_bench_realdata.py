@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import DATA
 
-from tracker3d.bench.realdata import oracle_3d, variant_dirs, wildtrack_rows
+from tracker3d.bench.realdata import naive_3d, oracle_3d, variant_dirs, wildtrack_rows
 from tracker3d.cli import main
 from tracker3d.errors import Tracker3DError
 
@@ -19,6 +19,13 @@ def test_the_oracle_finds_the_persons_both_cameras_see():
     # True matches and IDs: high precision, few switches; misses are persons one camera sees.
     assert g["precision"] > 0.9 and g["IDSW"] <= 2 and 0.5 < g["recall"] < 1.0
     assert g["mean_dist_m"] < 0.25
+
+
+def test_the_naive_baseline_scores_between_nothing_and_the_oracle():
+    naive = naive_3d(SLICE / "clean")["ground"]
+    oracle = oracle_3d(SLICE / "clean")["ground"]
+    assert 0.2 < naive["MOTA"] < oracle["MOTA"] and naive["IDF1"] < oracle["IDF1"]
+    assert naive["IDSW"] > oracle["IDSW"]  # per-frame linking switches identities
 
 
 def test_variant_dirs_takes_a_folder_or_its_clean_and_noisy(tmp_path):

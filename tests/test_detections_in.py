@@ -156,3 +156,14 @@ def test_live_with_a_malformed_det_source_endpoint_is_one_line(capsys):
     assert main(["live", "--det-source", "nonsense", "--calib", str(SLICE / "clean" / "calib.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "nonsense" in err
+
+
+def test_detection_frames_without_a_time_are_counted_and_logged(tmp_path, caplog):
+    d = tmp_path / "dets"
+    shutil.copytree(SLICE / "clean", d)
+    rows = (d / "frames.csv").read_text().splitlines()
+    (d / "frames.csv").write_text("\n".join(rows[:31]) + "\n")  # 30 of the 40 frames
+    with caplog.at_level("WARNING"):
+        src = DetectionFolder.open_folder(d)
+    assert len(src) == 30 and src.unlisted == (10, 10)
+    assert "10 frames of det0 have no row" in caplog.text

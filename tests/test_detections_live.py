@@ -18,8 +18,8 @@ from conftest import DATA
 
 from persistence import HitCountGate
 from streams.detections import Boxes2D, DetectionFolder, DetectionPair, read_det_file
-from streams.detstream import DetectionStream
-from streams.errors import SchemaError
+from streams.detstream import DetectionPublisher, DetectionStream
+from streams.errors import SchemaError, StreamError
 from streams.messages import (
     DET_TOPIC,
     decode,
@@ -101,10 +101,10 @@ def test_detection_stream_pairs_by_capture_time_and_counts_what_it_refuses():
         pub.wait_subscriber()
         pub.send(b"\xff not json")
         pub.send({"schema": "tracks3d?", "camera": 0})
-        pub.send(make_detections_message(0, 0.0, [[10, 10, 20, 40]], [0.9]))
+        pub.send(make_detections_message(0, 0.0, [[10, 10, 20, 40]], [0.9], frame=17))
         pub.send(make_detections_message(1, 0.004, [[30, 10, 20, 40], [60, 10, 20, 40]], [0.8, 0.7]))
         p = src.read(timeout=3.0)
-        assert isinstance(p, DetectionPair) and (p.t0, p.t1) == (0.0, 0.004)
+        assert isinstance(p, DetectionPair) and (p.t0, p.t1) == (0.0, 0.004) and p.index == 17
         assert len(p.boxes0) == 1 and len(p.boxes1) == 2
         assert np.allclose(p.boxes1.boxes[0], [30, 10, 50, 50])  # xywh -> xyxy
         pub.send(make_detections_message(0, 0.5, [], []))  # its partner never comes
@@ -122,6 +122,27 @@ def test_detection_stream_pairs_by_capture_time_and_counts_what_it_refuses():
     finally:
         src.close()
         pub.close()
+
+
+def test_detection_publisher_feeds_a_detection_stream_and_refuses_bad_boxes():
+    ep = f"tcp://127.0.0.1:{_free_port()}"
+    with DetectionPublisher(ep) as pub:
+        src = DetectionStream(ep, tolerance=0.01, poll_ms=10)
+        try:
+            got = None
+            for k in range(100):  # until the subscription has reached the publisher
+                pub.publish(0, k * 0.1, [[5, 5, 10, 20]], [0.5], classes=["ball"])
+                pub.publish(1, k * 0.1, [[7, 5, 10, 20]], [0.6], classes=["ball"])
+                got = src.read(timeout=0.05) or got
+                if got is not None:
+                    break
+            assert got is not None and list(got.boxes0.classes) == ["ball"]
+            with pytest.raises(SchemaError, match=r"boxes\[0\]"):
+                pub.publish(0, 99.0, [[5, 5, -1, 20]], [0.5])
+        finally:
+            src.close()
+    with pytest.raises(StreamError, match="not a loopback address"):
+        DetectionPublisher("tcp://8.8.8.8:5557")
 
 
 def _free_port() -> int:
@@ -152,6 +173,7 @@ def test_live_det_source_tracks_what_the_example_publisher_sends(tmp_path):
     assert "received 80" in text and "invalid 0" in text
     msgs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(msgs) >= 30  # 40 pairs sent; a loaded machine may overwrite a few (live keeps the newest)
+    assert [m["frame"] for m in msgs] == sorted(m["frame"] for m in msgs) and msgs[-1]["frame"] == 39
     xyz = np.array([t["xyz"] for m in msgs for t in m["tracks"]])
     assert len(xyz) > 10 and all(m["frame_id"] == "world" for m in msgs)
     assert 0.5 < np.median(xyz[:, 2]) < 1.3  # box centres of people, in WildTrack's world frame
@@ -208,3 +230,18 @@ def test_det_file_class_column_reaches_the_replayed_tracks(tmp_path):
     assert main(["replay", str(d), "--out", str(out), "--gate", "hits", "--min-hits", "2", "--window", "3"]) == 0
     tracks = [t for line in out.read_text().splitlines() for t in json.loads(line)["tracks"]]
     assert tracks and {t["class"] for t in tracks} == {2}
+
+
+def test_csv_output_carries_the_class_column(tmp_path):
+    from tracker3d.outputs.files import read_csv
+
+    d = tmp_path / "dets"
+    d.mkdir()
+    for name in ("calib.yaml", "frames.csv", "det1.txt"):
+        (d / name).write_bytes((SLICE / "clean" / name).read_bytes())
+    rows = (SLICE / "clean" / "det0.txt").read_text().splitlines()
+    (d / "det0.txt").write_text("".join(",".join(r.split(",")[:7] + ["5"]) + "\n" for r in rows))
+    out = tmp_path / "t.csv"
+    assert main(["replay", str(d), "--out", str(out), "--gate", "hits", "--min-hits", "2", "--window", "3"]) == 0
+    got = read_csv(out)
+    assert got and {r["class"] for r in got} == {"5"}

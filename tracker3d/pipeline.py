@@ -108,7 +108,7 @@ class StereoPipeline:
 
     def step(self, pair: FramePair | DetectionPair) -> Frame3D:
         """One stereo time step: images (FramePair, detected here) or an outside detector's boxes
-        (DetectionPair, turned into Detections at the configured anchor)."""
+        (DetectionPair: boxes, scores and classes as Detections)."""
         if isinstance(pair, DetectionPair):
             c0 = time.perf_counter()
             d0, d1 = self.detections_from_boxes(pair.boxes0), self.detections_from_boxes(pair.boxes1)

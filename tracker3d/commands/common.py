@@ -39,8 +39,8 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
                    "track may be as uncertain as 4 of its triangulations (wide baselines); 0.05 suits person boxes "
                    "(WildTrack), 0 (default) keeps blob detectors' exact centroids")
     g.add_argument("--anchor", default="center", choices=list(ANCHORS),
-                   help="detection files/streams: which point of a box is the object, its centre or the middle "
-                   "of its bottom edge (default center; see README 'Your own detector')")
+                   help="which point of a detection box is the object (triangulated and reported): its centre or "
+                   "the middle of its bottom edge (default center; see README 'Your own detector')")
 
 
 def pipeline_from_args(args: argparse.Namespace):

@@ -1,6 +1,6 @@
 """Files of results, chosen by suffix: tracks3d messages as JSON lines (.jsonl, the ZMQ schema,
-one message per line), a flat table (.csv: frame, t, id, x, y, z, vx, vy, vz, persistence) or an
-MCAP file (.mcap: one JSON-schema channel `/tracks3d` carrying the same messages, for Foxglove)."""
+one message per line), a flat table (.csv: frame, t, id, x, y, z, vx, vy, vz, persistence, state,
+class) or an MCAP file (.mcap: one JSON-schema channel `/tracks3d` carrying the same messages, for Foxglove)."""
 from __future__ import annotations
 
 import csv
@@ -19,7 +19,7 @@ from streams.messages import (
     validate_message,
 )
 
-CSV_COLUMNS = ("frame", "t", "id", "x", "y", "z", "vx", "vy", "vz", "persistence", "state")
+CSV_COLUMNS = ("frame", "t", "id", "x", "y", "z", "vx", "vy", "vz", "persistence", "state", "class")
 MCAP_TOPIC = "/tracks3d"
 SUFFIXES = (".jsonl", ".ndjson", ".csv", ".mcap")
 
@@ -56,7 +56,8 @@ class JsonlWriter(_Writer):
 
 
 class CsvWriter(_Writer):
-    """One row per track per message: frame, t (s), id, x y z (m), vx vy vz (m/s), persistence, state."""
+    """One row per track per message: frame, t (s), id, x y z (m), vx vy vz (m/s), persistence, state,
+    class (the detections' class label; empty when they have none)."""
 
     def __init__(self, path: str | os.PathLike, frame_id: str = "cam0"):
         super().__init__(path, frame_id)
@@ -67,7 +68,7 @@ class CsvWriter(_Writer):
     def _write(self, msg: dict) -> None:
         for tr in msg["tracks"]:
             self._w.writerow([msg["frame"], repr(msg["t"]), tr["id"], *tr["xyz"], *tr["vel"], tr["persistence"],
-                              tr["state"]])
+                              tr["state"], tr.get("class", "")])
         self._f.flush()
 
     def close(self) -> None:
@@ -123,12 +124,14 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def read_csv(path: str | os.PathLike) -> list[dict]:
-    """Rows of a tracks .csv as dicts of numbers (state as text)."""
+    """Rows of a tracks .csv as dicts of numbers (state and class as text; class "" = none).
+    Files written before the class column read too."""
     with open(path, encoding="utf-8", newline="") as f:
         r = csv.DictReader(f)
-        if tuple(r.fieldnames or ()) != CSV_COLUMNS:
+        if tuple(r.fieldnames or ()) not in (CSV_COLUMNS, CSV_COLUMNS[:-1]):
             raise StreamError(f"{path}: expected the columns {', '.join(CSV_COLUMNS)}")
-        return [{k: (v if k == "state" else (int(v) if k in ("frame", "id") else float(v))) for k, v in row.items()}
+        text = ("state", "class")
+        return [{k: (v if k in text else (int(v) if k in ("frame", "id") else float(v))) for k, v in row.items()}
                 for row in r]
 
 
