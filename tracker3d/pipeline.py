@@ -39,8 +39,10 @@ class PipelineConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     association: AssociationConfig = field(default_factory=AssociationConfig)
     track3d: Track3DConfig = field(default_factory=Track3DConfig)
-    pixel_sigma: float = 0.25  # centroid noise used for triangulation covariance (our detector: 0.1-0.3 px)
-    border_px: float = 1.0  # blobs this close to the image border are not triangulated
+    pixel_sigma: float = 0.25  # centroid noise used for triangulation covariance (our detector: 0.1-0.3 px) ...
+    pixel_rel: float = 0.0  # ... or this fraction of the box size (sqrt(w h)), if larger (real detectors' boxes: 0.05)
+    border_px: float = 1.0  # a box this close to the image border is cut off: its centre is biased, so ...
+    truncated_rel: float = 0.0  # ... it is triangulated with this fraction of its size as pixel noise (0: not at all)
     sync_correction: bool = True  # move camera 1's pixels to camera 0's capture time (shutter skew)
     threads: bool = True  # detect the two cameras side by side
     # The point of each 2D box that is triangulated: its centre, or the middle of its bottom edge
@@ -89,6 +91,7 @@ class StereoPipeline:
             self._pool = ThreadPoolExecutor(2, thread_name_prefix="detect")
         self._last_t: Optional[float] = None
         self._dt = 1 / 30.0
+        self._n_dt = 0  # frame intervals seen
         self._classes: tuple[dict, dict] = ({}, {})  # per camera: 2D track id -> class of its last detection
         self._class3d: dict[int, object] = {}  # 3D track id -> its newest known class
 
@@ -145,7 +148,9 @@ class StereoPipeline:
         self._run_gate()
         c3 = time.perf_counter()
         if self._last_t is not None and t > self._last_t:
-            self._dt = 0.9 * self._dt + 0.1 * (t - self._last_t)
+            # the first interval sets it (from a 1/30 s guess an average would need ~20 frames at 2 fps)
+            self._dt = (t - self._last_t) if self._n_dt == 0 else 0.9 * self._dt + 0.1 * (t - self._last_t)
+            self._n_dt += 1
         self._last_t = t
         obs = self._associate(t, t1 - t0)
         c4 = time.perf_counter()
@@ -225,6 +230,7 @@ class StereoPipeline:
             uv1 = m1[j, :2] + [0.0, down * m1[j, 3]] + trk1.kf.x[j, 4:6] * shift
             o = PairObservation(int(trk0.ids[i]), int(trk1.ids[j]), bool(trk0.matched[i]), bool(trk1.matched[j]),
                                 uv0, uv1, float(min(trk0.gate_score[i], trk1.gate_score[j])))
+            o.size_px = float(np.sqrt(max(m0[i, 2] * m0[i, 3], 0.0) + max(m1[j, 2] * m1[j, 3], 0.0)) / math.sqrt(2))
             o.truncated = self._truncated(m0[i, :2], m0[i, 2:4], self.calib.cam0) or \
                 self._truncated(m1[j, :2], m1[j, 2:4], self.calib.cam1)
             obs.append(o)
@@ -237,11 +243,14 @@ class StereoPipeline:
                     or uv[1] + wh[1] / 2 > cam.height - m)
 
     def _triangulate(self, obs: list[PairObservation]) -> None:
-        both = [o for o in obs if o.seen0 and o.seen1 and not o.truncated]
+        c = self.cfg
+        both = [o for o in obs if o.seen0 and o.seen1 and (c.truncated_rel > 0 or not o.truncated)]
         if not both:
             return
+        sigma = np.array([max(c.pixel_sigma, (c.truncated_rel if o.truncated else c.pixel_rel) * o.size_px)
+                          for o in both])
         tri = triangulate(self.calib, np.array([o.uv0 for o in both]), np.array([o.uv1 for o in both]),
-                          pixel_sigma=self.cfg.pixel_sigma)
+                          pixel_sigma=sigma)
         for k, o in enumerate(both):
             if tri.valid[k]:
                 o.xyz, o.cov = tri.xyz[k], tri.cov[k]

@@ -78,6 +78,11 @@ def scene_from_args(args: argparse.Namespace) -> SceneConfig:
     cfg = cfg.with_(**kw)
     if cfg.seconds <= 0 or cfg.fps <= 0 or cfg.n_objects < 0:
         raise Tracker3DError("--seconds, --fps must be > 0 and --objects >= 0")
+    if cfg.stride < 1:
+        raise Tracker3DError(f"--set stride={cfg.stride}: expected an integer >= 1 (keep every stride-th frame)")
+    if not 0 <= cfg.jitter < cfg.stride / cfg.fps / 2:
+        raise Tracker3DError(f"--set jitter={cfg.jitter}: expected 0 <= jitter < half the frame interval "
+                             f"({cfg.stride / cfg.fps / 2:.4g} s), so capture times keep their order")
     return cfg
 
 
