@@ -175,7 +175,7 @@ def test_commands_running_the_learned_gate_use_one_torch_thread():
     torch.set_num_threads(2)
     try:
         make_gate(argparse.Namespace(gate="persistence", weights=None, gate_on=None, gate_off=None,
-                                     gate_device="cpu", gate_latch=0.5))
+                                     gate_device="cpu", gate_latch=0.5, min_hits=3, window=1.0))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
