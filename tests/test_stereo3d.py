@@ -240,3 +240,11 @@ def test_a_pair_with_neither_view_is_coasted_not_fatal():
         if k == 100:
             assert np.isfinite(f3.t) and len(f3.tracks) == n_before > 0
     assert len(f3.tracks) >= 3
+
+
+def test_tracks_start_when_every_time_is_below_minus_one_second():
+    rig = make_rig()
+    trk = Tracker3D(rig)
+    for k in range(10):
+        trk.update(-100.0 + k / 30, [_obs(1, 1, [0.1 * k / 30, 0, 3.0], rig)])
+    assert [tr.id for tr in trk.reported()] == [1]
