@@ -236,9 +236,7 @@ class RunStats:
         if source_stats:
             out["source"] = source_stats
         if publisher is not None:
-            out["zmq_sent"] = publisher.stats.sent
-            out["zmq_dropped"] = publisher.stats.dropped
-            out["zmq_subscribers"] = publisher.stats.subscribers
+            out["zmq"] = publisher.stats.as_dict()
         return out
 
 

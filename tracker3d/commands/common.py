@@ -57,9 +57,13 @@ def format_summary(summary: dict) -> str:
     if src:
         lines.append("source: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in src.items()))
-    if "zmq_sent" in summary:
-        lines.append(f"zmq: sent {summary['zmq_sent']}, dropped {summary['zmq_dropped']}, "
-                     f"subscribers {summary['zmq_subscribers']}")
+    z = summary.get("zmq")
+    if z:
+        lines.append(f"zmq: sent {z['sent']}" + (f", refused {z['refused']}" if z["refused"] else "")
+                     + f", subscribers connected {z['peers']} ({z['subscriptions']} subscriptions)"
+                     + (f", foreign subscriptions ignored {z['ignored_subscriptions']}"
+                        if z["ignored_subscriptions"] else "")
+                     + ", lost at subscribers unknown (a PUB socket cannot see it; subscribers see gaps in seq)")
     stage = [f"{s} {summary[f'{s}_ms_median']:.2f}/{summary[f'{s}_ms_p99']:.2f}"
              for s in STAGES + ("latency",) if f"{s}_ms_median" in summary]
     lines.append("ms median/p99: " + ", ".join(stage))

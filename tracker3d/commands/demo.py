@@ -51,11 +51,11 @@ def run(args: argparse.Namespace) -> int:
     pub = None if args.no_publish else TrackPublisher(args.publish, frame_id=pipe.frame_id,
                                                       curve_keys=args.curve_keys)
     if args.view:
-        start_viewer(args.publish, world.calib, args.curve_keys)
+        start_viewer(pub.endpoint, world.calib, args.curve_keys)
         time.sleep(2.0)  # let the viewer connect before the scene starts
     print(f"demo: scene '{cfg.name}' ({cfg.n_objects} objects, {cfg.seconds:.0f} s at {cfg.fps:.0f} fps, seed "
           f"{args.seed}), {'as fast as possible' if args.fast else 'live at the frame rate'}"
-          + ("" if pub is None else f"; publishing on {args.publish}"))
+          + ("" if pub is None else f"; publishing on {pub.endpoint}"))
     try:
         stats = run_pipeline(src, pipe, publisher=pub, on_frame=col,
                              progress=bar("demo", total=cfg.n_frames, unit="pair"))

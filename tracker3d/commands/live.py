@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
             if args.record else None
         out = open_writer(args.out, pipe.frame_id) if args.out else None
         if args.view:
-            start_viewer(args.publish, calib, args.curve_keys)
-        print(f"tracking {args.cam0} + {args.cam1}; publishing on {args.publish} (topic tracks3d); Ctrl-C stops")
+            start_viewer(pub.endpoint, calib, args.curve_keys)
+        print(f"tracking {args.cam0} + {args.cam1}; publishing on {pub.endpoint} (topic tracks3d); Ctrl-C stops")
         t_end = None if args.seconds is None else time.monotonic() + args.seconds
         stats = run_pipeline(src, pipe, publisher=pub, recorder=rec,
                              on_frame=(lambda f3: out.write(f3.index, f3.t, f3.tracks)) if out else None,

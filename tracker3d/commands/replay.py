@@ -69,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     messages: list = []
     out = open_writer(args.out, pipe.frame_id) if args.out and not args.smooth else None
     overlay = OverlayWriter(args.overlay, calib, rec.fps) if args.overlay else None
-    viewer = start_viewer(args.publish, calib, args.curve_keys) if args.view else None
+    if pub is not None:
+        print(f"publishing on {pub.endpoint} (topic tracks3d)")
+    viewer = start_viewer(pub.endpoint, calib, args.curve_keys) if args.view else None
     if viewer is not None:
         time.sleep(2.0)  # let the viewer connect before the first messages
     last_pair = _LastPair()
