@@ -155,7 +155,7 @@ class LiveStereoSource(StereoSource):
             if not d.grab():
                 return math.nan
             self.cam_stats[i].skipped += 1
-        return time.time() if d.grab() else math.nan
+        return time.monotonic() if d.grab() else math.nan
 
     def _run(self) -> None:
         try:
@@ -207,7 +207,11 @@ class LiveStereoSource(StereoSource):
             if self.image_size is None:
                 img = img0 if img0 is not None else img1
                 self.image_size = (img.shape[1], img.shape[0])
-            self._slot.put(FramePair(self._index, t0, t1, img0, img1, wall=min(x for x in (t0, t1) if x == x)))
+            # Pair times are on the monotonic clock (a wall-clock step never makes time go back);
+            # the wall clock labels the pair, for latency only.
+            t_cap = min(x for x in (t0, t1) if x == x)
+            wall = time.time() - (time.monotonic() - t_cap)
+            self._slot.put(FramePair(self._index, t0, t1, img0, img1, wall=wall))
             self._index += 1
             self.stats.pairs += 1
             self.stats.overwritten = self._slot.overwritten

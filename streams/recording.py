@@ -169,7 +169,8 @@ def _parse_time(s: str, path: Path, line: int, col: str) -> float:
 
 
 def read_frames_csv(path: Path) -> list[tuple[int, float, float]]:
-    """Rows (index, t0, t1) of a frames.csv; a partial last line (a cut-off write) is ignored."""
+    """Rows (index, t0, t1) of a frames.csv; a partial last line (a cut-off write) is ignored.
+    Times are checked (check_times): they must rise; a jump forward is logged."""
     if not path.is_file():
         raise StreamError(f"{path}: missing (not a tracker3d recording?)")
     raw = path.read_bytes()
@@ -183,7 +184,7 @@ def read_frames_csv(path: Path) -> list[tuple[int, float, float]]:
         log.warning("%s: ignoring a partial last line (recording was cut off)", path)
     if not complete or complete[0].strip().replace(" ", "") != ",".join(FRAMES_HEADER):
         raise StreamError(f"{path}: expected the header 'index,t0,t1'")
-    rows = []
+    rows: list[tuple[int, float, float, int]] = []
     last = -1
     for n, line in enumerate(complete[1:], start=2):
         if not line.strip():
@@ -202,8 +203,51 @@ def read_frames_csv(path: Path) -> list[tuple[int, float, float]]:
         t1 = _parse_time(parts[2], path, n, "t1")
         if math.isnan(t0) and math.isnan(t1):
             raise StreamError(f"{path}:{n}: both t0 and t1 are empty")
-        rows.append((idx, t0, t1))
-    return rows
+        rows.append((idx, t0, t1, n))
+    check_times(path, rows)
+    return [r[:3] for r in rows]
+
+
+JUMP_MIN_S = 1.0  # a gap this long (and 50 frame periods) between two pairs is a time jump
+
+
+def check_times(path: Path, rows: list[tuple[int, float, float, int]]) -> None:
+    """Each camera's times must rise: StreamError naming the line otherwise (all-zero times,
+    repeated or falling times). A jump forward (a gap of over 1 s and 50 frame periods) is
+    logged as a warning naming its line: tracks end there and start again."""
+    times = [(t0, t1) for _, t0, t1, _ in rows]
+    present = [v for pair in times for v in pair if not math.isnan(v)]
+    if len(rows) > 1 and present and all(v == 0.0 for v in present):
+        raise StreamError(f"{path}: every t0 and t1 is 0 (lines 2-{rows[-1][3]}): the recording has no "
+                          "capture times (expected seconds that rise pair by pair)")
+    for k, col in enumerate(("t0", "t1")):
+        prev: Optional[tuple[float, int]] = None
+        for _, *ts, line in rows:
+            v = ts[k]
+            if math.isnan(v):
+                continue
+            if prev is not None and v <= prev[0]:
+                what = "repeats" if v == prev[0] else "goes back from"
+                raise StreamError(f"{path}:{line}: field '{col}': time {v:.6f} {what} {prev[0]:.6f} (line "
+                                  f"{prev[1]}); expected times that rise pair by pair")
+            prev = (v, line)
+    t = np.array([t0 if not math.isnan(t0) else t1 for t0, t1 in times])
+    if len(t) < 3:
+        return
+    dt = np.diff(t)
+    period = float(np.median(dt))
+    for i in np.flatnonzero(dt > max(JUMP_MIN_S, 50 * period))[:3]:
+        log.warning("%s:%d: time jumps by %.1f s (frame period %.3f s): tracks end there and start again",
+                    path, rows[i + 1][3], dt[i], period)
+
+
+def _meta_fps(path: Path, meta: dict) -> float:
+    """meta.json's `fps` (30 when absent): StreamError unless a finite number > 0."""
+    v = meta.get("fps", 30.0)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    if not ok:
+        raise StreamError(f"{path}: field 'fps': expected a number of frames per second > 0, got {json.dumps(v)}")
+    return float(v)
 
 
 def _find_video(d: Path, cam: str) -> Path:
@@ -255,7 +299,7 @@ class RecordingReader(StereoSource):
         self._i = 0
         if self.calib is not None:
             self.image_size = self.calib.cam0.image_size
-        self.fps = float(self.meta.get("fps", 30.0))
+        self.fps = _meta_fps(mp, self.meta)
 
     def __len__(self) -> int:
         return len(self.rows)

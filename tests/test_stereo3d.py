@@ -248,3 +248,33 @@ def test_tracks_start_when_every_time_is_below_minus_one_second():
     for k in range(10):
         trk.update(-100.0 + k / 30, [_obs(1, 1, [0.1 * k / 30, 0, 3.0], rig)])
     assert [tr.id for tr in trk.reported()] == [1]
+
+
+def test_a_one_hour_time_jump_does_not_blind_the_tracker():
+    """+1 h between two pairs (a clock jump in frames.csv): tracks end there, tracking resumes
+    as fast as at the start (the frame-period estimate used to be poisoned for seconds), and the
+    jump is said once in the run summary."""
+    def reported_after(jump):
+        world = SimWorld(get_scene("default").with_(seconds=6.0), seed=0)
+        src = SimStereoSource(world)
+        pipe = StereoPipeline(world.calib, PipelineConfig(threads=False))
+        counts = []
+
+        class Shifted:
+            live = False
+
+            def read(self, timeout=None):
+                p = src.read()
+                if p is not None and p.index >= 90:
+                    p.t0, p.t1 = p.t0 + jump, p.t1 + jump
+                return p
+
+        st = run(Shifted(), pipe, on_frame=lambda f3: counts.append(len(f3.tracks)))
+        pipe.close()
+        return counts, st
+
+    base, _ = reported_after(0.0)
+    jumped, st = reported_after(3600.0)
+    # 1 s after the jump, as many objects are tracked as 1 s after the start of the run.
+    assert sum(jumped[120:150]) >= 0.8 * sum(base[120:150]) > 0
+    assert len(st.warnings) == 1 and "time jumps by 3600.0 s" in st.warnings[0]

@@ -10,15 +10,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from streams import (
-    SchemaError,
-    StreamError,
-    TrackPublisher,
-    decode,
-    encode,
-    make_message,
-    subscribe,
-)
+from streams import SchemaError, StreamError, TrackPublisher, decode, encode, make_message, subscribe
 
 
 def free_port() -> int:

@@ -82,6 +82,38 @@ class StereoPipeline:
             self._pool = ThreadPoolExecutor(2, thread_name_prefix="detect")
         self._last_t: Optional[float] = None
         self._dt = 1 / 30.0
+        self._gaps = 0  # frame periods seen (the first one sets the dt estimate)
+        self.resets = 0  # time jumps that ended every track
+        self.warnings: list[str] = []  # said once each (logged, and in the run summary)
+
+    def warn_once(self, key: str, text: str) -> None:
+        """Log `text` as a warning the first time `key` is seen; it also goes in the run summary."""
+        if any(w.startswith(key + ":") for w in self.warnings):
+            return
+        self.warnings.append(f"{key}: {text}")
+        log.warning("%s", text)
+
+    @property
+    def reset_gap_s(self) -> float:
+        """A gap between pairs longer than this is a time jump, not missing frames: longer than
+        twice any track buffer and 20 frame periods."""
+        c = self.cfg
+        return max(2 * c.tracker.lost_buffer_s, 2 * c.track3d.max_coast_s, 20 * self._dt)
+
+    def _reset_tracks(self, index: int, gap: float) -> None:
+        """A time jump: every 2D and 3D track ends here (3D ones are finished, kept for smoothing);
+        new tracks start from the next detections. The frame-period estimate is kept."""
+        old = self.trackers
+        self.trackers = [ByteTracker(self.cfg.tracker, self.gate, self.calib.cam0.image_size),
+                         ByteTracker(self.cfg.tracker, self.gate, self.calib.cam1.image_size,
+                                     gate_key_offset=CAM1_KEY_OFFSET)]
+        for before, after in zip(old, self.trackers):
+            before.gate.forget((before.ids + before.gate_key_offset).tolist())
+            after.next_id = before.next_id  # 2D ids stay unique over the run
+        self.tracker3d.finish()
+        self.resets += 1
+        self.warn_once("time jump", f"pair {index}: time jumps by {gap:.1f} s (frame period {self._dt:.3f} s): "
+                       "every track ended there and tracking started again (said once)")
 
     def close(self) -> None:
         if self._pool is not None:
@@ -100,6 +132,8 @@ class StereoPipeline:
         if not math.isfinite(t):
             # Neither camera delivered a frame (nor a time): coast one frame period on.
             t = (self._last_t + self._dt) if self._last_t is not None else 0.0
+        if self._last_t is not None and t - self._last_t > self.reset_gap_s:
+            self._reset_tracks(pair.index, t - self._last_t)
         c0 = time.perf_counter()
         d0, d1 = self._detect(pair)
         c1 = time.perf_counter()
@@ -112,8 +146,10 @@ class StereoPipeline:
         c2 = time.perf_counter()
         self._run_gate()
         c3 = time.perf_counter()
-        if self._last_t is not None and t > self._last_t:
-            self._dt = 0.9 * self._dt + 0.1 * (t - self._last_t)
+        if self._last_t is not None and 0 < t - self._last_t <= self.reset_gap_s:
+            gap = t - self._last_t
+            self._dt = gap if self._gaps == 0 else 0.9 * self._dt + 0.1 * gap
+            self._gaps += 1
         self._last_t = t
         obs = self._associate(t, t1 - t0)
         c4 = time.perf_counter()
@@ -263,6 +299,7 @@ class RunStats:
         default_factory=lambda: {s: StreamingQuantiles() for s in STAGES + ("latency",)})
     tracks_max: int = 0
     wall_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # said once each by the pipeline
 
     def summary(self, source_stats: Optional[dict] = None, publisher=None) -> dict:
         out = {"pairs_in": self.pairs_in, "processed": self.processed, "published": self.published,
@@ -272,6 +309,8 @@ class RunStats:
             if len(v):
                 out[f"{k}_ms_median"] = v.quantile(0.5)
                 out[f"{k}_ms_p99"] = v.quantile(0.99)
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         if source_stats:
             out["source"] = source_stats
         if publisher is not None:
@@ -326,6 +365,7 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
         log.info("interrupted: shutting down")
     finally:
         st.wall_s = time.perf_counter() - start
+        st.warnings = list(getattr(pipeline, "warnings", []))
         if bar is not None:
             bar.close()
     return st

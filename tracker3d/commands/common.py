@@ -67,6 +67,7 @@ def format_summary(summary: dict) -> str:
     stage = [f"{s} {summary[f'{s}_ms_median']:.2f}/{summary[f'{s}_ms_p99']:.2f}"
              for s in STAGES + ("latency",) if f"{s}_ms_median" in summary]
     lines.append("ms median/p99: " + ", ".join(stage))
+    lines.extend(f"warning: {w}" for w in summary.get("warnings", []))
     return "\n".join(lines)
 
 
