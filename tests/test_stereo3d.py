@@ -5,6 +5,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from calib.rigs import make_rig
 from streams import subscribe
@@ -278,3 +279,21 @@ def test_a_one_hour_time_jump_does_not_blind_the_tracker():
     # 1 s after the jump, as many objects are tracked as 1 s after the start of the run.
     assert sum(jumped[120:150]) >= 0.8 * sum(base[120:150]) > 0
     assert len(st.warnings) == 1 and "time jumps by 3600.0 s" in st.warnings[0]
+
+
+@pytest.mark.parametrize("option, value, match", [
+    ("--gate-on", "5", "--gate-on 5.0: expected a score in (0, 1]"),
+    ("--gate-on", "nan", "--gate-on nan: expected"),
+    ("--gate-off", "0.9", "--gate-off 0.9: expected a score below --gate-on 0.5"),
+    ("--pixel-sigma", "0", "--pixel-sigma 0.0: expected pixels > 0"),
+    ("--pixel-sigma", "nan", "--pixel-sigma nan"),
+    ("--gate-device", "tpu", "--gate-device tpu: expected auto, cpu, cuda or cuda:N"),
+    ("--max-coast", "-1", "--max-coast -1.0: expected seconds >= 0"),
+    ("--window", "inf", "--window inf"),
+    ("--min-hits", "0", "--min-hits 0"),
+])
+def test_bad_option_values_are_refused_in_one_line(capsys, option, value, match):
+    extra = ["--gate-on", "0.5"] if option == "--gate-off" else []
+    assert main(["demo", "--fast", "--seconds", "0.5", "--no-publish", *extra, option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0]

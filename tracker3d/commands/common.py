@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import subprocess
 from typing import Optional
 
 from persistence import HitCountGate
 
+from ..errors import Tracker3DError
 from ..pipeline import STAGES, PipelineConfig
 from ..stereo.track3d import Track3DConfig
 
@@ -34,13 +37,40 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-coast", type=float, default=0.5, help="seconds a 3D track survives unseen")
 
 
+def _bad(option: str, value, expected: str) -> Tracker3DError:
+    return Tracker3DError(f"{option} {value}: expected {expected}")
+
+
+def check_pipeline_args(args: argparse.Namespace) -> None:
+    """The pipeline options' values, checked before anything runs: Tracker3DError (one line)
+    naming the option. NaN is never a valid value."""
+    def number(option: str, v, ok, expected: str) -> None:
+        if v is not None and not (math.isfinite(v) and ok(v)):
+            raise _bad(option, v, expected)
+
+    number("--window", args.window, lambda v: v > 0, "seconds > 0")
+    if args.min_hits < 1:
+        raise _bad("--min-hits", args.min_hits, "a count >= 1")
+    number("--gate-on", args.gate_on, lambda v: 0 < v <= 1, "a score in (0, 1]")
+    number("--gate-off", args.gate_off, lambda v: 0 <= v < 1, "a score in [0, 1)")
+    if args.gate_on is not None and args.gate_off is not None and args.gate_off >= args.gate_on:
+        raise _bad("--gate-off", args.gate_off, f"a score below --gate-on {args.gate_on}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(args.gate_device)):
+        raise _bad("--gate-device", args.gate_device, "auto, cpu, cuda or cuda:N")
+    number("--gate-latch", getattr(args, "gate_latch", 0.5), lambda v: v >= 0, "seconds >= 0")
+    number("--pixel-sigma", getattr(args, "pixel_sigma", None), lambda v: v > 0, "pixels > 0")
+    number("--max-coast", getattr(args, "max_coast", None), lambda v: v >= 0, "seconds >= 0")
+
+
 def pipeline_from_args(args: argparse.Namespace):
+    check_pipeline_args(args)
     cfg = PipelineConfig(detector=args.detector, pixel_sigma=args.pixel_sigma,
                          track3d=Track3DConfig(model=args.model, max_coast_s=args.max_coast))
     return cfg, make_gate(args)
 
 
 def make_gate(args: argparse.Namespace):
+    check_pipeline_args(args)
     if args.gate == "persistence":
         from persistence.filter import TrackPersistenceFilter
 
