@@ -95,8 +95,9 @@ class RecordingWriter(Closeable):
         self.codec = codec
         self.count = 0
         self._writers: list = [None, None]
-        self._size: Optional[tuple[int, int]] = None
+        self._size: list[Optional[tuple[int, int]]] = [None, None]  # per camera (they may differ)
         self._channels = 3
+        self._calib_size = (calib.cam0.image_size, calib.cam1.image_size) if calib is not None else (None, None)
         if calib is not None:
             save_calibration(calib, self.dir / "calib.yaml")
         self.meta = {"format": "tracker3d-recording@1", "fps": self.fps, "codec": codec,
@@ -108,22 +109,27 @@ class RecordingWriter(Closeable):
         self._fsync_every = fsync_every_s
         self._last_sync = time.monotonic()
 
-    def _open_writers(self, img: np.ndarray) -> None:
-        h, w = img.shape[:2]
-        self._size = (w, h)
+    def _open_writers(self, pair: FramePair) -> None:
+        first = pair.img0 if pair.img0 is not None else pair.img1
+        for i, img in enumerate((pair.img0, pair.img1)):
+            if self._size[i] is None:  # a camera's size: its first frame's (else its calibration's)
+                src = img if img is not None or self._calib_size[i] is None else None
+                src = first if src is None and self._calib_size[i] is None else src
+                self._size[i] = (src.shape[1], src.shape[0]) if src is not None else self._calib_size[i]
         for i in (0, 1):
             path = self.dir / f"cam{i}{CODECS[self.codec]}"
             self._writers[i] = (JpegStreamSink(path) if self.codec == "MJPEG"
-                                else CvVideoSink(path, self.codec, self.fps, (w, h)))
+                                else CvVideoSink(path, self.codec, self.fps, self._size[i]))
 
-    def _prepare(self, img: Optional[np.ndarray]) -> np.ndarray:
+    def _prepare(self, img: Optional[np.ndarray], cam: int) -> np.ndarray:
+        w, h = self._size[cam]
         if img is None:
-            return np.zeros((self._size[1], self._size[0], 3), np.uint8)
+            return np.zeros((h, w, 3), np.uint8)
         if img.ndim == 2:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        if (img.shape[1], img.shape[0]) != self._size:
-            raise StreamError(f"{self.dir}: frame {img.shape[1]}x{img.shape[0]} differs from the recording's "
-                              f"{self._size[0]}x{self._size[1]}")
+        if (img.shape[1], img.shape[0]) != (w, h):
+            raise StreamError(f"{self.dir}: cam{cam} frame {img.shape[1]}x{img.shape[0]} differs from the "
+                              f"recording's {w}x{h}")
         return img
 
     def write(self, pair: FramePair) -> None:
@@ -131,9 +137,9 @@ class RecordingWriter(Closeable):
         if first is None:
             return
         if self._writers[0] is None:
-            self._open_writers(first)
-        self._writers[0].write(self._prepare(pair.img0))
-        self._writers[1].write(self._prepare(pair.img1))
+            self._open_writers(pair)
+        self._writers[0].write(self._prepare(pair.img0, 0))
+        self._writers[1].write(self._prepare(pair.img1, 1))
         self._writers[0].flush()
         self._writers[1].flush()
         t0 = "" if pair.img0 is None or math.isnan(pair.t0) else f"{pair.t0:.6f}"
@@ -316,11 +322,12 @@ class RecordingReader(StereoSource):
                         self.dir, self._i, len(self.rows))
             self._i = len(self.rows)
             return None
-        if self.image_size is not None:
+        if self.calib is not None:
             for k, img in enumerate((img0, img1)):
-                if (img.shape[1], img.shape[0]) != tuple(self.image_size):
+                want = (self.calib.cam0, self.calib.cam1)[k].image_size
+                if (img.shape[1], img.shape[0]) != tuple(want):
                     raise StreamError(f"{self.video_paths[k]}: frames are {img.shape[1]}x{img.shape[0]} but "
-                                      f"the calibration expects {self.image_size[0]}x{self.image_size[1]}")
+                                      f"the calibration expects {want[0]}x{want[1]} for cam{k}")
         self._i += 1
         pair = FramePair(idx, t0, t1, img0 if not math.isnan(t0) else None, img1 if not math.isnan(t1) else None)
         if self._pacer is not None:

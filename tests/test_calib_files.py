@@ -135,3 +135,31 @@ def test_anipose_toml(tmp_path):
     p.write_text(_anipose_text(rig, rv0, tv0, rv0, tv0))
     with pytest.raises(CalibrationError, match="zero baseline"):
         load_calibration(p)
+
+
+def test_cameras_of_different_sizes_keep_their_sizes_through_save_load_and_replay(tmp_path):
+    from calib import StereoCalibration
+    from streams import FramePair, RecordingReader, RecordingWriter, StreamError
+
+    rig = make_rig()
+    rig = StereoCalibration(rig.cam0, rig.cam1.scaled(320, 240), rig.R, rig.T)
+    rv0, tv0 = np.zeros(3), np.zeros(3)
+    p = tmp_path / "calibration.toml"
+    p.write_text(_anipose_text(rig, rv0, tv0, cv2.Rodrigues(rig.R)[0].ravel(), rig.T))
+    calib = load_calibration(p)
+    assert calib.cam0.image_size == (640, 480) and calib.cam1.image_size == (320, 240)
+    back = load_calibration(save_calibration(calib, tmp_path / "rig.yaml"))
+    assert back.cam0.image_size == (640, 480) and back.cam1.image_size == (320, 240)
+    np.testing.assert_allclose(back.cam1.K, calib.cam1.K)
+    # A recording of the two cameras replays: each camera is checked against its own size.
+    img0, img1 = np.zeros((480, 640, 3), np.uint8), np.zeros((240, 320, 3), np.uint8)
+    with RecordingWriter(tmp_path / "rec", calib=back) as w:
+        for i in range(3):
+            w.write(FramePair(i, i / 30, i / 30, img0, img1 if i != 1 else None))
+    with RecordingReader(tmp_path / "rec") as rec:
+        pairs = list(rec)
+    assert [p.img1.shape if p.img1 is not None else None for p in pairs] == [(240, 320, 3), None, (240, 320, 3)]
+    with RecordingWriter(tmp_path / "wrong", calib=back) as w:
+        w.write(FramePair(0, 0.0, 0.0, img0, img0))
+    with pytest.raises(StreamError, match=r"cam1.mjpg: frames are 640x480 but the calibration expects 320x240"):
+        list(RecordingReader(tmp_path / "wrong"))

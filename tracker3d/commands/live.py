@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     calib = load_calibration(args.calib)
     src = open_stereo(args.cam0, args.cam1, tolerance=args.tolerance, realtime=True, fps=args.fps,
-                      expected_size=calib.cam0.image_size)
+                      expected_size=(calib.cam0.image_size, calib.cam1.image_size))
     config, gate = pipeline_from_args(args)
     pipe = StereoPipeline(calib, config, gate=gate)
     pub = rec = out = None

@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     calib = load_calibration(args.calib) if args.calib else None
-    size = calib.cam0.image_size if calib else None
+    size = (calib.cam0.image_size, calib.cam1.image_size) if calib else None
     src = open_stereo(args.cam0, args.cam1, tolerance=args.tolerance, fps=args.fps, expected_size=size)
     n = 0
     t_start = time.monotonic()
