@@ -8,6 +8,7 @@ given, as ``image_width2`` and ``image_height2``, else camera 0's), optional ``R
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -19,7 +20,10 @@ import numpy as np
 from .camera import CameraModel
 from .epipolar import is_rotation
 from .errors import CalibrationError
+from .plausibility import check_plausible
 from .stereo import StereoCalibration, from_world_poses
+
+log = logging.getLogger(__name__)
 
 _DIST_LENGTHS = (4, 5, 8, 12, 14)
 _ROT_TOL = 1e-5
@@ -247,7 +251,8 @@ def _load_anipose(path: Path) -> StereoCalibration:
 def load_calibration(path: str | os.PathLike) -> StereoCalibration:
     """Load and validate a stereo calibration (.yaml/.yml/.xml/.json OpenCV, .toml aniposelib).
 
-    Raises CalibrationError with one line naming the file and the field.
+    Raises CalibrationError with one line naming the file and the field; what is certainly wrong
+    for a stereo tracker is refused and what only looks wrong is logged (calib.plausibility).
     """
     path = Path(path)
     if not path.is_file():
@@ -255,7 +260,11 @@ def load_calibration(path: str | os.PathLike) -> StereoCalibration:
     if path.stat().st_size == 0:
         raise CalibrationError(f"{path}: calibration file is empty")
     if path.suffix.lower() == ".toml":
-        return _load_anipose(path)
-    if path.suffix.lower() not in (".yaml", ".yml", ".xml", ".json"):
+        calib = _load_anipose(path)
+    elif path.suffix.lower() not in (".yaml", ".yml", ".xml", ".json"):
         raise CalibrationError(f"{path}: unknown calibration format (expected .yaml, .yml, .xml, .json or .toml)")
-    return _load_opencv(path)
+    else:
+        calib = _load_opencv(path)
+    for w in check_plausible(calib, path):
+        log.warning("%s", w)
+    return calib

@@ -163,3 +163,57 @@ def test_cameras_of_different_sizes_keep_their_sizes_through_save_load_and_repla
         w.write(FramePair(0, 0.0, 0.0, img0, img0))
     with pytest.raises(StreamError, match=r"cam1.mjpg: frames are 640x480 but the calibration expects 320x240"):
         list(RecordingReader(tmp_path / "wrong"))
+
+
+def _with(rig, **kw):
+    from calib import CameraModel, StereoCalibration
+
+    cam0 = rig.cam0
+    if "fx" in kw:
+        K = cam0.K.copy()
+        K[0, 0] = K[1, 1] = kw["fx"]
+        cam0 = CameraModel(K, cam0.dist, cam0.image_size)
+    return StereoCalibration(cam0, rig.cam1, kw.get("R", rig.R), kw.get("T", rig.T))
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(fx=1.0), r"field 'M1': fx = 1 px gives a 179.\d deg field of view"),
+    (dict(T_scale=1e-9 / 0.2), r"field 'T': baseline \|T\| = 1e-09"),
+    (dict(rot_deg=90), r"fields 'R', 'T': the two cameras' views share no point in front of the rig"),
+])
+def test_a_calibration_that_cannot_work_is_refused_at_load(tmp_path, change, match):
+    rig = make_rig()
+    if "T_scale" in change:
+        change = dict(T=rig.T * change["T_scale"])
+    if "rot_deg" in change:
+        change = dict(R=cv2.Rodrigues(np.array([0, np.radians(change["rot_deg"]), 0]))[0] @ rig.R)
+    p = save_calibration(_with(rig, **change), tmp_path / "bad.yaml")
+    with pytest.raises(CalibrationError, match=match):
+        load_calibration(p)
+
+
+@pytest.mark.parametrize("scale, match", [(1000.0, "T looks like millimetres"), (5000.0, "T looks like millimetres"),
+                                          (0.02, "under 1 cm")])
+def test_a_calibration_that_looks_wrong_is_warned_at_load(tmp_path, caplog, scale, match):
+    rig = make_rig()
+    p = save_calibration(_with(rig, T=rig.T * scale), tmp_path / "odd.yaml")
+    with caplog.at_level("WARNING"):
+        load_calibration(p)
+    assert sum(match in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_calibration(save_calibration(rig, tmp_path / "fine.yaml"))
+    assert not caplog.records
+
+
+def test_degenerate_geometry_triangulates_to_flags_not_a_singular_matrix_error():
+    from calib import triangulate
+    from tracker3d.evaluation.eval3d import match_radius
+
+    rig = make_rig()
+    X = np.array([[0.1, 0.0, 3.0], [-0.358, 1.818, 10.248], [1.811, 1.694, 5.690]])
+    for bad in (_with(rig, T=rig.T * 1e-9 / 0.2),
+                _with(rig, R=cv2.Rodrigues(np.array([0, np.pi / 2, 0]))[0] @ rig.R)):
+        tri = triangulate(bad, *bad.project(X), pixel_sigma=0.25)  # used to raise LinAlgError
+        assert not tri.valid.any() and np.isnan(tri.xyz).all() and np.isnan(tri.cov).all()
+        assert np.all(np.isfinite(match_radius(bad, X)))

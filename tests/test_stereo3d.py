@@ -297,3 +297,24 @@ def test_bad_option_values_are_refused_in_one_line(capsys, option, value, match)
     assert main(["demo", "--fast", "--seconds", "0.5", "--no-publish", *extra, option, value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
+
+
+def _run_with_calib(calib_of, seconds=6.0):
+    world = SimWorld(get_scene("default").with_(seconds=seconds), seed=0)
+    src = SimStereoSource(world)
+    pipe = StereoPipeline(calib_of(world.calib), PipelineConfig(threads=False))
+    st = run(src, pipe)
+    pipe.close()
+    return st
+
+
+def test_a_wrong_calibration_that_pairs_nothing_is_said_in_the_run_summary():
+    """T's sign flipped (or cameras swapped): both cameras track objects, nothing pairs, zero 3D
+    tracks; the run says why instead of exiting quietly with nothing."""
+    from calib import StereoCalibration
+
+    flipped = _run_with_calib(lambda c: StereoCalibration(c.cam0, c.cam1, c.R, -c.T))
+    assert flipped.tracks_max == 0
+    assert len(flipped.warnings) == 1 and "none paired across the cameras into a 3D point: check the " \
+        "calibration" in flipped.warnings[0]
+    assert _run_with_calib(lambda c: c).warnings == []

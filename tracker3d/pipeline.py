@@ -85,6 +85,7 @@ class StereoPipeline:
         self._gaps = 0  # frame periods seen (the first one sets the dt estimate)
         self.resets = 0  # time jumps that ended every track
         self.warnings: list[str] = []  # said once each (logged, and in the run summary)
+        self._unpaired: Optional[tuple[float, int]] = None  # (since, frames) with tracks in both views, no pair
 
     def warn_once(self, key: str, text: str) -> None:
         """Log `text` as a warning the first time `key` is seen; it also goes in the run summary."""
@@ -154,6 +155,7 @@ class StereoPipeline:
         obs = self._associate(t, t1 - t0)
         c4 = time.perf_counter()
         self._triangulate(obs)
+        self._watch_pairing(t, sum(o.xyz is not None for o in obs))
         self.tracker3d.update(t, obs, frame=pair.index)
         raw = {}
         by_pair = {(o.id0, o.id1): o for o in obs}
@@ -167,6 +169,27 @@ class StereoPipeline:
         tm.update(detect=(c1 - c0) * 1e3, track2d=(c2 - c1) * 1e3, gate=(c3 - c2) * 1e3,
                   associate=(c4 - c3) * 1e3, triangulate_kf=(c5 - c4) * 1e3)
         return Frame3D(pair.index, t, tracks, tm, raw, pair.wall)
+
+    # Persistent 2D tracks in both views this long with no stereo pair: something is wrong.
+    UNPAIRED_WARN_S = 3.0
+    UNPAIRED_WARN_FRAMES = 20
+
+    def _watch_pairing(self, t: float, n_pairs: int) -> None:
+        """Warn once when both cameras have had persistent 2D tracks for a while and no pair
+        triangulated (in front of both cameras): the signature of a wrong or swapped calibration,
+        swapped cameras or a time offset."""
+        trk0, trk1 = self.trackers
+        both = bool((trk0.confirmed & trk0.persistent).any() and (trk1.confirmed & trk1.persistent).any())
+        if n_pairs or not both:
+            if n_pairs:
+                self._unpaired = None
+            return
+        since, frames = self._unpaired or (t, 0)
+        self._unpaired = (since, frames + 1)
+        if frames + 1 >= self.UNPAIRED_WARN_FRAMES and t - since >= self.UNPAIRED_WARN_S:
+            self.warn_once("no stereo pairs", f"both cameras have tracked objects for {t - since:.1f} s "
+                           f"({frames + 1} frames) but none paired across the cameras into a 3D point: check the calibration "
+                           "(R, T, units), the camera order (--cam0/--cam1) and the time offset between the cameras")
 
     def _run_gate(self) -> None:
         """One batched gate call over the live tracks of both cameras."""
