@@ -296,3 +296,18 @@ def test_track2d_with_the_learned_gate(tmp_path, capsys):
     assert main(["track2d", "--det", str(tmp_path / "det.txt"), "--gate", "persistence", "--out",
                  str(tmp_path / "t2.txt")]) == 2
     assert "needs --image-size WxH" in capsys.readouterr().err
+
+
+def test_weights_with_non_finite_tensors_are_refused_at_load(tmp_path, capsys):
+    m = _model()
+    with torch.no_grad():
+        for prm in m.parameters():
+            prm.fill_(float("nan"))
+    p = _save(tmp_path, m)
+    with pytest.raises(WeightsError, match=r"w.pt: tensor '.*' holds \d+ of \d+ NaN or infinite values"):
+        checkpoint.load(p)
+    from tracker3d.cli import main
+
+    assert main(["demo", "--fast", "--seconds", "0.5", "--no-publish", "--weights", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN or infinite" in err[0]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
 import subprocess
 from typing import Optional
 
@@ -47,7 +49,34 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
                    "the middle of its bottom edge (default center; see README 'Your own detector')")
 
 
+def _bad(option: str, value, expected: str) -> Tracker3DError:
+    return Tracker3DError(f"{option} {value}: expected {expected}")
+
+
+def check_pipeline_args(args: argparse.Namespace) -> None:
+    """The pipeline options' values, checked before anything runs: Tracker3DError (one line)
+    naming the option. NaN is never a valid value."""
+    def number(option: str, v, ok, expected: str) -> None:
+        if v is not None and not (math.isfinite(v) and ok(v)):
+            raise _bad(option, v, expected)
+
+    number("--window", args.window, lambda v: v > 0, "seconds > 0")
+    if args.min_hits < 1:
+        raise _bad("--min-hits", args.min_hits, "a count >= 1")
+    number("--gate-on", args.gate_on, lambda v: 0 < v <= 1, "a score in (0, 1]")
+    number("--gate-off", args.gate_off, lambda v: 0 <= v < 1, "a score in [0, 1)")
+    if args.gate_on is not None and args.gate_off is not None and args.gate_off >= args.gate_on:
+        raise _bad("--gate-off", args.gate_off, f"a score below --gate-on {args.gate_on}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(args.gate_device)):
+        raise _bad("--gate-device", args.gate_device, "auto, cpu, cuda or cuda:N")
+    number("--gate-latch", getattr(args, "gate_latch", 0.5), lambda v: v >= 0, "seconds >= 0")
+    number("--pixel-sigma", getattr(args, "pixel_sigma", None), lambda v: v > 0, "pixels > 0")
+    number("--max-coast", getattr(args, "max_coast", None), lambda v: v >= 0, "seconds >= 0")
+    number("--box-noise", getattr(args, "box_noise", None), lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+
+
 def pipeline_from_args(args: argparse.Namespace):
+    check_pipeline_args(args)
     box = getattr(args, "box_noise", 0.0)
     cfg = PipelineConfig(detector=args.detector, pixel_sigma=args.pixel_sigma, pixel_rel=box, truncated_rel=box,
                          track3d=Track3DConfig(model=args.model, max_coast_s=args.max_coast,
@@ -94,6 +123,7 @@ def open_input(args: argparse.Namespace, realtime: bool = False):
 def make_gate(args: argparse.Namespace):
     """The gate the options ask for. The learned gate runs only at the frame rates its model card
     lists (`frame_rates_hz`); outside them the hit-count rule confirms tracks (one log line)."""
+    check_pipeline_args(args)
     hits = HitCountGate(args.min_hits, args.window)
     if args.gate == "persistence":
         import torch
@@ -118,12 +148,17 @@ def format_summary(summary: dict) -> str:
     if src:
         lines.append("source: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in src.items()))
-    if "zmq_sent" in summary:
-        lines.append(f"zmq: sent {summary['zmq_sent']}, dropped {summary['zmq_dropped']}, "
-                     f"subscribers {summary['zmq_subscribers']}")
+    z = summary.get("zmq")
+    if z:
+        lines.append(f"zmq: sent {z['sent']}" + (f", refused {z['refused']}" if z["refused"] else "")
+                     + f", subscribers connected {z['peers']} ({z['subscriptions']} subscriptions)"
+                     + (f", foreign subscriptions ignored {z['ignored_subscriptions']}"
+                        if z["ignored_subscriptions"] else "")
+                     + ", lost at subscribers unknown (a PUB socket cannot see it; subscribers see gaps in seq)")
     stage = [f"{s} {summary[f'{s}_ms_median']:.2f}/{summary[f'{s}_ms_p99']:.2f}"
              for s in STAGES + ("latency",) if f"{s}_ms_median" in summary]
     lines.append("ms median/p99: " + ", ".join(stage))
+    lines.extend(f"warning: {w}" for w in summary.get("warnings", []))
     return "\n".join(lines)
 
 

@@ -62,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
                                                       curve_keys=args.curve_keys)
     viewer = None
     if args.view:
-        viewer = start_viewer(args.publish, world.calib, args.curve_keys)
+        viewer = start_viewer(pub.endpoint, world.calib, args.curve_keys)
         time.sleep(2.0)  # let the viewer connect before the scene starts
     print(f"demo: scene '{cfg.name}' ({cfg.n_objects} objects, {cfg.seconds:.0f} s at {cfg.frame_rate:g} fps, seed "
           f"{args.seed}), {'as fast as possible' if args.fast else 'live at the frame rate'}"
-          + ("" if pub is None else f"; publishing on {args.publish}"))
+          + ("" if pub is None else f"; publishing on {pub.endpoint}"))
     try:
         with STOP.soft():
             stats = run_pipeline(src, pipe, publisher=pub, on_frame=col, stop=STOP.requested,

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 GT_HEADER = ["frame", "t", "id", "kind", "x", "y", "z", "u0", "v0", "vis0", "u1", "v1", "vis1"]
 DISTRACTOR_ID_BASE = 1_000_000  # distractor ids never collide with object ids
+FAR_FACTOR = 1.5  # objects beyond this times the volume's far depth leave the scene
 
 
 @dataclass
@@ -230,7 +231,7 @@ class SimWorld:
         for o in self.objects:
             advance(o, self.dt, rng)
         before = len(self.objects)
-        self.objects = [o for o in self.objects if not (gone(o, cfg) and not self._in_view(o.p))]
+        self.objects = [o for o in self.objects if self._useful(o)]
         for _ in range(before - len(self.objects)):
             self._add_object(initial=False)
         keep = []
@@ -251,6 +252,14 @@ class SimWorld:
                 keep.append(s)
         self.spots = keep
         self.steps += 1
+
+    def _useful(self, o: SimObject) -> bool:
+        """An object stays while it is inside the scene's volume, or outside it but still seen by a
+        camera and not beyond the depth limit (FAR_FACTOR x the volume's far end): walkers that
+        walk away leave the scene (and are replaced) instead of shrinking under a pixel."""
+        if not gone(o, self.cfg):
+            return True
+        return o.p[2] <= FAR_FACTOR * self.cfg.volume_z[1] and self._in_view(o.p)
 
     def _in_view(self, X: np.ndarray, margin: float = 30.0) -> bool:
         """Whether a point (camera 0 frame) projects into either image (with a margin, pixels):

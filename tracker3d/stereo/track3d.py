@@ -12,6 +12,7 @@ takes over that track instead of starting a new ID. Finished tracks can be RTS-s
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -194,7 +195,7 @@ class Tracker3D:
             if tr is None:
                 tr = self._takeover(p, by_id0, by_id1, used)
             if tr is None:
-                if p.xyz is not None and self.suppressed.get((p.id0, p.id1), -1.0) < t:
+                if p.xyz is not None and self.suppressed.get((p.id0, p.id1), -math.inf) < t:
                     self._start(p, t)
                 continue
             used.add(tr.id)
