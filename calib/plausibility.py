@@ -35,13 +35,15 @@ def field_of_view_deg(fx: float, width: int) -> float:
 
 def view_overlap(calib: StereoCalibration, grid: int = 15) -> float:
     """The largest fraction of camera 0's image (a grid of ideal pixels) that camera 1 also sees,
-    in front of both cameras, over depths from 2 to 10^4 baselines."""
+    in front of both cameras, over depths from 1/20 to 10^4 baselines (converging wide-baseline
+    rigs, such as room or stadium cameras tens of metres apart, see their common area at a
+    fraction of a baseline)."""
     w, h = calib.cam0.image_size
     u, v = np.meshgrid(np.linspace(0, w, grid), np.linspace(0, h, grid))
     rays = np.column_stack([u.ravel(), v.ravel(), np.ones(u.size)]) @ np.linalg.inv(calib.cam0.K).T
     K1, (w1, h1) = calib.cam1.K, calib.cam1.image_size
     best = 0.0
-    for depth in calib.baseline * np.geomspace(2.0, 1e4, 12):
+    for depth in calib.baseline * np.geomspace(0.05, 1e4, 40):
         X1 = (rays * depth) @ calib.R.T + calib.T
         z = X1[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -69,8 +71,8 @@ def check_plausible(calib: StereoCalibration, path: Any = "<calibration>") -> li
         raise CalibrationError(f"{path}: field 'T': baseline |T| = {b:.3g} (expected metres: the distance "
                                "between the two cameras)")
     if b > LARGE_BASELINE:
-        warnings.append(f"{path}: field 'T': baseline |T| = {b:g}: T looks like millimetres (tracker3d expects "
-                        f"metres; {b / 1000:g} m?)")
+        warnings.append(f"{path}: field 'T': baseline |T| = {b:g}: a rig wider than {LARGE_BASELINE:g} m is rare; "
+                        f"if T is in millimetres, give metres ({b / 1000:g} m?)")
     elif b < SMALL_BASELINE:
         warnings.append(f"{path}: field 'T': baseline |T| = {b:g} m is under 1 cm: depth will be very noisy "
                         "(is T in metres?)")
