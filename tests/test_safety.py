@@ -180,7 +180,9 @@ def test_signal_during_a_paced_gap_stops_within_the_grace_period(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 143 and "pairs in" in stdout, stderr
-    assert waited < 7.0 and "did not stop within 3 s" in stderr, "not the rest of the 10 s gap"
+    # Never the rest of the 10 s gap: the realtime pacer sleeps at most 2 s over a time jump, and a
+    # stop the loop does not reach within 3 s interrupts it ("did not stop within 3 s").
+    assert waited < 7.0, "not the rest of the 10 s gap"
     assert len(read_jsonl(out)) in (30, 31)
 
 
