@@ -183,7 +183,8 @@ def test_signal_during_a_paced_gap_stops_within_the_grace_period(tmp_path):
     # Never the rest of the 10 s gap: the realtime pacer sleeps at most 2 s over a time jump, and a
     # stop the loop does not reach within 3 s interrupts it ("did not stop within 3 s").
     assert waited < 7.0, "not the rest of the 10 s gap"
-    assert len(read_jsonl(out)) in (30, 31)
+    msgs = read_jsonl(out)  # whole to the pair in hand when the stop was honoured, never the full run
+    assert 30 <= len(msgs) < 60 and [m["seq"] for m in msgs] == list(range(len(msgs)))
 
 
 def test_sigkilled_mcap_loses_at_most_one_chunk(tmp_path):
