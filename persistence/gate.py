@@ -93,35 +93,54 @@ class RateGuardedGate:
     (the hit-count rule) decides, with one log line.
 
     `rates_hz` is (lowest, highest) frame rate, from the model card's `frame_rates_hz`; a rate
-    within `tolerance` x of those bounds counts as inside. The rate is measured from the
-    histories (the time between a track's last two rows) at the first call where a track has
-    two rows, and the choice then holds for the rest of the stream, so a gate with per-track
-    state never sees a history with holes. Until then the learned gate scores.
+    within `tolerance` x of those bounds counts as inside. The rate is the median of the
+    per-call intervals (the time between tracks' last two rows) over the first `settle_calls`
+    calls that have one, spanning at least `settle_s` seconds of stream time: one stalled frame
+    (a live loop busy at start-up, a detector rebuilding its background) must not decide it.
+    Until then both gates see every call (so the learned gate's per-track state has no holes)
+    and the fallback's answer is used; the choice then holds for the rest of the stream.
     """
 
-    def __init__(self, learned: Gate, fallback: Gate, rates_hz: tuple[float, float], tolerance: float = 1.2):
+    def __init__(self, learned: Gate, fallback: Gate, rates_hz: tuple[float, float], tolerance: float = 1.2,
+                 settle_calls: int = 5, settle_s: float = 1.0):
         lo, hi = float(rates_hz[0]), float(rates_hz[1])
         if not (0 < lo <= hi):
             raise ValueError(f"rates_hz {rates_hz}: expected 0 < lowest <= highest frame rate")
         self.learned, self.fallback = learned, fallback
         self.rates_hz = (lo, hi)
         self.tolerance = float(tolerance)
+        self.settle_calls, self.settle_s = int(settle_calls), float(settle_s)
         self.use_learned: Optional[bool] = None  # None until the rate is known
         self.rate_hz: Optional[float] = None
+        self._intervals: list[float] = []
+        self._t_first: Optional[float] = None
+
+    def _measure(self, hist: np.ndarray, lengths: np.ndarray) -> None:
+        dt = history_interval(hist, lengths)
+        if dt is None:
+            return
+        t_now = float(np.max(hist[np.arange(len(lengths)), np.maximum(lengths - 1, 0), 0]))
+        self._t_first = t_now if self._t_first is None else self._t_first
+        self._intervals.append(dt)
+        if len(self._intervals) < self.settle_calls or t_now - self._t_first < self.settle_s:
+            return
+        self.rate_hz = 1.0 / float(np.median(self._intervals))
+        lo, hi = self.rates_hz
+        self.use_learned = lo / self.tolerance <= self.rate_hz <= hi * self.tolerance
+        if not self.use_learned:
+            log.warning("gate: frames come at %.3g fps, outside the learned gate's %g-%g fps "
+                        "(its model card); confirming tracks with %r instead", self.rate_hz, lo, hi, self.fallback)
+        else:
+            log.info("gate: frames come at %.3g fps, within the learned gate's %g-%g fps", self.rate_hz, lo, hi)
 
     def __call__(self, ids: np.ndarray, hist: np.ndarray, lengths: np.ndarray,
                  image_size=None) -> tuple[np.ndarray, np.ndarray]:
         if self.use_learned is None:
-            dt = history_interval(hist, lengths)
-            if dt is not None:
-                self.rate_hz = 1.0 / dt
-                lo, hi = self.rates_hz
-                self.use_learned = lo / self.tolerance <= self.rate_hz <= hi * self.tolerance
-                if not self.use_learned:
-                    log.warning("gate: frames come at %.3g fps, outside the learned gate's %g-%g fps "
-                                "(its model card); confirming tracks with %r instead", self.rate_hz, lo, hi,
-                                self.fallback)
-        gate = self.fallback if self.use_learned is False else self.learned
+            self._measure(hist, lengths)
+            if self.use_learned is None:  # still settling: both see the rows, the fallback answers
+                self.learned(ids, hist, lengths, image_size=image_size)
+                return self.fallback(ids, hist, lengths, image_size=image_size)
+        gate = self.learned if self.use_learned else self.fallback
         return gate(ids, hist, lengths, image_size=image_size)
 
     def forget(self, ids: Sequence[int]) -> None:

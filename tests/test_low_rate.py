@@ -65,7 +65,7 @@ def test_rate_guarded_gate_falls_back_to_hit_count_rule_at_2fps_with_one_log_lin
     learned = _AlwaysPersistent()
     gate = RateGuardedGate(learned, HitCountGate(3, 1.0), (15.0, 60.0))
     with caplog.at_level(logging.WARNING, logger="persistence.gate"):
-        for k in range(2, 6):  # a track with k rows at 2 fps (from 2 rows on, the rate is known)
+        for k in range(2, 10):  # a track with k rows at 2 fps (the rate is known after 5 calls, 2 s)
             h, n = _hist(np.arange(k) * 0.5, [1] * k)
             persistent, _ = gate(np.array([7]), h, n)
             assert bool(persistent[0]) == (k >= 3)  # the hit-count rule, not the learned gate
@@ -79,9 +79,22 @@ def test_rate_guarded_gate_falls_back_to_hit_count_rule_at_2fps_with_one_log_lin
 def test_rate_guarded_gate_keeps_the_learned_gate_at_its_rates(caplog):
     gate = RateGuardedGate(_AlwaysPersistent(), HitCountGate(3, 1.0), (15.0, 60.0))
     with caplog.at_level(logging.WARNING, logger="persistence.gate"):
-        h, n = _hist([0.0, 1 / 30], [1, 1])
-        assert gate(np.array([1]), h, n)[0][0]  # 2 hits: only the learned gate says yes
+        for k in range(2, 40):  # one track at 30 fps for 1.3 s: the rate settles after 1 s
+            gate(np.array([1]), *_hist(np.arange(k) / 30.0, [1] * k))
+        h, n = _hist(np.array([0.0, 1 / 30]) + 40 / 30.0, [1, 1])
+        assert gate(np.array([2]), h, n)[0][0]  # 2 hits: only the learned gate says yes
     assert gate.use_learned is True and not caplog.records
+
+
+def test_rate_guarded_gate_is_not_decided_by_one_stalled_frame(caplog):
+    """A live loop that stalls once at start-up (the background detector rebuilding its model)
+    gave one 0.1 s interval: the learned gate was dropped for the whole run at 30 fps."""
+    gate = RateGuardedGate(_AlwaysPersistent(), HitCountGate(3, 1.0), (15.0, 60.0))
+    times = [0.0, 0.1] + [0.1 + k / 30.0 for k in range(1, 40)]  # a 100 ms stall, then 30 fps
+    with caplog.at_level(logging.WARNING, logger="persistence.gate"):
+        for k in range(2, len(times)):
+            gate(np.array([1]), *_hist(times[:k], [1] * k))
+    assert gate.use_learned is True and gate.rate_hz == pytest.approx(30.0) and not caplog.records
 
 
 def test_shipped_card_lists_its_frame_rates_and_the_cli_gate_guards_them():
