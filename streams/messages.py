@@ -172,15 +172,25 @@ JSON_SCHEMA = {
         "schema": {"const": SCHEMA}, "seq": {"type": "integer", "minimum": 0},
         "frame": {"type": "integer", "minimum": 0}, "t": {"type": "number", "description": "seconds"},
         "frame_id": {"type": "string", "description": "cam0 (camera 0 optical frame, OpenCV axes) or world"},
-        "latency_ms": {"type": "number"},
+        "latency_ms": {"type": "number", "description": "ms from the pair's capture (live cameras: their grab "
+                       "time) or, for recordings, files and sims, from the pair's arrival in the tracking loop, "
+                       "to this message's publication; the same value in --out files"},
         "tracks": {"type": "array", "items": {
             "type": "object", "required": ["id", "xyz", "vel", "cov", "persistence", "age_s", "state"],
             "properties": {
                 "id": {"type": "integer", "minimum": 0}, "xyz": {**_VEC3, "description": "metres"},
                 "vel": {**_VEC3, "description": "metres per second"},
                 "cov": {"type": "array", "items": _VEC3, "minItems": 3, "maxItems": 3},
-                "persistence": {"type": "number", "minimum": 0, "maximum": 1},
-                "age_s": {"type": "number"}, "state": {"enum": list(STATES)}, "cam0": _CAM, "cam1": _CAM,
+                "persistence": {"type": "number", "minimum": 0, "maximum": 1, "description":
+                                "the lower of the two cameras' latest gate scores for the 2D tracks behind the "
+                                "track (learned gate: its score of the latest 2D evidence; hits gate: hits/min_hits)."
+                                " Every reported track passed the gate; a latched track stays reported with a low "
+                                "score, so do not filter on it"},
+                "age_s": {"type": "number"}, "state": {"enum": list(STATES)},
+                "cam0": {**_CAM, "description": "camera 0's 2D track behind this track now (track id, pixel "
+                         "centre), or null when that camera has none (the track coasts on the other camera or "
+                         "on its motion)"},
+                "cam1": {**_CAM, "description": "the same for camera 1"},
                 "class": {**_LABEL, "description": "optional: the class of the detections behind the track"}}}},
     },
 }

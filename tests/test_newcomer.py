@@ -1,4 +1,5 @@
 """A newcomer's rough edges: plain-word summaries, honest latency, warnings and refusals that say why."""
+import math
 
 from streams.pairing import PairStats
 from tracker3d.cli import main
@@ -50,3 +51,37 @@ def test_demo_never_prints_a_bare_nan(capsys):
 def test_summary_with_no_tracks_says_why():
     st = RunStats(pairs_in=10, processed=10, published=10, tracks_max=0, wall_s=1.0)
     assert "no 3D track at all:" in format_summary(st.summary())
+
+
+def test_smoothing_covers_tracks_dropped_as_duplicates():
+    """replay --smooth says RTS-smoothed: every reported (track, frame) has a smoothed state, also
+    for a track later removed as a duplicate of another (seed 0 makes two such tracks)."""
+    import dataclasses
+
+    from persistence import HitCountGate
+    from tracker3d.pipeline import PipelineConfig, StereoPipeline, run
+    from tracker3d.sim import SimStereoSource, SimWorld, get_scene
+
+    world = SimWorld(dataclasses.replace(get_scene("default"), seconds=6.0), seed=0)
+    pipe = StereoPipeline(world.calib, PipelineConfig(), gate=HitCountGate(3, 1.0), keep_log=True)
+    reported = set()
+    run(SimStereoSource(world, realtime=False), pipe,
+        on_frame=lambda f3: reported.update((tr["id"], f3.index) for tr in f3.tracks))
+    smoothed = pipe.smoothed_states()
+    assert reported and not {k for k in reported if k not in smoothed}
+
+
+def _small_recording(path, seconds=1.0):
+    from tracker3d.sim import get_scene, write_sim_recording
+
+    return write_sim_recording(get_scene("default").with_(seconds=seconds, width=320, height=240, n_objects=2),
+                               path, seed=1)
+
+
+def test_replay_out_file_carries_the_processing_latency(tmp_path):
+    from tracker3d.outputs.files import read_jsonl
+
+    rec = _small_recording(tmp_path / "rec")
+    assert main(["replay", str(rec), "--gate", "hits", "--out", str(tmp_path / "t.jsonl")]) == 0
+    msgs = list(read_jsonl(tmp_path / "t.jsonl"))
+    assert msgs and all(math.isfinite(m["latency_ms"]) and m["latency_ms"] > 0 for m in msgs)

@@ -60,6 +60,10 @@ class Frame3D:
     timings: dict[str, float]  # ms per stage
     raw: dict[int, np.ndarray] = field(default_factory=dict)  # 3D id -> raw triangulated xyz this frame
     wall: float = float("nan")
+    # ms from the pair's capture (live cameras: their wall-clock grab time) or, where the source has
+    # no capture wall time (recordings, files, sims), from its arrival in the loop, to its publication:
+    # the value every message of this pair carries (ZMQ and --out files alike). Set by run().
+    latency_ms: float = float("nan")
 
 
 class StereoPipeline:
@@ -442,11 +446,11 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
                 recorder.write(pair)
             f3 = pipeline.step(pair)
             c = time.perf_counter()
+            latency = f3.latency_ms = (time.time() - pair.wall) * 1e3
             if publisher is not None:
-                publisher.publish(f3.index, f3.t, f3.tracks, latency_ms=(time.time() - pair.wall) * 1e3)
+                publisher.publish(f3.index, f3.t, f3.tracks, latency_ms=latency)
                 st.published += 1
             f3.timings["publish"] = (time.perf_counter() - c) * 1e3
-            latency = (time.time() - pair.wall) * 1e3
             for k, v in f3.timings.items():
                 st.timings[k].add(v)
             st.timings["latency"].add(latency)

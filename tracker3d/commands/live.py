@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         t_end = None if args.seconds is None else time.monotonic() + args.seconds
         with STOP.soft():
             stats = run_pipeline(src, pipe, publisher=pub, recorder=rec,
-                                 on_frame=(lambda f3: out.write(f3.index, f3.t, f3.tracks)) if out else None,
+                                 on_frame=(lambda f3: out.write(f3.index, f3.t, f3.tracks, f3.latency_ms)) if out else None,
                                  progress=bar("live", unit="pair"),
                                  stop=lambda: STOP.requested() or (t_end is not None and time.monotonic() >= t_end))
     finally:

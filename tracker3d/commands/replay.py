@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             if args.smooth:
                 frames.append(f3)
             elif out is not None:
-                out.write(f3.index, f3.t, f3.tracks)
+                out.write(f3.index, f3.t, f3.tracks, f3.latency_ms)
             if overlay is not None:
                 overlay.write(last_pair.pair, pipe)
             if args.plot:
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                     s = smoothed.get((tr["id"], f3.index))
                     if s is not None:
                         tr.update(pipe.state_fields(s[0][:3], s[0][3:6], s[1][:3, :3]))
-                out.write(f3.index, f3.t, f3.tracks)
+                out.write(f3.index, f3.t, f3.tracks, f3.latency_ms)
     finally:
         for x in (overlay, rec, pipe, pub, out):
             if x is not None:
