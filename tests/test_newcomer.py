@@ -85,3 +85,96 @@ def test_replay_out_file_carries_the_processing_latency(tmp_path):
     assert main(["replay", str(rec), "--gate", "hits", "--out", str(tmp_path / "t.jsonl")]) == 0
     msgs = list(read_jsonl(tmp_path / "t.jsonl"))
     assert msgs and all(math.isfinite(m["latency_ms"]) and m["latency_ms"] > 0 for m in msgs)
+
+
+def test_replay_refuses_a_calibration_for_another_image_size(tmp_path, capsys):
+    from calib import load_calibration, save_calibration
+
+    rec = _small_recording(tmp_path / "rec", seconds=0.3)
+    other = _small_recording(tmp_path / "big", seconds=0.1)  # same rig, then scaled to another size
+    cal = load_calibration(other / "calib.yaml")
+    import dataclasses
+
+    big = dataclasses.replace(cal, cam0=dataclasses.replace(cal.cam0, image_size=(640, 480)),
+                              cam1=dataclasses.replace(cal.cam1, image_size=(640, 480)))
+    save_calibration(big, tmp_path / "other.yaml")
+    assert main(["replay", str(rec), "--gate", "hits", "--calib", str(tmp_path / "other.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "frames are 320x240" in err[0] and "640x480" in err[0]
+
+
+def test_recording_videos_keep_the_recordings_frame_times(tmp_path):
+    """Our own cam0.mjpg/cam1.mjpg carry no rate (OpenCV says 25 fps): the recording's frames.csv
+    times stamp them, and an explicit --fps wins."""
+    from streams import open_stereo
+    from streams.recording import read_frames_csv
+
+    rec = _small_recording(tmp_path / "rec", seconds=0.5)
+    want = [r[1] for r in read_frames_csv(rec / "frames.csv")]
+    src = open_stereo(str(rec / "cam0.mjpg"), str(rec / "cam1.mjpg"))
+    got = [p.t0 for p in src]
+    assert got == want and "30 fps from the recording's meta.json and frames.csv" in src.rate_note()
+    src = open_stereo(str(rec / "cam0.mjpg"), str(rec / "cam1.mjpg"), fps=15.0)
+    got = [p.t0 for p in src]
+    assert abs(got[1] - got[0] - 1 / 15) < 1e-9 and "15 fps from --fps" in src.rate_note()
+
+
+def test_record_without_calib_warns_how_to_add_it(tmp_path, capsys):
+    rec = _small_recording(tmp_path / "rec", seconds=0.3)
+    assert main(["record", "--cam0", str(rec / "cam0.mjpg"), "--cam1", str(rec / "cam1.mjpg"),
+                 "--out", str(tmp_path / "rec2")]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert len(err) == 1 and "no --calib" in err[0] and "calib.yaml" in err[0]
+    assert main(["record", "--cam0", str(rec / "cam0.mjpg"), "--cam1", str(rec / "cam1.mjpg"),
+                 "--out", str(tmp_path / "rec3"), "--calib", str(rec / "calib.yaml")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def _taken_port():
+    import zmq
+
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.PUB)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    return sock, f"tcp://127.0.0.1:{port}"
+
+
+def test_a_taken_port_is_refused_before_the_gate_loads(tmp_path, monkeypatch, capsys):
+    import tracker3d.commands.common as common
+
+    def no_gate(args):
+        raise AssertionError("the gate loaded before the socket was bound")
+
+    monkeypatch.setattr(common, "make_gate", no_gate)
+    rec = _small_recording(tmp_path / "rec", seconds=0.3)
+    sock, ep = _taken_port()
+    try:
+        for argv in (["demo", "--publish", ep, "--seconds", "1"],
+                     ["replay", str(rec), "--publish", ep],
+                     ["live", "--cam0", str(rec / "cam0.mjpg"), "--cam1", str(rec / "cam1.mjpg"),
+                      "--calib", str(rec / "calib.yaml"), "--publish", ep]):
+            assert main(argv) == 2, argv
+            assert "address already in use" in capsys.readouterr().err, argv
+    finally:
+        sock.close(0)
+
+
+def test_live_no_publish_lets_two_lives_run_at_once(tmp_path, capsys):
+    rec = _small_recording(tmp_path / "rec", seconds=0.5)
+    sock, ep = _taken_port()  # as if another live held the default port
+    try:
+        argv = ["live", "--cam0", str(rec / "cam0.mjpg"), "--cam1", str(rec / "cam1.mjpg"), "--calib",
+                str(rec / "calib.yaml"), "--gate", "hits", "--no-publish", "--out", str(tmp_path / "a.jsonl")]
+        assert main(argv) == 0
+    finally:
+        sock.close(0)
+    assert "not publishing (--no-publish)" in capsys.readouterr().out
+    assert (tmp_path / "a.jsonl").stat().st_size > 0
+
+
+def test_demo_accepts_the_allow_remote_its_error_asks_for(capsys):
+    assert main(["demo", "--publish", "tcp://0.0.0.0:1", "--seconds", "1"]) == 2
+    assert "--allow-remote" in capsys.readouterr().err
+    from tracker3d.cli import build_parser
+
+    assert build_parser().parse_args(["demo", "--allow-remote"]).allow_remote

@@ -53,6 +53,12 @@ def _bad(option: str, value, expected: str) -> Tracker3DError:
     return Tracker3DError(f"{option} {value}: expected {expected}")
 
 
+def check_fps(fps: Optional[float], option: str = "--fps") -> None:
+    """A frame rate option: None (not given) or frames per second > 0 (one-line Tracker3DError)."""
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise _bad(option, fps, "frames per second > 0")
+
+
 def check_pipeline_args(args: argparse.Namespace) -> None:
     """The pipeline options' values, checked before anything runs: Tracker3DError (one line)
     naming the option. NaN is never a valid value."""
@@ -116,8 +122,9 @@ def open_input(args: argparse.Namespace, realtime: bool = False):
     if is_detections_folder(args.dir):
         src = DetectionFolder.open_folder(args.dir, calib=args.calib, realtime=realtime)
         return src, src.calib
-    rec = RecordingReader(args.dir, realtime=realtime, require_calib=not args.calib)
-    return rec, (load_calibration(args.calib) if args.calib else rec.calib)
+    rec = RecordingReader(args.dir, realtime=realtime, require_calib=True,
+                          calib=load_calibration(args.calib) if args.calib else None)
+    return rec, rec.calib
 
 
 def make_gate(args: argparse.Namespace):
