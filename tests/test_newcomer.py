@@ -178,3 +178,22 @@ def test_demo_accepts_the_allow_remote_its_error_asks_for(capsys):
     from tracker3d.cli import build_parser
 
     assert build_parser().parse_args(["demo", "--allow-remote"]).allow_remote
+
+
+def test_eval_without_ground_truth_says_what_to_use_instead(tmp_path, capsys):
+    rec = _small_recording(tmp_path / "rec", seconds=0.2)
+    (rec / "gt.csv").unlink()  # as a recording of your own cameras
+    assert main(["eval", str(rec)]) == 2
+    err = capsys.readouterr().err
+    assert "ground truth file not found" in err and "replay --out" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_snapshot_of_no_tracks_says_why():
+    from tracker3d.commands.view import snapshot_line
+    from tracker3d.viewer.state import ViewerState
+
+    state = ViewerState(trail_s=2.0)
+    state.apply({"schema": "tracker3d/tracks3d@1", "seq": 0, "frame": 0, "t": 0.5, "frame_id": "cam0",
+                 "latency_ms": 1.0, "tracks": []})
+    line = snapshot_line("x.png", state)
+    assert line.startswith("wrote x.png: 0 tracks") and "first 2 s" in line

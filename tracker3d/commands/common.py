@@ -205,6 +205,22 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def open_publisher(args: argparse.Namespace):
+    """The command's TrackPublisher, bound now (before cameras open and the gate loads, so a taken
+    port is said at once), or None with --no-publish. Its frame_id is set once the pipeline exists."""
+    from streams import TrackPublisher
+    from streams.errors import StreamError
+
+    if getattr(args, "no_publish", False):
+        return None
+    try:
+        return TrackPublisher(args.publish, allow_remote=args.allow_remote, curve_keys=args.curve_keys)
+    except StreamError as e:
+        if "already in use" in str(e) and hasattr(args, "no_publish"):
+            raise Tracker3DError(f"{e}, or --no-publish") from None
+        raise
+
+
 def add_view_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view", action="store_true", help="open the Open3D viewer (tracker3d view) on the published "
                    "tracks, as a separate process")

@@ -5,7 +5,6 @@ import argparse
 import math
 import time
 
-from streams import TrackPublisher
 from streams.publisher import DEFAULT_ENDPOINT
 
 from ..errors import Tracker3DError
@@ -21,6 +20,7 @@ from .common import (
     check_pipeline_args,
     finish_viewer,
     format_summary,
+    open_publisher,
     pipeline_from_args,
     require_display,
     start_viewer,
@@ -61,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
     src = SimStereoSource(world, realtime=not args.fast)
     check_pipeline_args(args)
     # The socket first: a taken port is said at once, not after the gate has loaded.
-    pub = None if args.no_publish else TrackPublisher(args.publish, allow_remote=args.allow_remote,
-                                                      curve_keys=args.curve_keys)
+    pub = open_publisher(args)
     try:
         config, gate = pipeline_from_args(args)
         pipe = StereoPipeline(world.calib, config, gate=gate)

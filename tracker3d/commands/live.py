@@ -5,7 +5,7 @@ import argparse
 import time
 
 from calib import load_calibration
-from streams import RecordingWriter, TrackPublisher, open_stereo
+from streams import RecordingWriter, open_stereo
 from streams.detstream import DetectionStream
 from streams.publisher import DEFAULT_ENDPOINT
 
@@ -22,6 +22,7 @@ from .common import (
     check_pipeline_args,
     finish_viewer,
     format_summary,
+    open_publisher,
     pipeline_from_args,
     require_display,
     start_viewer,
@@ -77,10 +78,14 @@ def run(args: argparse.Namespace) -> int:
     check_fps(args.fps)
     calib = load_calibration(args.calib)
     # The socket first: a taken port is said at once, before cameras open and the gate loads.
-    pub = None if args.no_publish else TrackPublisher(args.publish, allow_remote=args.allow_remote,
-                                                      curve_keys=args.curve_keys)
+    pub = open_publisher(args)
     src = pipe = rec = out = viewer = None
     try:
+        # The gate loads before the sources open: files are paced from their first frame on.
+        config, gate = pipeline_from_args(args)
+        pipe = StereoPipeline(calib, config, gate=gate)
+        if pub is not None:
+            pub.frame_id = pipe.frame_id
         if args.det_source:
             src = DetectionStream(args.det_source, tolerance=0.010 if args.tolerance is None else args.tolerance)
             what = "detections from " + ", ".join(args.det_source)
@@ -90,10 +95,6 @@ def run(args: argparse.Namespace) -> int:
             what = f"{args.cam0} + {args.cam1}"
             if hasattr(src, "rate_note"):
                 print(src.rate_note())
-        config, gate = pipeline_from_args(args)
-        pipe = StereoPipeline(calib, config, gate=gate)
-        if pub is not None:
-            pub.frame_id = pipe.frame_id
         rec = StopOnWriteError("--record", RecordingWriter(
             args.record, calib=calib, fps=args.fps or getattr(src, "fps", 30.0),
             meta={"source": "tracker3d live", "cam0": args.cam0, "cam1": args.cam1})) if args.record else None
