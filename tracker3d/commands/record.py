@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     calib = load_calibration(args.calib) if args.calib else None
     if calib is None:
         print(f"tracker3d record: warning: no --calib: {args.out} will have no calib.yaml, and replay refuses it; "
-              f"add it later with `tracker3d calibrate ... --out {args.out}/calib.yaml` (or pass replay --calib FILE)",
+              f"copy your calibration to {args.out}/calib.yaml later (tracker3d calibrate makes one), or pass replay --calib FILE",
               file=sys.stderr)
     size = (calib.cam0.image_size, calib.cam1.image_size) if calib else None
     src = open_stereo(args.cam0, args.cam1, tolerance=args.tolerance, fps=args.fps, expected_size=size)
