@@ -197,3 +197,12 @@ def test_a_snapshot_of_no_tracks_says_why():
                  "latency_ms": 1.0, "tracks": []})
     line = snapshot_line("x.png", state)
     assert line.startswith("wrote x.png: 0 tracks") and "first 2 s" in line
+
+
+def test_eval_line_never_prints_a_bare_nan():
+    nan = float("nan")
+    m = {"MOTA": 0.0, "IDF1": 0.0, "HOTA": 0.0, "IDSW": 0, "rmse_m": nan, "rmse_raw_m": nan, "rmse_smooth_m": nan,
+         "bound_m": nan, "pixel_sigma": nan, "false_tracks": 0, "false_track_s": 0.0, "false_by_kind": {},
+         "time_to_track_s_median": nan, "time_to_track_s_p90": nan, "objects": 3, "objects_never_tracked": 3}
+    line = format_3d("3D", m)
+    assert "nan" not in line and "none (no 3D track matched an object)" in line and "none (not smoothed)" in line
