@@ -78,13 +78,25 @@ def _small_recording(path, seconds=1.0):
                                path, seed=1)
 
 
-def test_replay_out_file_carries_the_processing_latency(tmp_path):
+def test_latency_is_null_without_a_capture_time_and_measured_with_one(tmp_path):
+    """A recording has no capture wall time: replay's messages (ZMQ and --out alike) say null, not
+    a made-up 0.0, and stay byte-reproducible; a source with capture times (the sim) gets numbers."""
+    from persistence import HitCountGate
+    from streams.messages import validate_message
     from tracker3d.outputs.files import read_jsonl
+    from tracker3d.pipeline import PipelineConfig, StereoPipeline, run
+    from tracker3d.sim import SimStereoSource, SimWorld, get_scene
 
     rec = _small_recording(tmp_path / "rec")
     assert main(["replay", str(rec), "--gate", "hits", "--out", str(tmp_path / "t.jsonl")]) == 0
     msgs = list(read_jsonl(tmp_path / "t.jsonl"))
-    assert msgs and all(math.isfinite(m["latency_ms"]) and m["latency_ms"] > 0 for m in msgs)
+    assert msgs and all(m["latency_ms"] is None for m in msgs)
+    validate_message(msgs[0])
+    world = SimWorld(get_scene("default").with_(seconds=0.3, width=320, height=240, n_objects=2), seed=1)
+    got = []
+    run(SimStereoSource(world, realtime=False), StereoPipeline(world.calib, PipelineConfig(), gate=HitCountGate()),
+        on_frame=lambda f3: got.append(f3.latency_ms))
+    assert got and all(v is not None and math.isfinite(v) and v > 0 for v in got)
 
 
 def test_replay_refuses_a_calibration_for_another_image_size(tmp_path, capsys):
