@@ -431,8 +431,9 @@ class RecordingReader(StereoSource):
             if have[0] > 0 and have != want:
                 self.close()
                 what = "the given calibration (--calib)" if given else f"{self.dir / 'calib.yaml'}"
-                raise StreamError(f"{p}: frames are {have[0]}x{have[1]} but {what} is for {want[0]}x{want[1]} "
-                                  f"(cam{k}): use the calibration made for these cameras at this resolution")
+                raise StreamError(f"{p}: frames are {have[0]}x{have[1]} but the calibration expects "
+                                  f"{want[0]}x{want[1]} for cam{k} ({what}: use the calibration made for these "
+                                  "cameras at this resolution)")
 
     def __len__(self) -> int:
         return len(self.rows)

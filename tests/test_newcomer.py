@@ -112,7 +112,7 @@ def test_replay_refuses_a_calibration_for_another_image_size(tmp_path, capsys):
     save_calibration(big, tmp_path / "other.yaml")
     assert main(["replay", str(rec), "--gate", "hits", "--calib", str(tmp_path / "other.yaml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "frames are 320x240" in err[0] and "640x480" in err[0]
+    assert len(err) == 1 and "frames are 320x240" in err[0] and "expects 640x480" in err[0]
 
 
 def test_recording_videos_keep_the_recordings_frame_times(tmp_path):

@@ -154,8 +154,6 @@ SOURCE_COUNTS = {
     "single0": "pairs with only camera 0 (camera 1 down)",
     "single1": "pairs with only camera 1 (camera 0 down)",
     "overwritten": "pairs dropped because the loop was busy (live sources keep only the newest)",
-    "invalid": "detection messages refused (not JSON, wrong schema or field)",
-    "late": "detection messages older than what that camera already sent",
 }
 
 
@@ -166,7 +164,10 @@ NO_TRACKS_WHY = (" (no 3D track at all: no object was detected and confirmed in 
 def format_source(src: dict) -> str:
     """The source's statistics as one plain line (no Python reprs, every count named)."""
     n = src.get("pairs", 0)
-    parts = [f"{n} pairs" + (f" from {src['received']} detection messages" if "received" in src else "")]
+    parts = [f"{n} pairs"]
+    if "received" in src:
+        parts.append(f"detection messages received {src['received']}, refused {src.get('invalid', 0)} (not JSON, "
+                     f"wrong schema or field), late {src.get('late', 0)} (older than that camera's last)")
     problems = [f"{src[k]} {label}" for k, label in SOURCE_COUNTS.items() if src.get(k)]
     parts.append("; ".join(problems) if problems else "none dropped or unpaired")
     skews = [src.get(f"skew_ms_{q}") for q in ("median", "p99", "max")]
