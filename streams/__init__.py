@@ -10,13 +10,7 @@ from .messages import SCHEMA, TOPIC, decode, encode, make_message, validate_mess
 from .pairing import LiveStereoSource, StereoSource, TimePairedSource, open_stereo
 from .publisher import DEFAULT_ENDPOINT, Subscriber, TrackPublisher, subscribe
 from .recording import RecordingReader, RecordingWriter
-from .sources import (
-    FrameSource,
-    ImageFolderSource,
-    LiveSource,
-    VideoFileSource,
-    open_source,
-)
+from .sources import FrameSource, ImageFolderSource, LiveSource, VideoFileSource, open_source
 
 __all__ = [
     "Boxes2D", "DetectionFolder", "DetectionPair", "DetectionPublisher", "DetectionStream", "read_det_file",

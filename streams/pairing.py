@@ -21,15 +21,7 @@ import numpy as np
 from .base import LatestSlot, Readable
 from .errors import StreamError
 from .frames import Frame, FramePair
-from .sources import (
-    CameraDevice,
-    CaptureFactory,
-    FrameSource,
-    SourceStats,
-    is_live_spec,
-    open_source,
-    parse_live_spec,
-)
+from .sources import CameraDevice, CaptureFactory, FrameSource, SourceStats, is_live_spec, open_source, parse_live_spec
 
 log = logging.getLogger(__name__)
 
