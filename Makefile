@@ -4,7 +4,10 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU build of torch that lies on the dev/CI machines' disk; elsewhere pip fetches it.
+# The CPU build of torch that lies on the dev/CI machines' disk; elsewhere pip fetches it (on the
+# public registry: the CUDA build, ~2.6 GB of venv). A CPU-only machine:
+#   make demo TORCH='torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu'
+# (TORCH is pip arguments, unquoted on purpose).
 TORCH ?= torch==2.13.0
 
 .PHONY: demo test install install-test install-bench bench bench-quick clean system-demo system-test
@@ -26,7 +29,7 @@ BENCH_PKGS := trackers==2.6.1 supervision==0.31.2
 BENCH_DEPS := rich requests "pydeprecate>=0.9,<0.14" pyyaml defusedxml matplotlib pillow
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e .
 	$(BIN)/pip install -q --no-deps $(EVAL_PKGS)
 	touch $@

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Optional
 
 from .errors import SchemaError
 
@@ -60,7 +60,8 @@ def validate_message(msg: Any) -> dict:
     for key in ("t", "latency_ms"):
         if key not in msg:
             raise SchemaError(f"{key}: missing")
-        _num(msg[key], key)
+        if not (key == "latency_ms" and msg[key] is None):  # null: the source has no capture wall time
+            _num(msg[key], key)
     if not isinstance(msg.get("frame_id"), str):
         raise SchemaError("frame_id: expected a string")
     tracks = msg.get("tracks")
@@ -172,15 +173,26 @@ JSON_SCHEMA = {
         "schema": {"const": SCHEMA}, "seq": {"type": "integer", "minimum": 0},
         "frame": {"type": "integer", "minimum": 0}, "t": {"type": "number", "description": "seconds"},
         "frame_id": {"type": "string", "description": "cam0 (camera 0 optical frame, OpenCV axes) or world"},
-        "latency_ms": {"type": "number"},
+        "latency_ms": {"type": ["number", "null"], "description": "ms from the pair's capture (the cameras' "
+                       "grab time, a detector's message arrival, a sim's rendering) to this message's publication; "
+                       "null where the source has no capture wall time (recordings and files: replay, live on "
+                       "video files). The same value in --out files"},
         "tracks": {"type": "array", "items": {
             "type": "object", "required": ["id", "xyz", "vel", "cov", "persistence", "age_s", "state"],
             "properties": {
                 "id": {"type": "integer", "minimum": 0}, "xyz": {**_VEC3, "description": "metres"},
                 "vel": {**_VEC3, "description": "metres per second"},
                 "cov": {"type": "array", "items": _VEC3, "minItems": 3, "maxItems": 3},
-                "persistence": {"type": "number", "minimum": 0, "maximum": 1},
-                "age_s": {"type": "number"}, "state": {"enum": list(STATES)}, "cam0": _CAM, "cam1": _CAM,
+                "persistence": {"type": "number", "minimum": 0, "maximum": 1, "description":
+                                "the lower of the two cameras' latest gate scores for the 2D tracks behind the "
+                                "track (learned gate: its score of the latest 2D evidence; hits gate: hits/min_hits)."
+                                " Every reported track passed the gate; a latched track stays reported with a low "
+                                "score, so do not filter on it"},
+                "age_s": {"type": "number"}, "state": {"enum": list(STATES)},
+                "cam0": {**_CAM, "description": "camera 0's 2D track behind this track now (track id, pixel "
+                         "centre), or null when that camera has none (the track coasts on the other camera or "
+                         "on its motion)"},
+                "cam1": {**_CAM, "description": "the same for camera 1"},
                 "class": {**_LABEL, "description": "optional: the class of the detections behind the track"}}}},
     },
 }
@@ -200,9 +212,10 @@ DET_JSON_SCHEMA = {
 
 
 def make_message(seq: int, frame: int, t: float, tracks: list[dict], frame_id: str = "cam0",
-                 latency_ms: float = 0.0) -> dict:
+                 latency_ms: Optional[float] = None) -> dict:
+    """One tracks3d@1 message; latency_ms None (null): no capture wall time to measure from."""
     return {"schema": SCHEMA, "seq": int(seq), "frame": int(frame), "t": float(t), "frame_id": frame_id,
-            "latency_ms": float(latency_ms), "tracks": tracks}
+            "latency_ms": None if latency_ms is None else float(latency_ms), "tracks": tracks}
 
 
 def encode(msg: dict) -> bytes:

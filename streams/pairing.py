@@ -96,6 +96,17 @@ class TimePairedSource(StereoSource):
             self.image_size = (self._a.image.shape[1], self._a.image.shape[0])
         self._index = 0
 
+    @property
+    def fps(self) -> float:
+        """Camera 0's frame rate, frames per second."""
+        return float(getattr(self.src0, "fps", 30.0))
+
+    def rate_note(self) -> str:
+        """Which frame rate stamps the frames, and where it came from (one line for the user)."""
+        notes = {f"{getattr(s, 'fps', 30.0):g} fps from {getattr(s, 'rate_from', 'its source')}"
+                 for s in (self.src0, self.src1)}
+        return "frame times: " + " / ".join(sorted(notes))
+
     def read(self, timeout: Optional[float] = None) -> Optional[FramePair]:
         while self._a is not None and self._b is not None:
             a, b = self._a, self._b
@@ -243,7 +254,7 @@ class LiveStereoSource(StereoSource):
 
 
 def open_stereo(src0: str, src1: str, tolerance: Optional[float] = None, frame_stride: int = 1,
-                realtime: bool = False, fps: float = 30.0, expected_size: Optional[tuple[int, int]] = None,
+                realtime: bool = False, fps: Optional[float] = None, expected_size: Optional[tuple[int, int]] = None,
                 ) -> StereoSource:
     """StereoSource for two SRC strings (both live, or both files/folders). expected_size: (w, h)
     for both cameras or ((w0, h0), (w1, h1)), checked on the first frames."""
@@ -255,6 +266,6 @@ def open_stereo(src0: str, src1: str, tolerance: Optional[float] = None, frame_s
                                 tolerance=0.020 if tolerance is None else tolerance, expected_size=expected_size)
     s0 = open_source(src0, frame_stride=frame_stride, realtime=realtime, fps=fps)
     s1 = open_source(src1, frame_stride=frame_stride, realtime=realtime, fps=fps)
-    period = 1.0 / max(getattr(s0, "fps", fps), 1e-6)
+    period = 1.0 / max(getattr(s0, "fps", None) or fps or 30.0, 1e-6)
     tol = 0.5 * period * frame_stride if tolerance is None else tolerance
     return TimePairedSource(s0, s1, tolerance=tol, expected_size=expected_size)

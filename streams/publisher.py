@@ -241,7 +241,7 @@ class TrackPublisher(Closeable):
             finally:
                 s.detach()  # ZMQ owns the descriptor and closes it
 
-    def publish(self, frame: int, t: float, tracks: list[dict], latency_ms: float = 0.0) -> dict:
+    def publish(self, frame: int, t: float, tracks: list[dict], latency_ms: Optional[float] = None) -> dict:
         """Send one message (seq assigned here); returns it. Never blocks."""
         self._drain_subscriptions()
         msg = make_message(self.seq, frame, t, tracks, self.frame_id, latency_ms)

@@ -379,7 +379,10 @@ class RecordingReader(StereoSource):
     """
 
     def __init__(self, path: str | os.PathLike, realtime: bool = False, start: int = 0,
-                 stop: Optional[int] = None, require_calib: bool = False):
+                 stop: Optional[int] = None, require_calib: bool = False,
+                 calib: Optional[StereoCalibration] = None):
+        """calib: use this calibration instead of the folder's calib.yaml (its image sizes are
+        checked against the videos' all the same)."""
         super().__init__()
         self.dir = Path(path)
         if not self.dir.is_dir():
@@ -394,9 +397,11 @@ class RecordingReader(StereoSource):
                     raise ValueError("not an object")
             except (ValueError, UnicodeDecodeError) as exc:
                 raise StreamError(f"{mp}: not a JSON object ({exc})") from None
-        self.calib: Optional[StereoCalibration] = None
+        self.calib: Optional[StereoCalibration] = calib
         cp = self.dir / "calib.yaml"
-        if cp.is_file():
+        if calib is not None:
+            pass
+        elif cp.is_file():
             self.calib = load_calibration(cp)
         elif require_calib:
             raise StreamError(f"{cp}: missing (a recording needs its calibration; pass --calib FILE)")
@@ -405,6 +410,8 @@ class RecordingReader(StereoSource):
         for p, c in zip(self.video_paths, self.caps):
             if not c.isOpened():
                 raise StreamError(f"{p}: cannot open the video")
+        if self.calib is not None:
+            self._check_sizes(calib is not None)
         if start:
             for c in self.caps:
                 c.set(cv2.CAP_PROP_POS_FRAMES, start)
@@ -414,6 +421,19 @@ class RecordingReader(StereoSource):
         if self.calib is not None:
             self.image_size = self.calib.cam0.image_size
         self.fps = _meta_fps(mp, self.meta)
+
+    def _check_sizes(self, given: bool) -> None:
+        """The videos' frame size against the calibration's image sizes, before any pair is read:
+        a calibration for another size would turn every pixel into a wrong ray."""
+        for k, (p, c) in enumerate(zip(self.video_paths, self.caps)):
+            have = (int(c.get(cv2.CAP_PROP_FRAME_WIDTH)), int(c.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+            want = tuple((self.calib.cam0, self.calib.cam1)[k].image_size)
+            if have[0] > 0 and have != want:
+                self.close()
+                what = "the given calibration (--calib)" if given else f"{self.dir / 'calib.yaml'}"
+                raise StreamError(f"{p}: frames are {have[0]}x{have[1]} but the calibration expects "
+                                  f"{want[0]}x{want[1]} for cam{k} ({what}: use the calibration made for these "
+                                  "cameras at this resolution)")
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -48,8 +48,34 @@ class FrameSource(Readable[Frame]):
         self.stats = SourceStats()
 
 
+def recording_times(path: str) -> Optional[tuple[float, list[float]]]:
+    """For a tracker3d recording's own video (cam0.* / cam1.* beside its meta.json and frames.csv):
+    (the recording's frame rate, that camera's capture times in seconds, one per video frame).
+    None for any other video. A raw MJPEG stream has no rate in it (OpenCV then says 25 fps)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    cam = p.stem
+    meta_p, frames_p = p.parent / "meta.json", p.parent / "frames.csv"
+    if cam not in ("cam0", "cam1") or not (meta_p.is_file() and frames_p.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != "tracker3d-recording@1":
+        return None
+    from .recording import _meta_fps, read_frames_csv
+
+    rows = read_frames_csv(frames_p)
+    return _meta_fps(meta_p, meta), [r[1] if cam == "cam0" else r[2] for r in rows]
+
+
 class VideoFileSource(FrameSource):
-    """A video file read losslessly; t = frame index / fps. frame_stride skips decoding (grab only)."""
+    """A video file read losslessly. Frame times in seconds: a tracker3d recording's own video
+    takes its frames.csv times (and meta.json rate); otherwise t = frame index / fps, where fps is
+    the one given, else the file's, else 30. `rate_from` says which. frame_stride skips decoding."""
 
     def __init__(self, path: str, frame_stride: int = 1, realtime: bool = False, fps: Optional[float] = None):
         super().__init__()
@@ -60,11 +86,26 @@ class VideoFileSource(FrameSource):
         if not self.cap.isOpened():
             raise StreamError(f"{path}: cannot open as a video (unknown format or corrupt header)")
         file_fps = self.cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps or (file_fps if file_fps and file_fps > 0 else 30.0))
+        self.times: Optional[list[float]] = None
+        rec = None if fps else recording_times(path)
+        if fps:
+            self.fps, self.rate_from = float(fps), "--fps"
+        elif rec is not None:
+            (self.fps, self.times), self.rate_from = rec, "the recording's meta.json and frames.csv times"
+        elif file_fps and file_fps > 0:
+            self.fps, self.rate_from = float(file_fps), "the video's header"
+        else:
+            self.fps, self.rate_from = 30.0, "a default: the video gives no rate (use --fps)"
         self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.stride = max(1, int(frame_stride))
         self._pacer = Pacer() if realtime else None
         self._index = 0
+
+    def frame_time(self, idx: int) -> float:
+        """Seconds: the recording's capture time of frame idx where there is one, else idx / fps."""
+        if self.times is not None and idx < len(self.times) and np.isfinite(self.times[idx]):
+            return float(self.times[idx])
+        return idx / self.fps
 
     def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
         while True:
@@ -85,7 +126,7 @@ class VideoFileSource(FrameSource):
                 self._index += 1
                 self.stats.skipped += 1
             self.stats.frames += 1
-            t = idx / self.fps
+            t = self.frame_time(idx)
             if self._pacer:
                 self._pacer.wait(t)
             return Frame(idx, t, img)
@@ -320,14 +361,17 @@ class LiveSource(FrameSource):
             log.warning("camera %s: still inside a grab after 2 s; released when it returns", self.name)
 
 
-def open_source(spec: str | int, frame_stride: int = 1, realtime: bool = False, fps: float = 30.0,
+def open_source(spec: str | int, frame_stride: int = 1, realtime: bool = False, fps: Optional[float] = None,
                 factory: CaptureFactory = cv2.VideoCapture) -> FrameSource:
-    """Open SRC: a camera index ('0'), a URL (rtsp://, http://), an image glob/folder or a video file."""
+    """Open SRC: a camera index ('0'), a URL (rtsp://, http://), an image glob/folder or a video file.
+    fps: the frame rate of files and image folders (None: a video's own rate, images 30)."""
     s = str(spec)
     if is_live_spec(s):
         return LiveSource(s, frame_stride=frame_stride, factory=factory)
     if any(c in s for c in "*?[") or os.path.isdir(s):
-        return ImageFolderSource(s, fps=fps, frame_stride=frame_stride, realtime=realtime)
+        src = ImageFolderSource(s, fps=fps or 30.0, frame_stride=frame_stride, realtime=realtime)
+        src.rate_from = "--fps" if fps else "a default: images carry no rate (use --fps)"
+        return src
     if os.path.isfile(s):
-        return VideoFileSource(s, frame_stride=frame_stride, realtime=realtime)
+        return VideoFileSource(s, frame_stride=frame_stride, realtime=realtime, fps=fps)
     raise StreamError(f"{s}: no such file, folder, camera index or URL")

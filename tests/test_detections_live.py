@@ -170,7 +170,7 @@ def test_live_det_source_tracks_what_the_example_publisher_sends(tmp_path):
         if live.poll() is None:
             live.kill()
     assert live.returncode == 0, text
-    assert "received 80" in text and "invalid 0" in text
+    assert "received 80" in text and "refused 0" in text
     msgs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(msgs) >= 30  # 40 pairs sent; a loaded machine may overwrite a few (live keeps the newest)
     assert [m["frame"] for m in msgs] == sorted(m["frame"] for m in msgs) and msgs[-1]["frame"] == 39

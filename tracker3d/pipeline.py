@@ -60,6 +60,10 @@ class Frame3D:
     timings: dict[str, float]  # ms per stage
     raw: dict[int, np.ndarray] = field(default_factory=dict)  # 3D id -> raw triangulated xyz this frame
     wall: float = float("nan")
+    # ms from the pair's capture (its wall-clock capture time: cameras, detection streams, the sim)
+    # to its publication, or None where the source has no capture wall time (recordings, files):
+    # the value every message of this pair carries (ZMQ and --out files alike). Set by run().
+    latency_ms: Optional[float] = None
 
 
 class StereoPipeline:
@@ -435,18 +439,20 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
                     continue  # a live source had nothing new yet
                 break
             arrived = time.time()
-            if not math.isfinite(pair.wall):
+            captured = math.isfinite(pair.wall)  # files and recordings have no capture wall time
+            if not captured:
                 pair.wall = arrived
             st.pairs_in += 1
             if recorder is not None:
                 recorder.write(pair)
             f3 = pipeline.step(pair)
             c = time.perf_counter()
+            latency = (time.time() - pair.wall) * 1e3  # the summary's: from arrival where not captured
+            f3.latency_ms = latency if captured else None
             if publisher is not None:
-                publisher.publish(f3.index, f3.t, f3.tracks, latency_ms=(time.time() - pair.wall) * 1e3)
+                publisher.publish(f3.index, f3.t, f3.tracks, latency_ms=f3.latency_ms)
                 st.published += 1
             f3.timings["publish"] = (time.perf_counter() - c) * 1e3
-            latency = (time.time() - pair.wall) * 1e3
             for k, v in f3.timings.items():
                 st.timings[k].add(v)
             st.timings["latency"].add(latency)

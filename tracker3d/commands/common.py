@@ -53,6 +53,12 @@ def _bad(option: str, value, expected: str) -> Tracker3DError:
     return Tracker3DError(f"{option} {value}: expected {expected}")
 
 
+def check_fps(fps: Optional[float], option: str = "--fps") -> None:
+    """A frame rate option: None (not given) or frames per second > 0 (one-line Tracker3DError)."""
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise _bad(option, fps, "frames per second > 0")
+
+
 def check_pipeline_args(args: argparse.Namespace) -> None:
     """The pipeline options' values, checked before anything runs: Tracker3DError (one line)
     naming the option. NaN is never a valid value."""
@@ -116,8 +122,9 @@ def open_input(args: argparse.Namespace, realtime: bool = False):
     if is_detections_folder(args.dir):
         src = DetectionFolder.open_folder(args.dir, calib=args.calib, realtime=realtime)
         return src, src.calib
-    rec = RecordingReader(args.dir, realtime=realtime, require_calib=not args.calib)
-    return rec, (load_calibration(args.calib) if args.calib else rec.calib)
+    rec = RecordingReader(args.dir, realtime=realtime, require_calib=True,
+                          calib=load_calibration(args.calib) if args.calib else None)
+    return rec, rec.calib
 
 
 def make_gate(args: argparse.Namespace):
@@ -140,26 +147,79 @@ def make_gate(args: argparse.Namespace):
     return hits
 
 
+# The source's counts in plain words (streams.pairing.PairStats and its kin); zero counts are not listed.
+SOURCE_COUNTS = {
+    "dropped0": "camera 0 frames with no camera 1 frame close enough in time",
+    "dropped1": "camera 1 frames with no camera 0 frame close enough in time",
+    "single0": "pairs with only camera 0 (camera 1 down)",
+    "single1": "pairs with only camera 1 (camera 0 down)",
+    "overwritten": "pairs dropped because the loop was busy (live sources keep only the newest)",
+}
+
+
+NO_TRACKS_WHY = (" (no 3D track at all: no object was detected and confirmed in both cameras at once; a background "
+                 "detector reports nothing in its first 2 s, and the gate confirms a 2D track only after a few frames)")
+
+
+def format_source(src: dict) -> str:
+    """The source's statistics as one plain line (no Python reprs, every count named)."""
+    n = src.get("pairs", 0)
+    parts = [f"{n} pairs"]
+    if "received" in src:
+        parts.append(f"detection messages received {src['received']}, refused {src.get('invalid', 0)} (not JSON, "
+                     f"wrong schema or field), late {src.get('late', 0)} (older than that camera's last)")
+    problems = [f"{src[k]} {label}" for k, label in SOURCE_COUNTS.items() if src.get(k)]
+    parts.append("; ".join(problems) if problems else "none dropped or unpaired")
+    skews = [src.get(f"skew_ms_{q}") for q in ("median", "p99", "max")]
+    if all(isinstance(v, float) and math.isfinite(v) for v in skews):
+        parts.append("camera time skew within a pair, ms: median {:.2f}, p99 {:.2f}, max {:.2f}".format(*skews))
+    elif n:
+        parts.append("camera time skew not measured (no pair had both capture times)")
+    return "source: " + "; ".join(parts)
+
+
 def format_summary(summary: dict) -> str:
+    """The run summary in plain words: one line per topic, every number with its unit."""
     lines = [f"pairs in {summary['pairs_in']}, processed {summary['processed']} "
              f"({summary['pairs_per_s']:.1f} pairs/s over {summary['wall_s']:.1f} s), published "
-             f"{summary['published']}, most tracks at once {summary['tracks_max']}"]
+             f"{summary['published']}, most 3D tracks at once {summary['tracks_max']}"
+             + (NO_TRACKS_WHY if summary["processed"] and not summary["tracks_max"] else "")]
     src = summary.get("source")
     if src:
-        lines.append("source: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                                            for k, v in src.items()))
+        lines.append(format_source(src))
     z = summary.get("zmq")
     if z:
-        lines.append(f"zmq: sent {z['sent']}" + (f", refused {z['refused']}" if z["refused"] else "")
+        lines.append(f"zmq: sent {z['sent']}" + (f", not sent because the send queue was full {z['refused']}"
+                                                 if z["refused"] else "")
                      + f", subscribers connected {z['peers']} ({z['subscriptions']} subscriptions)"
                      + (f", foreign subscriptions ignored {z['ignored_subscriptions']}"
                         if z["ignored_subscriptions"] else "")
                      + ", lost at subscribers unknown (a PUB socket cannot see it; subscribers see gaps in seq)")
     stage = [f"{s} {summary[f'{s}_ms_median']:.2f}/{summary[f'{s}_ms_p99']:.2f}"
-             for s in STAGES + ("latency",) if f"{s}_ms_median" in summary]
-    lines.append("ms median/p99: " + ", ".join(stage))
+             for s in STAGES if f"{s}_ms_median" in summary]
+    if stage:
+        lines.append("time per pair, ms (median/p99): " + ", ".join(stage))
+    if "latency_ms_median" in summary:
+        lines.append(f"latency, capture (or arrival, for files and recordings) to publish, ms: median "
+                     f"{summary['latency_ms_median']:.2f}, p99 {summary['latency_ms_p99']:.2f}")
     lines.extend(f"warning: {w}" for w in summary.get("warnings", []))
     return "\n".join(lines)
+
+
+def open_publisher(args: argparse.Namespace):
+    """The command's TrackPublisher, bound now (before cameras open and the gate loads, so a taken
+    port is said at once), or None with --no-publish. Its frame_id is set once the pipeline exists."""
+    from streams import TrackPublisher
+    from streams.errors import StreamError
+
+    if getattr(args, "no_publish", False):
+        return None
+    try:
+        return TrackPublisher(args.publish, allow_remote=args.allow_remote, curve_keys=args.curve_keys)
+    except StreamError as e:
+        if "already in use" in str(e) and hasattr(args, "no_publish"):
+            raise Tracker3DError(f"{e}, or --no-publish") from None
+        raise
 
 
 def add_view_arg(p: argparse.ArgumentParser) -> None:

@@ -80,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         gt_path = Path(args.gt_csv) if args.gt_csv else (Path(args.dir) / "gt.csv" if args.dir else None)
         if gt_path is None:
             raise Tracker3DError("detection files: give the ground truth with --gt-csv gt.csv")
+        if not gt_path.is_file():
+            raise Tracker3DError(f"{gt_path}: ground truth file not found (eval scores tracks against ground truth, "
+                                 "e.g. a sim recording's gt.csv or --gt-csv FILE; to see your own cameras' tracks "
+                                 "use replay --out/--plot/--overlay or view)")
         gt_kind(gt_path)  # a wrong or missing gt.csv fails before the run
         src, calib = open_input(args)
         views = [Path(args.dir) / f"gt{c}.txt" if args.dir else None for c in (0, 1)]

@@ -10,6 +10,7 @@ from streams import RecordingWriter, open_stereo
 from streams.errors import OutputError
 
 from ..progress import progress
+from .common import check_fps
 from .paths import Output, check_outputs, source_files
 from .signals import STOP
 
@@ -23,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (must be new or empty)")
     p.add_argument("--calib", help="calibration file to store with the recording (sizes are checked)")
     p.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C or end)")
-    p.add_argument("--fps", type=float, default=30.0, help="frame rate written into the videos")
+    p.add_argument("--fps", type=float, help="frame rate of video files and image folders, and written into the "
+                   "recording (default: a tracker3d recording's own frames.csv times, else the video's rate, else 30)")
     p.add_argument("--tolerance", type=float, help="max capture-time difference of a pair, seconds")
     p.add_argument("--codec", default="MJPEG", choices=["MJPEG", "MJPG", "FFV1", "HFYU"])
     p.set_defaults(func=run)
@@ -32,13 +34,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     check_outputs([Output("--out", args.out, folder=True)],
                   [args.calib, *source_files(args.cam0), *source_files(args.cam1)])
+    check_fps(args.fps)
     calib = load_calibration(args.calib) if args.calib else None
+    if calib is None:
+        print(f"tracker3d record: warning: no --calib: {args.out} will have no calib.yaml, and replay refuses it; "
+              f"copy your calibration to {args.out}/calib.yaml later (tracker3d calibrate makes one), or pass replay --calib FILE",
+              file=sys.stderr)
     size = (calib.cam0.image_size, calib.cam1.image_size) if calib else None
     src = open_stereo(args.cam0, args.cam1, tolerance=args.tolerance, fps=args.fps, expected_size=size)
+    if hasattr(src, "rate_note"):
+        print(src.rate_note())
     t_start = time.monotonic()
     rec = None
     try:
-        rec = RecordingWriter(args.out, calib=calib, fps=args.fps, codec=args.codec,
+        rec = RecordingWriter(args.out, calib=calib, fps=args.fps or getattr(src, "fps", 30.0), codec=args.codec,
                               meta={"source": "tracker3d record", "cam0": args.cam0, "cam1": args.cam1})
         with STOP.soft():
             for _ in progress(iter(int, 1), "recording", unit="pair"):

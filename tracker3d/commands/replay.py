@@ -19,6 +19,7 @@ from .common import (
     add_detection_input_args,
     add_pipeline_args,
     add_view_arg,
+    check_pipeline_args,
     finish_viewer,
     format_summary,
     open_input,
@@ -26,7 +27,15 @@ from .common import (
     require_display,
     start_viewer,
 )
-from .paths import JSON_FILES, OVERLAY_FILES, PLOT_FILES, TRACK_FILES, Output, check_outputs, input_files
+from .paths import (
+    JSON_FILES,
+    OVERLAY_FILES,
+    PLOT_FILES,
+    TRACK_FILES,
+    Output,
+    check_outputs,
+    input_files,
+)
 from .signals import STOP
 
 HELP = "track a recording folder in 3D (lossless; --smooth for offline RTS smoothing)"
@@ -73,20 +82,23 @@ def run(args: argparse.Namespace) -> int:
                   input_files(args))
     if args.view:
         require_display()
-    rec, calib = open_input(args, realtime=args.realtime)
-    if args.overlay and isinstance(rec, DetectionFolder):
-        rec.close()
-        raise Tracker3DError("--overlay draws on the videos: a detections folder has none")
-    config, gate = pipeline_from_args(args)
-    pipe = StereoPipeline(calib, config, gate=gate, keep_log=args.smooth)
+    check_pipeline_args(args)
     if args.view and not args.publish:
         args.publish = DEFAULT_ENDPOINT
-    pub = out = overlay = viewer = None
+    # The socket first: a taken port is said at once, before the gate loads.
+    pub = TrackPublisher(args.publish, allow_remote=args.allow_remote,
+                         curve_keys=args.curve_keys) if args.publish else None
+    rec = pipe = out = overlay = viewer = None
     frames: list = []
     messages: list = []
     try:
-        pub = TrackPublisher(args.publish, allow_remote=args.allow_remote, frame_id=pipe.frame_id,
-                             curve_keys=args.curve_keys) if args.publish else None
+        rec, calib = open_input(args, realtime=args.realtime)
+        if args.overlay and isinstance(rec, DetectionFolder):
+            raise Tracker3DError("--overlay draws on the videos: a detections folder has none")
+        config, gate = pipeline_from_args(args)
+        pipe = StereoPipeline(calib, config, gate=gate, keep_log=args.smooth)
+        if pub is not None:
+            pub.frame_id = pipe.frame_id
         out = open_writer(args.out, pipe.frame_id) if args.out else None  # --smooth: written at the end
         overlay = OverlayWriter(args.overlay, calib, rec.fps) if args.overlay else None
         if pub is not None:
@@ -100,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             if args.smooth:
                 frames.append(f3)
             elif out is not None:
-                out.write(f3.index, f3.t, f3.tracks)
+                out.write(f3.index, f3.t, f3.tracks, f3.latency_ms)
             if overlay is not None:
                 overlay.write(last_pair.pair, pipe)
             if args.plot:
@@ -116,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                     s = smoothed.get((tr["id"], f3.index))
                     if s is not None:
                         tr.update(pipe.state_fields(s[0][:3], s[0][3:6], s[1][:3, :3]))
-                out.write(f3.index, f3.t, f3.tracks)
+                out.write(f3.index, f3.t, f3.tracks, f3.latency_ms)
     finally:
         for x in (overlay, rec, pipe, pub, out):
             if x is not None:

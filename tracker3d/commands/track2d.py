@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         write_mot(args.out, res.rows)
         print(f"wrote {args.out}: {len({r[1] for r in res.rows})} tracks over {last} frames")
         return 0
-    src = open_source(args.video, fps=args.fps)
+    # --fps times --det frames and image folders; a video file keeps its own rate.
+    src = open_source(args.video, fps=None if os.path.isfile(str(args.video)) else args.fps)
     detector = make_detector(args.detector)
     res = run_2d(((f.index, f.t, f.image) for f in src), detector, tracker, keep_detections=bool(args.det_out),
                  progress=lambda it: progress(it, "track2d", unit="frame"))

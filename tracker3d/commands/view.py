@@ -72,5 +72,14 @@ def run(args: argparse.Namespace) -> int:
     from ..viewer.snapshot import default_camera, render
 
     render(state, calib, args.snapshot, default_camera(state, calib, w, h))
-    print(f"wrote {args.snapshot}: {len(state.tracks)} tracks after {state.applied} messages (t {state.t:.2f} s)")
+    print(snapshot_line(args.snapshot, state))
     return 0
+
+
+def snapshot_line(path: str, state) -> str:
+    """What the snapshot shows; no tracks is said with its likely reasons, never a bare 0."""
+    line = f"wrote {path}: {len(state.tracks)} tracks after {state.applied} messages (t {state.t:.2f} s)"
+    if not state.tracks:
+        line += (" (no 3D track in the messages: a background detector reports nothing in its first 2 s, "
+                 "so take more --frames, or the tracker sees nothing)")
+    return line

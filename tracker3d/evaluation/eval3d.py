@@ -165,11 +165,35 @@ def evaluate_3d(frames: dict[int, FrameTracks], gt: dict[str, np.ndarray], calib
     }
 
 
+# What each kind of false 3D track was near (the sim's ground-truth `kind` column).
+FALSE_KINDS = {
+    "flash": "on a brief light flash seen by both cameras",
+    "clutter": "on a blinking clutter spot",
+    "noise": "on a moving noise spot",
+    "other": "near no simulated thing: two cameras' 2D tracks of different things paired into a ghost, "
+             "or a short duplicate of a real object's track",
+}
+
+
+def describe_false_kinds(by_kind: dict) -> str:
+    """`false_by_kind` in words: "2 other (near no simulated thing: ...)"; "" when there are none."""
+    return "; ".join(f"{n} {k} ({FALSE_KINDS.get(k, 'a ground-truth ' + k)})" for k, n in sorted(by_kind.items()))
+
+
+def _or_none(v: float, scale: float, fmt: str, why: str) -> str:
+    """v * scale formatted, or "none (why)" where there was nothing to measure (never a bare nan)."""
+    v = float(v)
+    return format(v * scale, fmt) if np.isfinite(v) else f"none ({why})"
+
+
 def format_3d(name: str, m: dict) -> str:
+    nomatch, nosmooth, notrack = "no 3D track matched an object", "not smoothed", "no object tracked"
     return (f"{name}: MOTA {m['MOTA']:.3f}  IDF1 {m['IDF1']:.3f}  HOTA {m['HOTA']:.3f}  IDSW {m['IDSW']}  "
-            f"RMSE {m['rmse_m'] * 100:.1f} cm (raw {m['rmse_raw_m'] * 100:.1f}, smoothed "
-            f"{m['rmse_smooth_m'] * 100:.1f}, bound {m['bound_m'] * 100:.1f} cm for {m['pixel_sigma']:.2f} px rms)  "
-            f"false tracks {m['false_tracks']} ({m['false_track_s']:.1f} track-s; {m['false_by_kind']})  "
-            f"time-to-track median {m['time_to_track_s_median'] * 1000:.0f} ms, "
-            f"p90 {m['time_to_track_s_p90'] * 1000:.0f} ms  (objects {m['objects']}, never tracked "
+            f"RMSE {_or_none(m['rmse_m'], 100, '.1f', nomatch)} cm (raw {_or_none(m['rmse_raw_m'], 100, '.1f', nomatch)}, "
+            f"smoothed {_or_none(m['rmse_smooth_m'], 100, '.1f', nosmooth)}, bound "
+            f"{_or_none(m['bound_m'], 100, '.1f', nomatch)} cm for {_or_none(m['pixel_sigma'], 1, '.2f', nomatch)} px rms)  "
+            f"false tracks {m['false_tracks']} ({m['false_track_s']:.1f} track-s"
+            f"{'; ' + describe_false_kinds(m['false_by_kind']) if m['false_by_kind'] else ''})  "
+            f"time-to-track median {_or_none(m['time_to_track_s_median'], 1000, '.0f', notrack)} ms, "
+            f"p90 {_or_none(m['time_to_track_s_p90'], 1000, '.0f', notrack)} ms  (objects {m['objects']}, never tracked "
             f"{m['objects_never_tracked']})")

@@ -10,6 +10,7 @@ import os
 import struct
 import time
 from pathlib import Path
+from typing import Optional
 
 from streams.base import Closeable
 from streams.errors import StreamError
@@ -36,7 +37,7 @@ class _Writer(Closeable):
         self.frame_id = frame_id
         self.seq = 0
 
-    def write(self, frame: int, t: float, tracks: list[dict], latency_ms: float = 0.0) -> None:
+    def write(self, frame: int, t: float, tracks: list[dict], latency_ms: Optional[float] = None) -> None:
         msg = make_message(self.seq, frame, t, tracks, self.frame_id, latency_ms)
         self.seq += 1
         self._write(msg)

@@ -240,6 +240,8 @@ class Tracker3D:
                 drop.add(young.id)
                 self.suppressed[young.pair] = t + 1.0
         if drop:
+            if self.keep_log:  # their reported frames are RTS-smoothed like every other track's
+                self.finished.extend(tr for tr in self.tracks if tr.id in drop)
             self.tracks = [tr for tr in self.tracks if tr.id not in drop]
         self.suppressed = {k: v for k, v in self.suppressed.items() if v >= t}
 
