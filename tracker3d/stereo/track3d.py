@@ -38,7 +38,8 @@ class Track3DConfig:
     max_coast_frames: float = 2.0  # ... but may always miss this many frame intervals (low rates)
     report_coast_s: float = 0.2  # a track seen by neither camera is still reported this long
     max_pos_std: float = 0.5  # m: a track whose position is this uncertain is deleted ...
-    max_pos_rel: float = 0.0  # ... unless that is within this many times its last triangulation's std
+    max_pos_rel: Optional[float] = None  # ... unless that is within this many times its last triangulation's
+    # std (None: chosen by the pipeline, by where the boxes come from)
     # (a wide-baseline rig sees people 30 m away: one triangulation is decimetres uncertain)
     init_vel_std: float = 2.0  # m/s
     pixel_sigma: float = 0.5  # centroid noise assumed for the one-view update, pixels
@@ -123,6 +124,7 @@ class Tracker3D:
         self.t: Optional[float] = None
         self.intervals = np.zeros(0)  # the last frame intervals, seconds
         self.suppressed: dict[tuple[int, int], float] = {}  # pair -> time until which it starts no track
+        self.max_pos_rel = self.cfg.max_pos_rel or 0.0  # the pipeline resolves None
 
     # ---- model -------------------------------------------------------------------------------------
     def _FQ(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +210,7 @@ class Tracker3D:
             if tr.last_t < t:
                 tr.state = "coasting"
             lost = t - tr.last_stereo_t > max_coast or not seen or \
-                np.sqrt(np.trace(tr.kf.P[:3, :3])) > max(self.cfg.max_pos_std, self.cfg.max_pos_rel * tr.meas_std)
+                np.sqrt(np.trace(tr.kf.P[:3, :3])) > max(self.cfg.max_pos_std, self.max_pos_rel * tr.meas_std)
             if lost:
                 tr.state = "lost"
                 if self.keep_log:
