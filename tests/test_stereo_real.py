@@ -8,7 +8,7 @@ from conftest import DATA
 from persistence import HitCountGate
 from streams.detections import DetectionFolder
 from tracker3d.evaluation.runs import evaluate_source
-from tracker3d.pipeline import PipelineConfig
+from tracker3d.pipeline import PipelineConfig, StereoPipeline
 from tracker3d.stereo.track3d import Track3DConfig
 
 SLICE = DATA / "wildtrack_c1c2_slice"
@@ -29,3 +29,38 @@ def test_outside_boxes_are_triangulated_with_box_noise_by_default():
     exact = _ground("clean", PipelineConfig(threads=False, pixel_rel=0.0, truncated_rel=0.0,
                                             track3d=Track3DConfig(max_pos_rel=0.0)))
     assert auto["recall"] > exact["recall"] + 0.08 and auto["MOTA"] > exact["MOTA"] + 0.05, (auto, exact)
+
+
+class _FlickerGate:
+    """The hit-count rule, except that on `off_calls` every track is reported not persistent (a
+    missed detection drops a 3-of-3 rule at 2 fps)."""
+
+    def __init__(self, off_calls: set[int]):
+        self.rule, self.off, self.calls = HitCountGate(3, 1.0), off_calls, 0
+
+    def __call__(self, ids, hist, lengths, image_size=None):
+        persistent, scores = self.rule(ids, hist, lengths, image_size=image_size)
+        self.calls += 1
+        return (persistent & False, scores) if self.calls in self.off else (persistent, scores)
+
+    def forget(self, ids) -> None:
+        pass
+
+
+def test_pairs_outlive_a_gate_flicker_of_their_2d_tracks():
+    """A paired 2D track that drops out of persistence for a frame keeps its pair (and its 3D
+    track keeps being updated); new pairs still need persistent tracks."""
+    src = DetectionFolder.open_folder(SLICE / "clean")
+    pipe = StereoPipeline(src.calib, PipelineConfig(threads=False), gate=_FlickerGate({20}))
+    for pair in src:
+        f3 = pipe.step(pair)
+        if pair.index == 18:
+            before = dict(pipe.associator.pairs)
+        if pair.index == 19:  # the gate's 20th call: nothing is persistent
+            held = pipe.associator.pairs
+            updated = {tr.id for tr in pipe.tracker3d.tracks if tr.last_stereo_t == f3.t}
+            break
+    assert len(before) >= 8
+    kept = {a: b for a, b in held.items() if before.get(a) == b}
+    assert len(kept) >= 0.8 * len(before), (before, held)
+    assert len(updated) >= 0.8 * len(before)

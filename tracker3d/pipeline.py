@@ -300,8 +300,13 @@ class StereoPipeline:
 
     def _associate(self, t: float, skew: float) -> list[PairObservation]:
         trk0, trk1 = self.trackers
-        idx0 = np.flatnonzero(trk0.confirmed & trk0.persistent)
-        idx1 = np.flatnonzero(trk1.confirmed & trk1.persistent)
+        # Eligible: persistent tracks, and tracks already in a pair while they live (a hit-count gate
+        # flickers off after one missed detection at a low rate; the pair should not).
+        p0, p1 = self.associator.pairs, set(self.associator.pairs.values())
+        held0 = np.fromiter((int(i) in p0 for i in trk0.ids), bool, len(trk0))
+        held1 = np.fromiter((int(i) in p1 for i in trk1.ids), bool, len(trk1))
+        idx0 = np.flatnonzero(trk0.confirmed & (trk0.persistent | held0))
+        idx1 = np.flatnonzero(trk1.confirmed & (trk1.persistent | held1))
         pairs = self.associator.associate(trk0, idx0, trk1, idx1, t, self._dt)
         obs = []
         m0, m1 = trk0.measured(), trk1.measured()
