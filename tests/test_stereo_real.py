@@ -3,12 +3,13 @@
 truth (ground plane, 0.5 m)."""
 from __future__ import annotations
 
+import numpy as np
 from conftest import DATA
 
-from persistence import HitCountGate
+from persistence import HitCountGate, RateGuardedGate
 from streams.detections import DetectionFolder
 from tracker3d.evaluation.runs import evaluate_source
-from tracker3d.pipeline import PipelineConfig, StereoPipeline
+from tracker3d.pipeline import PipelineConfig, StereoPipeline, gate_counts_hits
 from tracker3d.stereo.track3d import Track3DConfig
 
 SLICE = DATA / "wildtrack_c1c2_slice"
@@ -31,20 +32,41 @@ def test_outside_boxes_are_triangulated_with_box_noise_by_default():
     assert auto["recall"] > exact["recall"] + 0.08 and auto["MOTA"] > exact["MOTA"] + 0.05, (auto, exact)
 
 
-class _FlickerGate:
+class _FlickerGate(HitCountGate):
     """The hit-count rule, except that on `off_calls` every track is reported not persistent (a
     missed detection drops a 3-of-3 rule at 2 fps)."""
 
     def __init__(self, off_calls: set[int]):
-        self.rule, self.off, self.calls = HitCountGate(3, 1.0), off_calls, 0
+        super().__init__(3, 1.0)
+        self.off, self.calls = off_calls, 0
 
     def __call__(self, ids, hist, lengths, image_size=None):
-        persistent, scores = self.rule(ids, hist, lengths, image_size=image_size)
+        persistent, scores = super().__call__(ids, hist, lengths, image_size=image_size)
         self.calls += 1
         return (persistent & False, scores) if self.calls in self.off else (persistent, scores)
 
+
+class _Learned:
+    """Stands for a learned gate (not a hit-count rule)."""
+
+    def __call__(self, ids, hist, lengths, image_size=None):
+        return np.ones(len(lengths), bool), np.ones(len(lengths))
+
     def forget(self, ids) -> None:
         pass
+
+
+def test_only_a_hit_count_rule_holds_pairs():
+    """A learned gate's "not persistent" means a false track: only the hit-count rule's flicker
+    (directly, or as the rate guard's fallback at 2 fps) keeps paired tracks eligible."""
+    assert gate_counts_hits(HitCountGate(3, 1.0))
+    assert not gate_counts_hits(_Learned())
+    guarded = RateGuardedGate(_Learned(), HitCountGate(3, 1.0), (15.0, 60.0))
+    assert not gate_counts_hits(guarded)  # the rate is not known yet: the learned gate decides
+    hist = np.zeros((1, 4, 7))
+    hist[0, :, 0] = [0.0, 0.5, 1.0, 1.5]
+    guarded(np.array([1]), hist, np.array([4]))  # 2 fps: outside 15-60 fps
+    assert gate_counts_hits(guarded)
 
 
 def test_pairs_outlive_a_gate_flicker_of_their_2d_tracks():

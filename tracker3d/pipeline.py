@@ -16,7 +16,7 @@ import numpy as np
 
 from calib import StereoCalibration
 from calib.triangulate import triangulate
-from persistence import Gate, HitCountGate
+from persistence import Gate, HitCountGate, RateGuardedGate
 from streams.detections import Boxes2D, DetectionPair
 from streams.frames import FramePair
 
@@ -67,6 +67,14 @@ class Frame3D:
     timings: dict[str, float]  # ms per stage
     raw: dict[int, np.ndarray] = field(default_factory=dict)  # 3D id -> raw triangulated xyz this frame
     wall: float = float("nan")
+
+
+def gate_counts_hits(gate) -> bool:
+    """Whether `gate` decides by the hit-count rule now (HitCountGate, or a RateGuardedGate that
+    fell back to it), not by a learned score."""
+    if isinstance(gate, RateGuardedGate):
+        return gate.use_learned is False and gate_counts_hits(gate.fallback)
+    return isinstance(gate, HitCountGate)
 
 
 class StereoPipeline:
@@ -300,11 +308,14 @@ class StereoPipeline:
 
     def _associate(self, t: float, skew: float) -> list[PairObservation]:
         trk0, trk1 = self.trackers
-        # Eligible: persistent tracks, and tracks already in a pair while they live (a hit-count gate
-        # flickers off after one missed detection at a low rate; the pair should not).
+        # Eligible: persistent tracks, and, under a hit-count rule, tracks already in a pair while
+        # they live (the rule drops a track for min_hits frames after one missed detection, 1.5 s at
+        # 2 fps; the pair should not break for it). A learned gate's "not persistent" is evidence of
+        # a false track, so it ends pairs as before.
         p0, p1 = self.associator.pairs, set(self.associator.pairs.values())
-        held0 = np.fromiter((int(i) in p0 for i in trk0.ids), bool, len(trk0))
-        held1 = np.fromiter((int(i) in p1 for i in trk1.ids), bool, len(trk1))
+        hold = gate_counts_hits(self.gate)
+        held0 = np.fromiter((hold and int(i) in p0 for i in trk0.ids), bool, len(trk0))
+        held1 = np.fromiter((hold and int(i) in p1 for i in trk1.ids), bool, len(trk1))
         idx0 = np.flatnonzero(trk0.confirmed & (trk0.persistent | held0))
         idx1 = np.flatnonzero(trk1.confirmed & (trk1.persistent | held1))
         pairs = self.associator.associate(trk0, idx0, trk1, idx1, t, self._dt)
