@@ -186,6 +186,10 @@ class Tracker3D:
         by_id0 = {tr.pair[0]: tr for tr in self.tracks}
         by_id1 = {tr.pair[1]: tr for tr in self.tracks}
         used: set[int] = set()
+        rest = []
+        # First the pairs that continue their own 3D track, so that a new pair's takeover (below)
+        # never takes a track whose pair is here this frame (it would get two updates, and its own
+        # pair's object none).
         for p in pairs:
             tr = by_pair.get((p.id0, p.id1))
             if tr is not None and p.xyz is not None and self._mahalanobis(tr, p.xyz, p.cov) > self.cfg.gate_chi2:
@@ -195,7 +199,12 @@ class Tracker3D:
                 tr.pair = (-1, -1)
                 tr = None
             if tr is None:
-                tr = self._takeover(p, by_id0, by_id1, used)
+                rest.append(p)
+                continue
+            used.add(tr.id)
+            self._observe(tr, p, t)
+        for p in rest:  # new pairs: a 2D ID switch continues a track, or a new track starts
+            tr = self._takeover(p, by_id0, by_id1, used)
             if tr is None:
                 if p.xyz is not None and self.suppressed.get((p.id0, p.id1), -math.inf) < t:
                     self._start(p, t)
