@@ -108,3 +108,24 @@ def test_a_new_pair_never_takes_over_a_track_whose_own_pair_is_here():
     assert a.pair == (1, 1) and a in t3.tracks
     assert {tr.pair for tr in t3.tracks} == {(1, 1), (3, 3)}
     assert np.allclose(a.xyz, [0.0, 0.0, 10.0], atol=0.05)
+
+
+def test_a_pair_seen_jointly_for_a_second_is_reported_at_its_first_triangulation():
+    """At 2 fps the association's min_common joint observations already span a second: the 3D
+    track they start is reported at once (not one more frame later), while at 30 fps a new pair's
+    track still waits for min_updates (a glint of a few frames)."""
+    calib = load_calibration(SLICE / "clean" / "calib.yaml")
+    for evidence, reported in ((1.0, True), (2 / 30, False)):
+        t3 = Tracker3D(calib, Track3DConfig())
+        p = _pair(1, [0.0, 0.0, 10.0])
+        p.evidence_s = evidence
+        t3.update(0.0, [p])
+        assert bool(t3.reported()) is reported, evidence
+    src = DetectionFolder.open_folder(SLICE / "clean")
+    pipe = StereoPipeline(src.calib, PipelineConfig(threads=False), gate=HitCountGate(3, 1.0))
+    at_birth = 0
+    for pair in src:
+        f3 = pipe.step(pair)
+        born = {tr.id for tr in pipe.tracker3d.tracks if tr.born_t == f3.t}
+        at_birth += len(born & {m["id"] for m in f3.tracks})
+    assert at_birth >= 20

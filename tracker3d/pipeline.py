@@ -330,6 +330,7 @@ class StereoPipeline:
             uv1 = m1[j, :2] + [0.0, down * m1[j, 3]] + trk1.kf.x[j, 4:6] * shift
             o = PairObservation(int(trk0.ids[i]), int(trk1.ids[j]), bool(trk0.matched[i]), bool(trk1.matched[j]),
                                 uv0, uv1, float(min(trk0.gate_score[i], trk1.gate_score[j])))
+            o.evidence_s = self.associator.evidence_s.get((i, j), 0.0)
             o.size_px = float(np.sqrt(max(m0[i, 2] * m0[i, 3], 0.0) + max(m1[j, 2] * m1[j, 3], 0.0)) / math.sqrt(2))
             o.truncated = self._truncated(m0[i, :2], m0[i, 2:4], self.calib.cam0) or \
                 self._truncated(m1[j, :2], m1[j, 2:4], self.calib.cam1)

@@ -43,7 +43,9 @@ class Track3DConfig:
     # (a wide-baseline rig sees people 30 m away: one triangulation is decimetres uncertain)
     init_vel_std: float = 2.0  # m/s
     pixel_sigma: float = 0.5  # centroid noise assumed for the one-view update, pixels
-    min_updates: int = 2  # stereo updates before a track is reported (a 3-frame glint never is)
+    min_updates: int = 2  # stereo updates before a track is reported (a 3-frame glint never is) ...
+    report_evidence_s: float = 0.5  # ... unless its first pair was seen jointly this long (the association's
+    # window): at low frame rates min_common joint observations span a second, no glint
     duplicate_m: float = 0.15  # a younger track this close to an older one is a duplicate (deleted)
 
 
@@ -63,6 +65,7 @@ class PairObservation:
     cov: Optional[np.ndarray] = None
     truncated: bool = False  # a view's blob touches the image border (not triangulated)
     size_px: float = 0.0  # the boxes' size, rms over the views of sqrt(w h), pixels
+    evidence_s: float = 0.0  # seconds over which the association saw the pair jointly
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Track3D:
     persistence: float = 0.0
     uv0: Optional[np.ndarray] = None
     uv1: Optional[np.ndarray] = None
+    evidence_s: float = 0.0  # seconds of joint 2D evidence of the pair that started it
     # For RTS smoothing: per step (t, x, P, F, Q) after the update.
     log_t: list = field(default_factory=list)
     log_frame: list = field(default_factory=list)
@@ -264,7 +268,8 @@ class Tracker3D:
         """Tracks with enough stereo updates that were seen recently: by both cameras or by one
         this frame (state 'coasting', until max_coast_s), or by none for at most report_coast_s."""
         t = self.t if self.t is not None else 0.0
-        return [tr for tr in self.tracks if tr.updates >= self.cfg.min_updates
+        return [tr for tr in self.tracks if (tr.updates >= self.cfg.min_updates
+                                             or tr.evidence_s >= self.cfg.report_evidence_s)
                 and (t - tr.last_t <= self.cfg.report_coast_s)]
 
     def _in_view(self, tracks: list[Track3D], margin: float = 20.0) -> np.ndarray:
@@ -307,7 +312,8 @@ class Tracker3D:
 
     def _start(self, p: PairObservation, t: float) -> Track3D:
         tr = Track3D(self.next_id, self._new_kf(p.xyz, p.cov), (p.id0, p.id1), t, t, t, updates=1,
-                     persistence=p.persistence, uv0=p.uv0, uv1=p.uv1, meas_std=float(np.sqrt(np.trace(p.cov))))
+                     persistence=p.persistence, uv0=p.uv0, uv1=p.uv1, meas_std=float(np.sqrt(np.trace(p.cov))),
+                     evidence_s=p.evidence_s)
         self.next_id += 1
         self.tracks.append(tr)
         return tr
