@@ -40,6 +40,7 @@ class StereoAssociator:
         self.calib = calib
         self.cfg = config or AssociationConfig()
         self.pairs: dict[int, int] = {}  # cam0 track id -> cam1 track id, from the last frame
+        self.evidence_s: dict[tuple[int, int], float] = {}  # (row0, row1) of each pair -> seconds of joint evidence
 
     def _window(self, trk: ByteTracker, idx: np.ndarray, W: int):
         """Last W rows of tracks idx: uv (n,W,2), t (n,W), observed (n,W) (False where absent)."""
@@ -88,7 +89,7 @@ class StereoAssociator:
         """Pairs (i0, i1, mean Sampson px) among tracks idx0 of camera 0 and idx1 of camera 1."""
         c = self.cfg
         sam = self.cost_matrix(trk0, idx0, trk1, idx1, t_now, dt_frame)
-        self.evidence_s: dict[tuple[int, int], float] = {}  # (row0, row1) of each pair -> seconds of joint evidence
+        self.evidence_s = {}
         m0, m1 = trk0.measured(), trk1.measured()
         s0 = np.sqrt(np.maximum(m0[idx0, 2] * m0[idx0, 3], 1e-6))  # box sizes, pixels
         s1 = np.sqrt(np.maximum(m1[idx1, 2] * m1[idx1, 3], 1e-6))
