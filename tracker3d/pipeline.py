@@ -16,7 +16,7 @@ import numpy as np
 
 from calib import StereoCalibration
 from calib.triangulate import triangulate
-from persistence import Gate, HitCountGate
+from persistence import Gate, HitCountGate, RateGuardedGate
 from streams.detections import Boxes2D, DetectionPair
 from streams.frames import FramePair
 
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 ANCHORS = ("center", "bottom")  # which point of a box is the object (triangulated and reported)
 STAGES = ("detect", "track2d", "gate", "associate", "triangulate_kf", "publish")
 CAM1_KEY_OFFSET = 1 << 40  # cam1 track ids in the shared gate batch
+# An outside detector's box centre is not a point on the object: it moves a few per cent of the box
+# size between views and frames (WildTrack person boxes: 0.05 makes their triangulations consistent).
+BOX_NOISE_REL = 0.05
+BOX_POS_REL = 4.0  # with box noise, a 3D track may be as uncertain as this many of its triangulations
 
 
 @dataclass
@@ -40,9 +44,12 @@ class PipelineConfig:
     association: AssociationConfig = field(default_factory=AssociationConfig)
     track3d: Track3DConfig = field(default_factory=Track3DConfig)
     pixel_sigma: float = 0.25  # centroid noise used for triangulation covariance (our detector: 0.1-0.3 px) ...
-    pixel_rel: float = 0.0  # ... or this fraction of the box size (sqrt(w h)), if larger (real detectors' boxes: 0.05)
+    # ... or this fraction of the box size (sqrt(w h)), if larger. None: chosen by where the boxes come
+    # from: BOX_NOISE_REL for an outside detector's boxes (DetectionPair), 0 for our blob detectors.
+    pixel_rel: Optional[float] = None
     border_px: float = 1.0  # a box this close to the image border is cut off: its centre is biased, so ...
-    truncated_rel: float = 0.0  # ... it is triangulated with this fraction of its size as pixel noise (0: not at all)
+    truncated_rel: Optional[float] = None  # ... it is triangulated with this fraction of its size as pixel
+    # noise (0: not at all; None: as pixel_rel)
     sync_correction: bool = True  # move camera 1's pixels to camera 0's capture time (shutter skew)
     threads: bool = True  # detect the two cameras side by side
     # The point of each 2D box that is triangulated: its centre, or the middle of its bottom edge
@@ -64,6 +71,14 @@ class Frame3D:
     # to its publication, or None where the source has no capture wall time (recordings, files):
     # the value every message of this pair carries (ZMQ and --out files alike). Set by run().
     latency_ms: Optional[float] = None
+
+
+def gate_counts_hits(gate) -> bool:
+    """Whether `gate` decides by the hit-count rule now (HitCountGate, or a RateGuardedGate that
+    fell back to it), not by a learned score."""
+    if isinstance(gate, RateGuardedGate):
+        return gate.use_learned is False and gate_counts_hits(gate.fallback)
+    return isinstance(gate, HitCountGate)
 
 
 class StereoPipeline:
@@ -101,6 +116,18 @@ class StereoPipeline:
         self.resets = 0  # time jumps that ended every track
         self.warnings: list[str] = []  # said once each (logged, and in the run summary)
         self._unpaired: Optional[tuple[float, int]] = None  # (since, frames) with tracks in both views, no pair
+        self.outside_boxes = False  # set by the first DetectionPair: boxes from an outside detector
+        self._apply_box_noise()
+
+    def _apply_box_noise(self) -> None:
+        """Resolve the box-noise fractions (None = by where the boxes come from) for triangulation
+        and the 3D tracks' deletion rule."""
+        c = self.cfg
+        auto = BOX_NOISE_REL if self.outside_boxes else 0.0
+        self.pixel_rel = auto if c.pixel_rel is None else c.pixel_rel
+        self.truncated_rel = self.pixel_rel if c.truncated_rel is None else c.truncated_rel
+        if c.track3d.max_pos_rel is None:
+            self.tracker3d.max_pos_rel = BOX_POS_REL if self.pixel_rel > 0 else 0.0
 
     def warn_once(self, key: str, text: str) -> None:
         """Log `text` as a warning the first time `key` is seen; it also goes in the run summary."""
@@ -155,7 +182,7 @@ class StereoPipeline:
         return self.step_detections(pair.index, pair.t0 if pair.img0 is not None else math.nan,
                                     pair.t1 if pair.img1 is not None else math.nan,
                                     d0 if pair.img0 is not None else None, d1 if pair.img1 is not None else None,
-                                    wall=pair.wall, detect_ms=(time.perf_counter() - c0) * 1e3)
+                                    wall=pair.wall, detect_ms=(time.perf_counter() - c0) * 1e3, outside=False)
 
     def detections_from_boxes(self, boxes: Optional[Boxes2D]) -> Optional[Detections]:
         if boxes is None:
@@ -163,10 +190,18 @@ class StereoPipeline:
         return Detections.from_boxes(boxes.boxes, boxes.scores, classes=boxes.classes)
 
     def step_detections(self, index: int, t0: float, t1: float, det0: Optional[Detections],
-                        det1: Optional[Detections], wall: float = math.nan, detect_ms: float = 0.0) -> Frame3D:
+                        det1: Optional[Detections], wall: float = math.nan, detect_ms: float = 0.0,
+                        outside: bool = True) -> Frame3D:
         """Everything after detection, for one stereo time step. det0/det1: each camera's
         detections (pixels) captured at t0/t1 (seconds, one clock); None (time NaN) = that camera
-        gave nothing this step, and its tracks coast at the pair's time."""
+        gave nothing this step, and its tracks coast at the pair's time. outside: the boxes come
+        from an outside detector (their centres get box noise unless the config sets it; False
+        from our own detectors' step)."""
+        if outside and not self.outside_boxes:
+            self.outside_boxes = True
+            self._apply_box_noise()
+            log.info("outside detector boxes: box centres are triangulated with %.0f %% of the box size as noise",
+                     100 * self.pixel_rel)
         tm: dict[str, float] = {}
         t = t0 if det0 is not None and math.isfinite(t0) else t1
         if not math.isfinite(t):
@@ -191,6 +226,7 @@ class StereoPipeline:
             self._gaps += 1
         self._last_t = t
         obs = self._associate(t, t1 - t0)
+        self.last_obs = obs  # this step's pairs (for analysis)
         c4 = time.perf_counter()
         self._triangulate(obs)
         self._watch_pairing(t, sum(o.xyz is not None for o in obs))
@@ -276,8 +312,16 @@ class StereoPipeline:
 
     def _associate(self, t: float, skew: float) -> list[PairObservation]:
         trk0, trk1 = self.trackers
-        idx0 = np.flatnonzero(trk0.confirmed & trk0.persistent)
-        idx1 = np.flatnonzero(trk1.confirmed & trk1.persistent)
+        # Eligible: persistent tracks, and, under a hit-count rule, tracks already in a pair while
+        # they live (the rule drops a track for min_hits frames after one missed detection, 1.5 s at
+        # 2 fps; the pair should not break for it). A learned gate's "not persistent" is evidence of
+        # a false track, so it ends pairs as before.
+        p0, p1 = self.associator.pairs, set(self.associator.pairs.values())
+        hold = gate_counts_hits(self.gate)
+        held0 = np.fromiter((hold and int(i) in p0 for i in trk0.ids), bool, len(trk0))
+        held1 = np.fromiter((hold and int(i) in p1 for i in trk1.ids), bool, len(trk1))
+        idx0 = np.flatnonzero(trk0.confirmed & (trk0.persistent | held0))
+        idx1 = np.flatnonzero(trk1.confirmed & (trk1.persistent | held1))
         pairs = self.associator.associate(trk0, idx0, trk1, idx1, t, self._dt)
         obs = []
         m0, m1 = trk0.measured(), trk1.measured()
@@ -290,6 +334,7 @@ class StereoPipeline:
             uv1 = m1[j, :2] + [0.0, down * m1[j, 3]] + trk1.kf.x[j, 4:6] * shift
             o = PairObservation(int(trk0.ids[i]), int(trk1.ids[j]), bool(trk0.matched[i]), bool(trk1.matched[j]),
                                 uv0, uv1, float(min(trk0.gate_score[i], trk1.gate_score[j])))
+            o.evidence_s = self.associator.evidence_s.get((i, j), 0.0)
             o.size_px = float(np.sqrt(max(m0[i, 2] * m0[i, 3], 0.0) + max(m1[j, 2] * m1[j, 3], 0.0)) / math.sqrt(2))
             o.truncated = self._truncated(m0[i, :2], m0[i, 2:4], self.calib.cam0) or \
                 self._truncated(m1[j, :2], m1[j, 2:4], self.calib.cam1)
@@ -304,10 +349,10 @@ class StereoPipeline:
 
     def _triangulate(self, obs: list[PairObservation]) -> None:
         c = self.cfg
-        both = [o for o in obs if o.seen0 and o.seen1 and (c.truncated_rel > 0 or not o.truncated)]
+        both = [o for o in obs if o.seen0 and o.seen1 and (self.truncated_rel > 0 or not o.truncated)]
         if not both:
             return
-        sigma = np.array([max(c.pixel_sigma, (c.truncated_rel if o.truncated else c.pixel_rel) * o.size_px)
+        sigma = np.array([max(c.pixel_sigma, (self.truncated_rel if o.truncated else self.pixel_rel) * o.size_px)
                           for o in both])
         tri = triangulate(self.calib, np.array([o.uv0 for o in both]), np.array([o.uv1 for o in both]),
                           pixel_sigma=sigma)

@@ -12,7 +12,7 @@ from persistence import HitCountGate, RateGuardedGate
 from streams.errors import OutputError
 
 from ..errors import Tracker3DError
-from ..pipeline import ANCHORS, STAGES, PipelineConfig
+from ..pipeline import ANCHORS, BOX_POS_REL, STAGES, PipelineConfig
 from ..stereo.track3d import Track3DConfig
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,11 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
                    "or constant acceleration")
     g.add_argument("--pixel-sigma", type=float, default=0.25, help="2D centroid noise for triangulation, px")
     g.add_argument("--max-coast", type=float, default=0.5, help="seconds a 3D track survives unseen")
-    g.add_argument("--box-noise", type=float, default=0.0, metavar="FRACTION",
-                   help="real detector boxes: their centre's noise is this fraction of the box size (sqrt(w h)) "
-                   "when larger than --pixel-sigma, boxes cut by the image border are triangulated with it, and a 3D "
-                   "track may be as uncertain as 4 of its triangulations (wide baselines); 0.05 suits person boxes "
-                   "(WildTrack), 0 (default) keeps blob detectors' exact centroids")
+    g.add_argument("--box-noise", type=float, default=None, metavar="FRACTION",
+                   help="a box centre's noise as a fraction of the box size (sqrt(w h)) when larger than "
+                   "--pixel-sigma; boxes cut by the image border are triangulated with it, and a 3D track may be as "
+                   "uncertain as 4 of its triangulations (wide baselines). Default: 0.05 for detection files and "
+                   "streams (an outside detector's boxes), 0 for our own detectors (exact blob centroids)")
     g.add_argument("--anchor", default="center", choices=list(ANCHORS),
                    help="which point of a detection box is the object (triangulated and reported): its centre or "
                    "the middle of its bottom edge (default center; see README 'Your own detector')")
@@ -83,10 +83,10 @@ def check_pipeline_args(args: argparse.Namespace) -> None:
 
 def pipeline_from_args(args: argparse.Namespace):
     check_pipeline_args(args)
-    box = getattr(args, "box_noise", 0.0)
+    box = getattr(args, "box_noise", None)  # None: by where the boxes come from (the pipeline decides)
     cfg = PipelineConfig(detector=args.detector, pixel_sigma=args.pixel_sigma, pixel_rel=box, truncated_rel=box,
                          track3d=Track3DConfig(model=args.model, max_coast_s=args.max_coast,
-                                               max_pos_rel=4.0 if box > 0 else 0.0),
+                                               max_pos_rel=None if box is None else (BOX_POS_REL if box > 0 else 0.0)),
                          anchor=getattr(args, "anchor", "center"))
     return cfg, make_gate(args)
 

@@ -40,6 +40,7 @@ class StereoAssociator:
         self.calib = calib
         self.cfg = config or AssociationConfig()
         self.pairs: dict[int, int] = {}  # cam0 track id -> cam1 track id, from the last frame
+        self.evidence_s: dict[tuple[int, int], float] = {}  # (row0, row1) of each pair -> seconds of joint evidence
 
     def _window(self, trk: ByteTracker, idx: np.ndarray, W: int):
         """Last W rows of tracks idx: uv (n,W,2), t (n,W), observed (n,W) (False where absent)."""
@@ -77,6 +78,9 @@ class StereoAssociator:
         d = np.where(both, num / np.sqrt(np.maximum(den, 1e-300)), 0.0)
         count = both.sum(axis=2)
         self.last_count = count
+        # Seconds from the first joint observation in the window to now (camera 0's row times).
+        t_first = np.where(both, t0[:, None, :], np.inf).min(axis=2)
+        self.last_span = np.where(count > 0, t_now - t_first, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, d.sum(axis=2) / count, np.inf)
 
@@ -85,6 +89,7 @@ class StereoAssociator:
         """Pairs (i0, i1, mean Sampson px) among tracks idx0 of camera 0 and idx1 of camera 1."""
         c = self.cfg
         sam = self.cost_matrix(trk0, idx0, trk1, idx1, t_now, dt_frame)
+        self.evidence_s = {}
         m0, m1 = trk0.measured(), trk1.measured()
         s0 = np.sqrt(np.maximum(m0[idx0, 2] * m0[idx0, 3], 1e-6))  # box sizes, pixels
         s1 = np.sqrt(np.maximum(m1[idx1, 2] * m1[idx1, 3], 1e-6))
@@ -123,5 +128,6 @@ class StereoAssociator:
                 if sub[a, b] < 1.0:
                     i, j = rows[a], cols[b]
                     pairs.append((int(idx0[i]), int(idx1[j]), float(sam[i, j])))
+                    self.evidence_s[(int(idx0[i]), int(idx1[j]))] = float(self.last_span[i, j])
         self.pairs = {int(trk0.ids[i]): int(trk1.ids[j]) for i, j, _ in pairs}
         return pairs

@@ -38,11 +38,14 @@ class Track3DConfig:
     max_coast_frames: float = 2.0  # ... but may always miss this many frame intervals (low rates)
     report_coast_s: float = 0.2  # a track seen by neither camera is still reported this long
     max_pos_std: float = 0.5  # m: a track whose position is this uncertain is deleted ...
-    max_pos_rel: float = 0.0  # ... unless that is within this many times its last triangulation's std
+    max_pos_rel: Optional[float] = None  # ... unless that is within this many times its last triangulation's
+    # std (None: chosen by the pipeline, by where the boxes come from)
     # (a wide-baseline rig sees people 30 m away: one triangulation is decimetres uncertain)
     init_vel_std: float = 2.0  # m/s
     pixel_sigma: float = 0.5  # centroid noise assumed for the one-view update, pixels
-    min_updates: int = 2  # stereo updates before a track is reported (a 3-frame glint never is)
+    min_updates: int = 2  # stereo updates before a track is reported (a 3-frame glint never is) ...
+    report_evidence_s: float = 0.5  # ... unless its first pair was seen jointly this long (the association's
+    # window): at low frame rates min_common joint observations span a second, no glint
     duplicate_m: float = 0.15  # a younger track this close to an older one is a duplicate (deleted)
 
 
@@ -62,6 +65,7 @@ class PairObservation:
     cov: Optional[np.ndarray] = None
     truncated: bool = False  # a view's blob touches the image border (not triangulated)
     size_px: float = 0.0  # the boxes' size, rms over the views of sqrt(w h), pixels
+    evidence_s: float = 0.0  # seconds over which the association saw the pair jointly
 
 
 @dataclass
@@ -78,6 +82,7 @@ class Track3D:
     persistence: float = 0.0
     uv0: Optional[np.ndarray] = None
     uv1: Optional[np.ndarray] = None
+    evidence_s: float = 0.0  # seconds of joint 2D evidence of the pair that started it
     # For RTS smoothing: per step (t, x, P, F, Q) after the update.
     log_t: list = field(default_factory=list)
     log_frame: list = field(default_factory=list)
@@ -123,6 +128,7 @@ class Tracker3D:
         self.t: Optional[float] = None
         self.intervals = np.zeros(0)  # the last frame intervals, seconds
         self.suppressed: dict[tuple[int, int], float] = {}  # pair -> time until which it starts no track
+        self.max_pos_rel = self.cfg.max_pos_rel or 0.0  # the pipeline resolves None
 
     # ---- model -------------------------------------------------------------------------------------
     def _FQ(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +190,10 @@ class Tracker3D:
         by_id0 = {tr.pair[0]: tr for tr in self.tracks}
         by_id1 = {tr.pair[1]: tr for tr in self.tracks}
         used: set[int] = set()
+        rest = []
+        # First the pairs that continue their own 3D track, so that a new pair's takeover (below)
+        # never takes a track whose pair is here this frame (it would get two updates, and its own
+        # pair's object none).
         for p in pairs:
             tr = by_pair.get((p.id0, p.id1))
             if tr is not None and p.xyz is not None and self._mahalanobis(tr, p.xyz, p.cov) > self.cfg.gate_chi2:
@@ -193,7 +203,12 @@ class Tracker3D:
                 tr.pair = (-1, -1)
                 tr = None
             if tr is None:
-                tr = self._takeover(p, by_id0, by_id1, used)
+                rest.append(p)
+                continue
+            used.add(tr.id)
+            self._observe(tr, p, t)
+        for p in rest:  # new pairs: a 2D ID switch continues a track, or a new track starts
+            tr = self._takeover(p, by_id0, by_id1, used)
             if tr is None:
                 if p.xyz is not None and self.suppressed.get((p.id0, p.id1), -math.inf) < t:
                     self._start(p, t)
@@ -208,7 +223,7 @@ class Tracker3D:
             if tr.last_t < t:
                 tr.state = "coasting"
             lost = t - tr.last_stereo_t > max_coast or not seen or \
-                np.sqrt(np.trace(tr.kf.P[:3, :3])) > max(self.cfg.max_pos_std, self.cfg.max_pos_rel * tr.meas_std)
+                np.sqrt(np.trace(tr.kf.P[:3, :3])) > max(self.cfg.max_pos_std, self.max_pos_rel * tr.meas_std)
             if lost:
                 tr.state = "lost"
                 if self.keep_log:
@@ -255,7 +270,8 @@ class Tracker3D:
         """Tracks with enough stereo updates that were seen recently: by both cameras or by one
         this frame (state 'coasting', until max_coast_s), or by none for at most report_coast_s."""
         t = self.t if self.t is not None else 0.0
-        return [tr for tr in self.tracks if tr.updates >= self.cfg.min_updates
+        return [tr for tr in self.tracks if (tr.updates >= self.cfg.min_updates
+                                             or tr.evidence_s >= self.cfg.report_evidence_s)
                 and (t - tr.last_t <= self.cfg.report_coast_s)]
 
     def _in_view(self, tracks: list[Track3D], margin: float = 20.0) -> np.ndarray:
@@ -298,7 +314,8 @@ class Tracker3D:
 
     def _start(self, p: PairObservation, t: float) -> Track3D:
         tr = Track3D(self.next_id, self._new_kf(p.xyz, p.cov), (p.id0, p.id1), t, t, t, updates=1,
-                     persistence=p.persistence, uv0=p.uv0, uv1=p.uv1, meas_std=float(np.sqrt(np.trace(p.cov))))
+                     persistence=p.persistence, uv0=p.uv0, uv1=p.uv1, meas_std=float(np.sqrt(np.trace(p.cov))),
+                     evidence_s=p.evidence_s)
         self.next_id += 1
         self.tracks.append(tr)
         return tr
