@@ -62,12 +62,14 @@ def test_only_a_hit_count_rule_holds_pairs():
     (directly, or as the rate guard's fallback at 2 fps) keeps paired tracks eligible."""
     assert gate_counts_hits(HitCountGate(3, 1.0))
     assert not gate_counts_hits(_Learned())
-    guarded = RateGuardedGate(_Learned(), HitCountGate(3, 1.0), (15.0, 60.0))
-    assert not gate_counts_hits(guarded)  # the rate is not known yet: the learned gate decides
-    hist = np.zeros((1, 4, 7))
-    hist[0, :, 0] = [0.0, 0.5, 1.0, 1.5]
-    guarded(np.array([1]), hist, np.array([4]))  # 2 fps: outside 15-60 fps
-    assert gate_counts_hits(guarded)
+    for fps, learned_after in ((2.0, False), (30.0, True)):
+        guarded = RateGuardedGate(_Learned(), HitCountGate(3, 1.0), (15.0, 60.0))
+        assert gate_counts_hits(guarded)  # the rate is not known yet: the hit-count rule answers
+        for k in range(2, 2 + max(6, int(1.5 * fps))):  # 6 calls and 1.5 s of one track: the rate settles
+            hist = np.zeros((1, k, 7))
+            hist[0, :, 0] = np.arange(k) / fps
+            guarded(np.array([1]), hist, np.array([k]))
+        assert guarded.use_learned is learned_after and gate_counts_hits(guarded) is not learned_after
 
 
 def test_pairs_outlive_a_gate_flicker_of_their_2d_tracks():

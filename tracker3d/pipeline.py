@@ -75,9 +75,10 @@ class Frame3D:
 
 def gate_counts_hits(gate) -> bool:
     """Whether `gate` decides by the hit-count rule now (HitCountGate, or a RateGuardedGate that
-    fell back to it), not by a learned score."""
+    fell back to it or is still measuring the rate, when its fallback answers), not by a learned
+    score."""
     if isinstance(gate, RateGuardedGate):
-        return gate.use_learned is False and gate_counts_hits(gate.fallback)
+        return gate.use_learned is not True and gate_counts_hits(gate.fallback)
     return isinstance(gate, HitCountGate)
 
 
