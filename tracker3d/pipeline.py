@@ -73,13 +73,18 @@ class Frame3D:
     latency_ms: Optional[float] = None
 
 
-def gate_counts_hits(gate) -> bool:
-    """Whether `gate` decides by the hit-count rule now (HitCountGate, or a RateGuardedGate that
-    fell back to it or is still measuring the rate, when its fallback answers), not by a learned
-    score."""
+def hit_count_rule(gate) -> Optional[HitCountGate]:
+    """The hit-count rule `gate` decides by now (a HitCountGate, or a RateGuardedGate's fallback
+    once it fell back to it, or while it is still measuring the rate and its fallback answers),
+    or None when a learned score decides."""
     if isinstance(gate, RateGuardedGate):
-        return gate.use_learned is not True and gate_counts_hits(gate.fallback)
-    return isinstance(gate, HitCountGate)
+        return hit_count_rule(gate.fallback) if gate.use_learned is not True else None
+    return gate if isinstance(gate, HitCountGate) else None
+
+
+def gate_counts_hits(gate) -> bool:
+    """Whether `gate` decides by the hit-count rule now, not by a learned score."""
+    return hit_count_rule(gate) is not None
 
 
 class StereoPipeline:
@@ -321,9 +326,20 @@ class StereoPipeline:
         hold = gate_counts_hits(self.gate)
         held0 = np.fromiter((hold and int(i) in p0 for i in trk0.ids), bool, len(trk0))
         held1 = np.fromiter((hold and int(i) in p1 for i in trk1.ids), bool, len(trk1))
-        idx0 = np.flatnonzero(trk0.confirmed & (trk0.persistent | held0))
-        idx1 = np.flatnonzero(trk1.confirmed & (trk1.persistent | held1))
-        pairs = self.associator.associate(trk0, idx0, trk1, idx1, t, self._dt)
+        elig0 = trk0.confirmed & (trk0.persistent | held0)
+        elig1 = trk1.confirmed & (trk1.persistent | held1)
+        # Stereo confirmation at low rates: when the hit-count rule's min_hits frames span its whole
+        # window (2 fps: 3 hits = every frame for 1 s), a track observed now one hit short of it is
+        # eligible too, and a pair needs that many joint observations: two cameras agreeing over
+        # min_hits - 1 frames is the missing hit's evidence. (2D outputs still wait for the rule.)
+        rule = hit_count_rule(self.gate)
+        need = None
+        if rule is not None and rule.min_hits > 2 and (rule.min_hits - 1) * self._dt >= rule.window_s - 1e-9:
+            need = min(self.associator.cfg.min_common, rule.min_hits - 1)
+            elig0 |= trk0.matched & (trk0.hits >= rule.min_hits - 1)
+            elig1 |= trk1.matched & (trk1.hits >= rule.min_hits - 1)
+        idx0, idx1 = np.flatnonzero(elig0), np.flatnonzero(elig1)
+        pairs = self.associator.associate(trk0, idx0, trk1, idx1, t, self._dt, min_common=need)
         obs = []
         m0, m1 = trk0.measured(), trk1.measured()
         # The box point that is the object: the tracked centre, or the middle of the bottom edge.

@@ -85,9 +85,11 @@ class StereoAssociator:
             return np.where(count > 0, d.sum(axis=2) / count, np.inf)
 
     def associate(self, trk0: ByteTracker, idx0: np.ndarray, trk1: ByteTracker, idx1: np.ndarray,
-                  t_now: float, dt_frame: float) -> list[tuple[int, int, float]]:
-        """Pairs (i0, i1, mean Sampson px) among tracks idx0 of camera 0 and idx1 of camera 1."""
+                  t_now: float, dt_frame: float, min_common: Optional[int] = None) -> list[tuple[int, int, float]]:
+        """Pairs (i0, i1, mean Sampson px) among tracks idx0 of camera 0 and idx1 of camera 1.
+        min_common: joint observations a new pair needs (default: the config's)."""
         c = self.cfg
+        need = c.min_common if min_common is None else min_common
         sam = self.cost_matrix(trk0, idx0, trk1, idx1, t_now, dt_frame)
         self.evidence_s = {}
         m0, m1 = trk0.measured(), trk1.measured()
@@ -96,7 +98,7 @@ class StereoAssociator:
         gate = np.maximum(c.gate_px, c.gate_rel * np.hypot(s0[:, None], s1[None, :]))
         cost = sam / gate
         if len(idx0) and len(idx1):
-            cost[self.last_count < c.min_common] = np.inf  # not enough joint evidence yet
+            cost[self.last_count < need] = np.inf  # not enough joint evidence yet
         ids0, ids1 = trk0.ids[idx0], trk1.ids[idx1]
         col_of = {int(v): j for j, v in enumerate(ids1)}
         for i, a in enumerate(ids0):
