@@ -61,6 +61,9 @@ class ReplayTask:
     fmt: str = "jsonl"
     options: dict = field(default_factory=dict)
     evaluate: bool = False
+    # detect the two cameras in two threads: only when this task has the machine to itself
+    # (engine serial); a worker process per core is faster without them (same results)
+    detect_threads: bool = True
 
     def key(self) -> str:
         """What makes two runs of this input the same run: options, format, eval, input files."""
@@ -184,7 +187,8 @@ def run_replay_task(task: ReplayTask) -> dict:
     eval_part, eval_path = out / "eval.part.json", out / "eval.json"
     with _TaskLog(out / "log.txt"):
         try:
-            ns = _namespace("replay", task.input, task.options, out=str(tracks_part), summary_json=str(summary_part))
+            ns = _namespace("replay", task.input, task.options, out=str(tracks_part), summary_json=str(summary_part),
+                            detect_threads=task.detect_threads)
             rc = replay.run(ns)
             if rc:
                 raise Tracker3DError(f"replay ended with code {rc}")
@@ -193,7 +197,8 @@ def run_replay_task(task: ReplayTask) -> dict:
                 raise Tracker3DError(f"replay stopped after {summary['processed']} of {summary['pairs_in']} pairs")
             scores = None
             if task.evaluate and (Path(task.input) / "gt.csv").exists():
-                ns = _namespace("eval", task.input, task.options, json=str(eval_part))
+                ns = _namespace("eval", task.input, task.options, json=str(eval_part),
+                                detect_threads=task.detect_threads)
                 rc = eval_cmd.run(ns)
                 if rc:
                     raise Tracker3DError(f"eval ended with code {rc}")
@@ -232,10 +237,11 @@ def finished_row(task: ReplayTask) -> Optional[dict]:
     return row
 
 
-def make_tasks(inputs: list[str], out_dir: str, fmt: str, options: dict, evaluate: bool) -> list[ReplayTask]:
+def make_tasks(inputs: list[str], out_dir: str, fmt: str, options: dict, evaluate: bool,
+               detect_threads: bool = True) -> list[ReplayTask]:
     if fmt not in FORMATS:
         raise Tracker3DError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    return [ReplayTask(i, n, str(Path(out_dir) / n), fmt, options, evaluate)
+    return [ReplayTask(i, n, str(Path(out_dir) / n), fmt, options, evaluate, detect_threads)
             for i, n in zip(inputs, unique_names(inputs))]
 
 

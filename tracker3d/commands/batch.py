@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     spec = engine_from_args(args)
     inputs = resolve_inputs(args.inputs, args.list)
     options = {a.dest: getattr(args, a.dest) for a in replay_option_actions()}
-    tasks = make_tasks(inputs, args.out_dir, args.format, options, args.eval)
+    tasks = make_tasks(inputs, args.out_dir, args.format, options, args.eval, detect_threads=spec.kind == "serial")
     rows: list[dict] = [{}] * len(tasks)
     todo = []
     for i, task in enumerate(tasks):

@@ -87,7 +87,10 @@ def pipeline_from_args(args: argparse.Namespace):
     cfg = PipelineConfig(detector=args.detector, pixel_sigma=args.pixel_sigma, pixel_rel=box, truncated_rel=box,
                          track3d=Track3DConfig(model=args.model, max_coast_s=args.max_coast,
                                                max_pos_rel=None if box is None else (BOX_POS_REL if box > 0 else 0.0)),
-                         anchor=getattr(args, "anchor", "center"))
+                         anchor=getattr(args, "anchor", "center"),
+                         # one detection thread per camera, unless each core already runs its own
+                         # pipeline (tracker3d batch's worker processes set detect_threads False)
+                         threads=getattr(args, "detect_threads", True))
     return cfg, make_gate(args)
 
 
