@@ -20,7 +20,7 @@ DEFAULT_GATE = "persistence"  # beats min_hits 1..6 end to end: tracker3d persis
 
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pipeline")
-    g.add_argument("--detector", default="bg", help="bg | knn | marker | onnx:MODEL.onnx (default bg)")
+    g.add_argument("--detector", default="bg", help="bg | knn | hog | hog-full | marker | onnx:MODEL.onnx (default bg)")
     g.add_argument("--gate", default=DEFAULT_GATE, choices=["hits", "persistence"],
                    help=f"which gate confirms 2D tracks: persistence = the learned TrackPersistenceFilter, "
                    f"hits = HitCountGate (default {DEFAULT_GATE})")

@@ -24,7 +24,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--det", help="MOTChallenge det.txt")
     src.add_argument("--video", help="video file, image glob or camera index")
-    p.add_argument("--detector", default="bg", help="bg | knn | marker | onnx:MODEL.onnx (with --video)")
+    p.add_argument("--detector", default="bg", help="bg | knn | hog | hog-full | marker | onnx:MODEL.onnx (with --video)")
+    p.add_argument("--min-area", type=float, help="bg/knn/marker/hog: smallest blob, pixels^2 (bg default 6; "
+                   "people at 768x576 seen from 10-30 m: about 300)")
+    p.add_argument("--max-area", type=float, help="bg/knn/marker/hog: largest blob, pixels^2 (bg default 40000)")
+    p.add_argument("--merge-px", type=float, help="bg/knn/hog: merge blobs whose boxes come within this many "
+                   "pixels (fragments of one person; default 0 = off)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate for --det (frame times)")
     p.add_argument("--gate", choices=["hits", "persistence"],
                    help=f"which gate confirms tracks (default {DEFAULT_GATE}; hits for --det without --image-size)")
@@ -39,6 +44,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output tracks in MOTChallenge format")
     p.add_argument("--det-out", help="also write the detections (MOT det format; with --video)")
     p.set_defaults(func=run)
+
+
+def detector_options(args: argparse.Namespace) -> dict:
+    """The size-prior options the user gave (the detector's own defaults otherwise)."""
+    kw = {k: getattr(args, k) for k in ("min_area", "max_area", "merge_px") if getattr(args, k, None) is not None}
+    if kw and args.detector.startswith("onnx:"):
+        raise Tracker3DError("--min-area/--max-area/--merge-px: not for onnx detectors (the model decides)")
+    if "merge_px" in kw and args.detector == "marker":
+        raise Tracker3DError("--merge-px: only for the bg, knn and hog detectors")
+    return kw
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: {len({r[1] for r in res.rows})} tracks over {last} frames")
         return 0
     src = open_source(args.video, fps=args.fps)
-    detector = make_detector(args.detector)
+    detector = make_detector(args.detector, **detector_options(args))
     res = run_2d(((f.index, f.t, f.image) for f in src), detector, tracker, keep_detections=bool(args.det_out),
                  progress=lambda it: progress(it, "track2d", unit="frame"))
     src.close()
