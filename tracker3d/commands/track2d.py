@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from streams import open_source
+from streams.recording import read_frames_csv
 
 from ..detect import make_detector
 from ..errors import Tracker3DError
 from ..progress import progress
 from ..run2d import run_2d, run_mot
-from ..track2d.mot import read_mot, write_mot
+from ..track2d.mot import read_mot, read_seqinfo, write_mot
 from ..track2d.tracker import ByteTracker, TrackerConfig
 from .common import DEFAULT_GATE, make_gate
 from .paths import Output, check_outputs, source_files
@@ -30,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-area", type=float, help="bg/knn/marker/hog: largest blob, pixels^2 (bg default 40000)")
     p.add_argument("--merge-px", type=float, help="bg/knn/hog: merge blobs whose boxes come within this many "
                    "pixels (fragments of one person; default 0 = off)")
-    p.add_argument("--fps", type=float, default=30.0, help="frame rate for --det (frame times)")
+    p.add_argument("--fps", type=float, help="frame rate of --det or an image folder (frame times); default: from the "
+                   "data (seqinfo.ini beside it or one folder up, frames.csv), else 30; a video file's own rate wins")
     p.add_argument("--gate", choices=["hits", "persistence"],
                    help=f"which gate confirms tracks (default {DEFAULT_GATE}; hits for --det without --image-size)")
     p.add_argument("--min-hits", type=int, default=3, help="hit-count gate: hits to confirm a track")
@@ -44,6 +49,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output tracks in MOTChallenge format")
     p.add_argument("--det-out", help="also write the detections (MOT det format; with --video)")
     p.set_defaults(func=run)
+
+
+def data_fps(path: str | os.PathLike) -> Optional[tuple[float, str]]:
+    """The frame rate a data set states for a det.txt, image glob or image folder: (fps, where
+    from), from a MOTChallenge seqinfo.ini beside it or one folder up (SEQ/det/det.txt,
+    SEQ/img1/), else from the times of a frames.csv beside it (`index,t0,...`, seconds: 1 / the
+    median interval); None if neither is there."""
+    p = Path(str(path))
+    folder = p if p.is_dir() else p.parent
+    while any(c in str(folder) for c in "*?["):  # an image glob: the folder it lies in
+        folder = folder.parent
+    for d in (folder, folder.parent):
+        if (d / "seqinfo.ini").is_file():
+            return read_seqinfo(d / "seqinfo.ini")["frameRate"], str(d / "seqinfo.ini")
+    csv = folder / "frames.csv"
+    if csv.is_file():
+        t = np.array([row[1] for row in read_frames_csv(csv)], float)
+        dt = np.diff(t[np.isfinite(t)])
+        dt = dt[dt > 0]
+        if len(dt):
+            return 1.0 / float(np.median(dt)), str(csv)
+    return None
 
 
 def detector_options(args: argparse.Namespace) -> dict:
@@ -73,6 +100,16 @@ def run(args: argparse.Namespace) -> int:
         args.gate = args.gate or "hits"
     args.gate = args.gate or DEFAULT_GATE
     tracker = ByteTracker(cfg, make_gate(args), image_size=size)
+    if args.fps is not None and not args.fps > 0:
+        raise Tracker3DError(f"--fps {args.fps}: expected a positive frame rate")
+    if args.fps is None and (args.det or not str(args.video).isdigit()):
+        found = data_fps(args.det or args.video)
+        if found:
+            args.fps = found[0]
+            print(f"frame rate {args.fps:.4g} fps from {found[1]}")
+        elif args.det or not os.path.isfile(args.video):
+            print("frame rate: none in the data (seqinfo.ini, frames.csv); assuming 30 fps (give --fps)")
+    args.fps = args.fps or 30.0
     if args.det:
         mot = read_mot(args.det)
         index = mot.frames()

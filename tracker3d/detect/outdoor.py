@@ -10,6 +10,7 @@ import numpy as np
 GAIN_STEP_PX = 8  # sample grid of the illumination estimate, full-resolution pixels
 GAIN_CELL = 8  # samples per gain cell side: cells of GAIN_CELL x GAIN_STEP_PX = 64 pixels
 MIN_SAMPLES = 16  # per cell; fewer and the cell takes the frame's median
+LOCAL_MIN = 0.015  # a cell's gain departs from the frame's only by more than this
 
 
 def illumination_gain(frame: np.ndarray, background: np.ndarray, fg_small: np.ndarray, scale: float,
@@ -44,6 +45,11 @@ def illumination_gain(frame: np.ndarray, background: np.ndarray, fg_small: np.nd
         warnings.simplefilter("ignore")
         med = np.nanmedian(cells, axis=2)
     field = np.where(n >= MIN_SAMPLES, med, overall).astype(np.float32)
+    # The frame's gain everywhere, plus a cell's own departure from it where that is consistent
+    # with its neighbours (3x3 median) and larger than LOCAL_MIN: sensor noise and flicker stay a
+    # single global gain, a real uneven change (sun on one side) is followed per cell.
+    res = cv2.medianBlur(field - np.float32(overall), 3) if min(field.shape) >= 3 else field - np.float32(overall)
+    field = np.float32(overall) + np.where(np.abs(res) > LOCAL_MIN, res, 0.0).astype(np.float32)
     return np.clip(field, *clip)
 
 

@@ -1,0 +1,205 @@
+"""The real-footage section of `tracker3d bench --real`: real boxes and real video that the
+package registries ship (see tests/data/motmetrics_tud/README.md and tests/data/pets09_vtest/).
+
+1. Trackers on real boxes with public ground truth: TUD-Campus and TUD-Stadtmitte (MOTChallenge
+   2D MOT 2015 gt.txt, from the motmetrics 1.4.0 wheel), detections = the boxes of the real
+   tracker result the wheel ships (IDs dropped, conf 1; that result as shipped is a row too). Ours as `tracker3d track2d --det
+   DET --fps F` runs it (F from the folder's seqinfo.ini), SORT (max_age 1, min_hits 3, IoU 0.3:
+   the SORT paper's settings), ByteTrack and OC-SORT (roboflow `trackers` defaults at the
+   sequence's frame rate), all scored here with trackeval at IoU 0.5 against gt.txt.
+2. Detectors on real video: OpenCV's vtest.avi (PETS 2009 S2.L1 view 1, 795 frames, 768x576,
+   10 fps; Debian opencv-doc 4.6.0+dfsg-12), which ships no ground truth: per detector, ms per
+   frame (one OpenCV thread), detections per frame, the time of the first detection (the
+   warm-up), the most detections in one frame during the lighting change (frames 60-160), and
+   recall/precision at IoU 0.5 on the hand-labelled frame 300 (six people,
+   tests/test_detect_hog.py). No MOTA: there is no ground truth to score tracks against.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..errors import Tracker3DError
+from ..evaluation.eval2d import FrameObjects, evaluate_2d, mot_frames
+from ..track2d.mot import read_mot, read_seqinfo, write_mot
+from .peers import have_trackers
+
+TUD = ("TUD-Campus", "TUD-Stadtmitte")
+DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
+VTEST_SIZE = 8131690
+VTEST_PLACES = ("/usr/share/doc/opencv-doc/examples/data/vtest.avi", "/usr/share/opencv4/samples/data/vtest.avi")
+VTEST_HELP = ("vtest.avi not found: `apt-get download opencv-doc && dpkg -x opencv-doc_*.deb x` and pass "
+              "--vtest x/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+# Hand-labelled people of vtest.avi frame 300 (xyxy pixels); the same as tests/test_detect_hog.py.
+FRAME300_PEOPLE = np.array([[188, 159, 213, 234], [242, 161, 262, 222], [298, 160, 322, 232],
+                            [316, 207, 346, 297], [582, 157, 609, 237], [619, 161, 645, 237]], float)
+SORT_PAPER = {"lost_track_buffer": 1, "minimum_consecutive_frames": 3, "minimum_iou_threshold": 0.3}
+
+
+def tud_detections(folder: Path) -> dict[int, np.ndarray]:
+    """The real boxes of test.txt per 1-based frame (N,4) xyxy, IDs dropped."""
+    m = read_mot(folder / "test.txt")
+    out: dict[int, list] = {}
+    for f, (x, y, w, h) in zip(m.frame, m.boxes):
+        out.setdefault(int(f), []).append((x, y, x + w, y + h))
+    return {f: np.asarray(b, float) for f, b in out.items()}
+
+
+def _score(folder: Path, tracks: dict[int, FrameObjects], n: int) -> dict:
+    gt = {f - 1: o for f, o in mot_frames(read_mot(folder / "gt.txt")).items()}
+    return evaluate_2d(gt, tracks, frames=list(range(n)), kind="iou")
+
+
+def ours(folder: Path, dets: dict[int, np.ndarray], n: int, fps: Optional[float] = None) -> dict:
+    """`tracker3d track2d --det det.txt` (with --fps F when given; else from seqinfo.ini)."""
+    from ..commands import track2d as cmd
+
+    p = argparse.ArgumentParser()
+    cmd.add_parser(p.add_subparsers())
+    with tempfile.TemporaryDirectory() as tmp:
+        det = Path(tmp) / "det.txt"
+        write_mot(det, [(f, -1, b[0], b[1], b[2] - b[0], b[3] - b[1], 1.0) for f in sorted(dets) for b in dets[f]])
+        out = Path(tmp) / "tracks.txt"
+        argv = ["track2d", "--det", str(det), "--out", str(out)] + (["--fps", str(fps)] if fps else [])
+        args = p.parse_args(argv)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args.func(args)
+        tracks = {f - 1: o for f, o in mot_frames(read_mot(out)).items()}
+    return _score(folder, tracks, n)
+
+
+def roboflow(folder: Path, dets: dict[int, np.ndarray], n: int, kind: str, fps: float) -> dict:
+    """SORT / ByteTrack / OC-SORT from roboflow `trackers`, frame by frame on the same boxes."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        import supervision as sv
+        from trackers import ByteTrackTracker, OCSORTTracker, SORTTracker
+    tracker = {"SORT": lambda: SORTTracker(frame_rate=fps, **SORT_PAPER),
+               "ByteTrack": lambda: ByteTrackTracker(frame_rate=fps),
+               "OC-SORT": lambda: OCSORTTracker(frame_rate=fps)}[kind]()
+    tracks = {}
+    for f in range(1, n + 1):
+        b = dets.get(f, np.zeros((0, 4)))
+        res = tracker.update(sv.Detections(xyxy=b.astype(np.float32), confidence=np.ones(len(b), np.float32)))
+        keep = res.tracker_id >= 0 if len(res) else np.zeros(0, bool)
+        tracks[f - 1] = FrameObjects(res.tracker_id[keep].astype(int) if len(res) else np.zeros(0, int),
+                                     boxes=res.xyxy[keep] if len(res) else np.zeros((0, 4)))
+    return _score(folder, tracks, n)
+
+
+def tracker_rows(root: Path = DATA / "motmetrics_tud", progress: Optional[Callable] = None) -> list[dict]:
+    """Rows {sequence, method, metrics...} for ours, SORT, ByteTrack, OC-SORT on each TUD sequence."""
+    rows = []
+    peers = ("SORT", "ByteTrack", "OC-SORT") if have_trackers() else ()
+    for seq in (progress(TUD) if progress else TUD):
+        folder = root / seq
+        info = read_seqinfo(folder / "seqinfo.ini")
+        n, fps = info["seqLength"], info["frameRate"]
+        dets = tud_detections(folder)
+        own = {f - 1: o for f, o in mot_frames(read_mot(folder / "test.txt")).items()}
+        rows.append({"sequence": seq, "method": "test.txt as shipped", **_score(folder, own, n)})
+        rows.append({"sequence": seq, "method": "tracker3d track2d", **ours(folder, dets, n, fps)})
+        for kind in peers:
+            rows.append({"sequence": seq, "method": kind, **roboflow(folder, dets, n, kind, fps)})
+    return rows
+
+
+def find_vtest(path: Optional[str]) -> Path:
+    """The vtest.avi given, or one of the places Debian/Ubuntu packages install it."""
+    for p in ([path] if path else list(VTEST_PLACES)):
+        if p and Path(p).is_file():
+            return Path(p)
+    raise Tracker3DError(f"{path}: {VTEST_HELP}" if path else VTEST_HELP)
+
+
+def _pr(boxes: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
+    """(true positives, detections) at IoU 0.5, one-to-one."""
+    from scipy.optimize import linear_sum_assignment
+
+    from ..track2d.tracker import iou_matrix
+
+    if len(boxes) == 0:
+        return 0, 0
+    iou = iou_matrix(truth, boxes)
+    r, c = linear_sum_assignment(-iou)
+    return int((iou[r, c] >= 0.5).sum()), len(boxes)
+
+
+DETECTORS = {  # name -> (make_detector spec, options)
+    "bg (defaults)": ("bg", {}),
+    "bg --min-area 300 --merge-px 6": ("bg", {"min_area": 300.0, "merge_px": 6.0}),
+    "bg, no compensation/flutter (before)": ("bg", {"compensate": False, "flutter_hz": 0.0}),
+    "hog (on moving regions)": ("hog", {}),
+    "hog-full (2x, every 25th frame)": ("hog-full", {}),
+}
+
+
+def detector_rows(video: Path, frames: Optional[int] = None, progress: Optional[Callable] = None) -> list[dict]:
+    import cv2
+
+    from ..detect import make_detector
+
+    cap = cv2.VideoCapture(str(video))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
+    imgs = []
+    while frames is None or len(imgs) < frames:
+        ok, img = cap.read()
+        if not ok:
+            break
+        imgs.append(img)
+    cap.release()
+    if len(imgs) < 301:
+        raise Tracker3DError(f"{video}: {len(imgs)} frames; expected vtest.avi (795 frames)")
+    prev = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    rows = []
+    try:
+        for name in (progress(list(DETECTORS)) if progress else DETECTORS):
+            spec, kw = DETECTORS[name]
+            det = make_detector(spec, **kw)
+            step = 25 if spec == "hog-full" else 1
+            ms, counts, first, tp, nd = [], [], None, 0, 0
+            for k in range(0, len(imgs), step):
+                t0 = time.perf_counter()
+                d = det.detect(imgs[k], k / fps)
+                ms.append((time.perf_counter() - t0) * 1000)
+                counts.append(len(d))
+                if first is None and len(d):
+                    first = k / fps
+                if k == 300:
+                    tp, nd = _pr(d.boxes[d.scores >= 0.5] if spec.startswith("hog") else d.boxes, FRAME300_PEOPLE)
+            c = np.asarray(counts)
+            light = c[60 // step:160 // step + 1] if step == 1 else np.zeros(0)
+            rows.append({"detector": name, "ms_median": float(np.median(ms[int(3 * fps) // step:] or ms)),
+                         "dets_per_frame": float(c.mean()), "first_s": first,
+                         "max_dets_light": int(light.max()) if len(light) else None,
+                         "recall_f300": tp / len(FRAME300_PEOPLE), "precision_f300": tp / nd if nd else float("nan")})
+    finally:
+        cv2.setNumThreads(prev)
+    return rows
+
+
+def format_trackers(rows: list[dict]) -> str:
+    head = f"{'sequence':15s} {'method':18s} {'MOTA':>6s} {'IDF1':>6s} {'HOTA':>6s} {'IDSW':>5s} {'FP':>5s} {'FN':>5s}"
+    return "\n".join([head] + [f"{r['sequence']:15s} {r['method']:18s} {100 * r['MOTA']:6.1f} {100 * r['IDF1']:6.1f} "
+                               f"{100 * r['HOTA']:6.1f} {r['IDSW']:5d} {r['FP']:5d} {r['FN']:5d}" for r in rows])
+
+
+def format_detectors(rows: list[dict]) -> str:
+    head = (f"{'detector':38s} {'ms/frame':>8s} {'dets/fr':>7s} {'first s':>7s} {'max 60-160':>10s} "
+            f"{'recall300':>9s} {'prec300':>7s}")
+    lines = [head]
+    for r in rows:
+        first = f"{r['first_s']:7.1f}" if r["first_s"] is not None else f"{'-':>7s}"
+        light = f"{r['max_dets_light']:10d}" if r["max_dets_light"] is not None else f"{'-':>10s}"
+        lines.append(f"{r['detector']:38s} {r['ms_median']:8.1f} {r['dets_per_frame']:7.2f} {first} {light} "
+                     f"{r['recall_f300']:9.2f} {r['precision_f300']:7.2f}")
+    return "\n".join(lines)
