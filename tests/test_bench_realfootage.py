@@ -3,6 +3,7 @@ from the data, and the one-line message when vtest.avi is absent."""
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tracker3d.bench import realfootage as rf
@@ -65,3 +66,11 @@ def test_seqinfo_fields():
 def test_missing_vtest_is_one_clear_line(tmp_path):
     with pytest.raises(Tracker3DError, match="vtest.avi not found: `apt-get download opencv-doc"):
         rf.find_vtest(str(tmp_path / "none.avi"))
+
+
+def test_labelled_people_load():
+    people = rf.labelled_people()
+    assert sorted(people) == [100, 300, 450, 600, 750]
+    boxes = np.concatenate(list(people.values()))
+    assert len(boxes) == 30 and (boxes[:, 2:] > boxes[:, :2]).all()
+    assert (boxes[:, 2] <= 768).all() and (boxes[:, 3] <= 576).all()

@@ -22,13 +22,21 @@ class Run2D:
 
 
 def record_frame(out: Run2D, frame0: int, tracker: ByteTracker) -> None:
-    """Append the tracker's reported tracks for 0-based frame `frame0` to `out`."""
+    """Append the tracker's reported tracks for 0-based frame `frame0` to `out`: points are the
+    tracked centroids; MOT rows are the matched detection's own box (a blob's box is not centred
+    on its contrast-weighted centroid)."""
     rep = tracker.reported_mask()
     ids = tracker.ids[rep]
     meas = tracker.measured()[rep]
     out.points[frame0] = (ids, meas[:, :2])
-    for tid, (cx, cy, w, h), s in zip(ids, meas, tracker.gate_score[rep]):
-        out.rows.append((frame0 + 1, int(tid), cx - w / 2, cy - h / 2, w, h, float(s)))
+    dets = tracker.last_detections
+    if dets is not None and len(dets) and len(ids):
+        b = dets.boxes[tracker.det_index[rep]]
+        xywh = np.column_stack([b[:, :2], b[:, 2:] - b[:, :2]])
+    else:
+        xywh = np.column_stack([meas[:, :2] - meas[:, 2:] / 2, meas[:, 2:]])
+    for tid, (x, y, w, h), s in zip(ids, xywh, tracker.gate_score[rep]):
+        out.rows.append((frame0 + 1, int(tid), x, y, w, h, float(s)))
 
 
 def run_mot(dets_by_frame: Callable[[int], Detections], last: int, fps: float, tracker: ByteTracker,

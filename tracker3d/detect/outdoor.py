@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import cv2
 import numpy as np
@@ -26,24 +25,26 @@ def illumination_gain(frame: np.ndarray, background: np.ndarray, fg_small: np.nd
     median over the frame (1.0 if the frame has too few). Clipped to `clip`. A median of ratios
     ignores whatever moves, as long as it covers under half a cell."""
     s, c = GAIN_STEP_PX, GAIN_CELL
-    f = frame[::s, ::s].astype(np.float32)
-    b = background[::s, ::s]
+    f = np.ascontiguousarray(frame[::s, ::s])
+    b = np.ascontiguousarray(background[::s, ::s])
     if f.ndim == 3:
-        f, b = f.mean(axis=2), b.mean(axis=2)
+        f = cv2.cvtColor(f, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        b = cv2.cvtColor(b, cv2.COLOR_BGR2GRAY)
+    else:
+        f = f.astype(np.float32)
     h, w = f.shape
     ys = np.minimum((np.arange(h) * s * scale).astype(int), fg_small.shape[0] - 1)
     xs = np.minimum((np.arange(w) * s * scale).astype(int), fg_small.shape[1] - 1)
     ok = (fg_small[np.ix_(ys, xs)] == 0) & (f > 16) & (f < 240) & (b > 16) & (b < 240)
-    ratio = np.where(ok, b / np.maximum(f, 1.0), np.nan)
+    ratio = np.where(ok, b / np.maximum(f, 1.0), np.inf)  # inf: excluded (sorts last)
     cy, cx = -(-h // c), -(-w // c)
-    pad = np.full((cy * c, cx * c), np.nan, np.float32)
+    pad = np.full((cy * c, cx * c), np.inf, np.float32)
     pad[:h, :w] = ratio
-    cells = pad.reshape(cy, c, cx, c).transpose(0, 2, 1, 3).reshape(cy, cx, c * c)
-    n = np.count_nonzero(~np.isnan(cells), axis=2)
-    overall = float(np.nanmedian(ratio)) if np.count_nonzero(ok) >= MIN_SAMPLES else 1.0
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        med = np.nanmedian(cells, axis=2)
+    cells = np.sort(pad.reshape(cy, c, cx, c).transpose(0, 2, 1, 3).reshape(cy, cx, c * c), axis=2)
+    n = np.count_nonzero(np.isfinite(cells[:, :, :]), axis=2)
+    med = np.take_along_axis(cells, np.maximum(n // 2, 0)[:, :, None], axis=2)[:, :, 0]
+    valid = ratio[ok]
+    overall = float(np.median(valid)) if len(valid) >= MIN_SAMPLES else 1.0
     field = np.where(n >= MIN_SAMPLES, med, overall).astype(np.float32)
     # The frame's gain everywhere, plus a cell's own departure from it where that is consistent
     # with its neighbours (3x3 median) and larger than LOCAL_MIN: sensor noise and flicker stay a
@@ -55,6 +56,8 @@ def illumination_gain(frame: np.ndarray, background: np.ndarray, fg_small: np.nd
 
 def apply_gain(image: np.ndarray, field: np.ndarray) -> np.ndarray:
     """image (HxW or HxWx3 uint8) x the gain field, bilinearly upsampled to the image size."""
+    if float(field.min()) == float(field.max()):  # one gain for the whole frame: the fast path
+        return cv2.convertScaleAbs(image, alpha=float(field.flat[0]))
     h, w = image.shape[:2]
     g = cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)
     if image.ndim == 3:
