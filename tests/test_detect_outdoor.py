@@ -148,3 +148,28 @@ def test_area_range_from_physical_size():
     assert hi == pytest.approx((800 / 3) * (1600 / 3))
     with pytest.raises(Tracker3DError, match="depth range"):
         area_range_px(800, 800, (0.3, 1.0, 1.0, 2.0), (30.0, 3.0))
+
+
+def test_pipeline_size_prior_in_metres_sets_each_cameras_areas():
+    import argparse
+
+    from calib import CameraModel, StereoCalibration
+    from tracker3d.commands.common import add_pipeline_args, pipeline_from_args
+    from tracker3d.pipeline import StereoPipeline
+
+    p = argparse.ArgumentParser()
+    add_pipeline_args(p)
+    cfg, _ = pipeline_from_args(p.parse_args(["--gate", "hits", "--object-size", "0.3,1,1,2",
+                                              "--depth-range", "3,30"]))
+    K0 = np.array([[800.0, 0, 320], [0, 800, 240], [0, 0, 1]])
+    K1 = np.array([[400.0, 0, 320], [0, 400, 240], [0, 0, 1]])
+    calib = StereoCalibration(CameraModel(K0, np.zeros(5), (640, 480)), CameraModel(K1, np.zeros(5), (640, 480)),
+                              np.eye(3), np.array([-0.2, 0, 0]))
+    pipe = StereoPipeline(calib, cfg)
+    d0, d1 = pipe.detectors
+    assert (d0.min_area, d0.max_area) == pytest.approx(area_range_px(800, 800, (0.3, 1, 1, 2), (3, 30)))
+    assert d1.min_area == pytest.approx(d0.min_area / 4) and d1.max_area == pytest.approx(d0.max_area / 4)
+    with pytest.raises(Tracker3DError, match="--object-size and --depth-range go together"):
+        pipeline_from_args(p.parse_args(["--object-size", "0.3,1,1,2"]))
+    with pytest.raises(Tracker3DError, match="--depth-range 3: expected 2 comma-separated numbers"):
+        pipeline_from_args(p.parse_args(["--object-size", "0.3,1,1,2", "--depth-range", "3"]))

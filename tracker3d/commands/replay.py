@@ -26,7 +26,15 @@ from .common import (
     require_display,
     start_viewer,
 )
-from .paths import JSON_FILES, OVERLAY_FILES, PLOT_FILES, TRACK_FILES, Output, check_outputs, input_files
+from .paths import (
+    JSON_FILES,
+    OVERLAY_FILES,
+    PLOT_FILES,
+    TRACK_FILES,
+    Output,
+    check_outputs,
+    input_files,
+)
 from .signals import STOP
 
 HELP = "track a recording folder in 3D (lossless; --smooth for offline RTS smoothing)"

@@ -17,7 +17,7 @@ from ..progress import progress
 from ..run2d import run_2d, run_mot
 from ..track2d.mot import read_mot, read_seqinfo, write_mot
 from ..track2d.tracker import ByteTracker, TrackerConfig
-from .common import DEFAULT_GATE, make_gate
+from .common import DEFAULT_GATE, detector_options, make_gate
 from .paths import Output, check_outputs, source_files
 
 HELP = "track one camera in 2D: MOT detections (--det) or a video/image glob (--video) -> MOT tracks"
@@ -73,16 +73,6 @@ def data_fps(path: str | os.PathLike) -> Optional[tuple[float, str]]:
     return None
 
 
-def detector_options(args: argparse.Namespace) -> dict:
-    """The size-prior options the user gave (the detector's own defaults otherwise)."""
-    kw = {k: getattr(args, k) for k in ("min_area", "max_area", "merge_px") if getattr(args, k, None) is not None}
-    if kw and args.detector.startswith("onnx:"):
-        raise Tracker3DError("--min-area/--max-area/--merge-px: not for onnx detectors (the model decides)")
-    if "merge_px" in kw and args.detector == "marker":
-        raise Tracker3DError("--merge-px: only for the bg, knn and hog detectors")
-    return kw
-
-
 def run(args: argparse.Namespace) -> int:
     check_outputs([Output("--out", args.out), Output("--det-out", args.det_out)],
                   [args.det, *source_files(args.video), args.weights])
@@ -120,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: {len({r[1] for r in res.rows})} tracks over {last} frames")
         return 0
     src = open_source(args.video, fps=args.fps)
-    detector = make_detector(args.detector, **detector_options(args))
+    detector = make_detector(args.detector, **detector_options(args)[0])
     res = run_2d(((f.index, f.t, f.image) for f in src), detector, tracker, keep_detections=bool(args.det_out),
                  progress=lambda it: progress(it, "track2d", unit="frame"))
     src.close()
