@@ -42,7 +42,7 @@ class HogPersonDetector:
     Centroids are box centres."""
 
     def __init__(self, min_area: float = 150.0, max_area: float = 60000.0, merge_px: float = 6.0,
-                 person_px: float = 120.0, max_upscale: float = 2.0, hit_threshold: float = -0.5,
+                 person_px: float = 140.0, max_upscale: float = 2.0, hit_threshold: float = -0.5,
                  nms_iou: float = 0.4, nlevels: int = 12, full_frame: bool = False, full_upscale: float = 2.0, **bg_kw):
         if not 1.0 <= max_upscale <= 4.0 or not 1.0 <= full_upscale <= 4.0:
             raise Tracker3DError(f"upscale {max_upscale}/{full_upscale}: expected 1..4")
