@@ -95,6 +95,9 @@ def run_real(args: argparse.Namespace) -> int:
               "during the lighting change (frames 60-160), recall/precision at IoU 0.5 on 30 people hand-labelled "
               "in 5 frames)")
         print(rf.format_detectors(res["detectors"]))
+        res["tracked"] = rf.tracked_rows(video, progress=lambda it: progress(it, "track2d --video"))
+        print("\nconfirmed tracks of `tracker3d track2d --video` (defaults) on the same labelled people")
+        print(rf.format_tracked(res["tracked"]))
     return _finish(res, t_start, args.json)
 
 
