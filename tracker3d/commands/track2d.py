@@ -47,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", help="WxH pixels of the images behind --det (the persistence gate needs it)")
     p.add_argument("--lost-buffer", type=float, default=1.0, help="seconds a lost track is kept")
     p.add_argument("--out", required=True, help="output tracks in MOTChallenge format")
+    p.add_argument("--no-backfill", action="store_true", help="only rows from the frame a track is confirmed on (as a "
+                   "live tracker reports); by default a confirmed track also gets rows for its earlier detections")
     p.add_argument("--det-out", help="also write the detections (MOT det format; with --video)")
     p.set_defaults(func=run)
 
@@ -105,14 +107,14 @@ def run(args: argparse.Namespace) -> int:
         index = mot.frames()
         last = int(mot.frame.max()) if len(mot.frame) else 0
         res = run_mot(lambda f: mot.detections(f, index), last, args.fps, tracker,
-                      progress=lambda it: progress(it, "track2d", unit="frame"))
+                      progress=lambda it: progress(it, "track2d", unit="frame"), backfill=not args.no_backfill)
         write_mot(args.out, res.rows)
         print(f"wrote {args.out}: {len({r[1] for r in res.rows})} tracks over {last} frames")
         return 0
     src = open_source(args.video, fps=args.fps)
     detector = make_detector(args.detector, **detector_options(args)[0])
     res = run_2d(((f.index, f.t, f.image) for f in src), detector, tracker, keep_detections=bool(args.det_out),
-                 progress=lambda it: progress(it, "track2d", unit="frame"))
+                 progress=lambda it: progress(it, "track2d", unit="frame"), backfill=not args.no_backfill)
     src.close()
     if not res.track_ms:
         raise Tracker3DError(f"{args.video}: no frames")
