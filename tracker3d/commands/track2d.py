@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: {len({r[1] for r in res.rows})} tracks over {last} frames")
         return 0
     src = open_source(args.video, fps=args.fps)
+    if os.path.isfile(str(args.video)) and getattr(src, "fps", None):
+        print(f"frame rate {src.fps:.4g} fps from the video's header")
     detector = make_detector(args.detector, **detector_options(args)[0])
     res = run_2d(((f.index, f.t, f.image) for f in src), detector, tracker, keep_detections=bool(args.det_out),
                  progress=lambda it: progress(it, "track2d", unit="frame"), backfill=not args.no_backfill)
