@@ -14,6 +14,8 @@ from .detections import Detections
 from .outdoor import FlutterMap, apply_gain, illumination_gain
 
 DEFAULT_FPS = 30.0  # frame rate assumed for the warm-up when the frame times do not advance
+GAIN_TAU_S = 1.0  # time constant of the illumination gain's average, seconds
+GAIN_MIN = 0.01  # a gain field within this of 1 everywhere is left alone (the model absorbs it)
 
 
 class BackgroundSubtractionDetector:
@@ -24,7 +26,8 @@ class BackgroundSubtractionDetector:
     shadows). Outdoors three things would flood it, and are handled before the blobs:
     - a lighting change (clouds, sun, auto exposure): each frame is multiplied by a coarse gain
       field (per 64-pixel cell) that brings its still pixels back to the learned background
-      (`illumination_gain`), so the model sees constant lighting (`compensate=False`: off);
+      (`illumination_gain`, averaged over GAIN_TAU_S so that frame-to-frame flicker is left to the
+      model), so the model sees constant lighting (`compensate=False`: off);
     - the warm-up: the first `warmup_s` seconds of frame time (not a frame count: the same at any
       frame rate; at least 8 frames; 30 fps assumed if the times do not advance) learn fast
       (rate 1/frames), then the model is rebuilt from the per-pixel median of those frames (so
@@ -123,12 +126,17 @@ class BackgroundSubtractionDetector:
             self.sub.apply(np.where(moved, small, f), learningRate=1.0 / (i + 1))
         self._bg = full
 
-    def _compensate(self, src: np.ndarray) -> np.ndarray:
-        """src scaled by the gain that matches its still pixels to the learned background."""
+    def _compensate(self, src: np.ndarray, dt: float) -> np.ndarray:
+        """src scaled by the gain that matches its still pixels to the learned background,
+        averaged over GAIN_TAU_S: lighting drifts over seconds (clouds, the sun, exposure), while
+        frame-to-frame flicker is noise the model already absorbs."""
         if self._bg is None or self._prev_mask is None:
             return src
-        self.gain = illumination_gain(src, self._bg, self._prev_mask, self.scale)
-        if np.abs(self.gain - 1.0).max() < 0.01:
+        g = illumination_gain(src, self._bg, self._prev_mask, self.scale)
+        if self.gain.shape != g.shape:
+            self.gain = np.ones_like(g)
+        self.gain += (1.0 - math.exp(-dt / GAIN_TAU_S)) * (g - self.gain)
+        if np.abs(self.gain - 1.0).max() < GAIN_MIN:
             return src
         return apply_gain(src, self.gain)
 
@@ -142,7 +150,7 @@ class BackgroundSubtractionDetector:
         dt = (float(t) - self._t_prev) if self._t_prev is not None and t > self._t_prev else 1.0 / DEFAULT_FPS
         self._t_prev = float(t)
         if self.compensate and not warm:
-            src = self._compensate(src)
+            src = self._compensate(src, dt)
         small = src if self.scale == 1.0 else cv2.resize(src, None, fx=self.scale, fy=self.scale,
                                                          interpolation=cv2.INTER_AREA)
         if warm and (self._frames - 1) % self._stride == 0:
