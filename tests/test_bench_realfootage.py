@@ -74,3 +74,27 @@ def test_labelled_people_load():
     boxes = np.concatenate(list(people.values()))
     assert len(boxes) == 30 and (boxes[:, 2:] > boxes[:, :2]).all()
     assert (boxes[:, 2] <= 768).all() and (boxes[:, 3] <= 576).all()
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_vtest_is_extracted_from_the_opencv_doc_deb(tmp_path):
+    import subprocess
+
+    def deb(name: str, member: str) -> Path:
+        root = tmp_path / name
+        (root / "DEBIAN").mkdir(parents=True)
+        (root / "DEBIAN" / "control").write_text(f"Package: {name}\nVersion: 1\nArchitecture: all\n"
+                                                 "Maintainer: t <t@t>\nDescription: t\n")
+        f = root / member
+        f.parent.mkdir(parents=True)
+        f.write_bytes(b"RIFF-not-really-a-video")
+        subprocess.run(["dpkg-deb", "--build", str(root), str(tmp_path / f"{name}.deb")], check=True,
+                       capture_output=True)
+        return tmp_path / f"{name}.deb"
+
+    good = deb("opencv-doc", "usr/share/doc/opencv-doc/examples/data/vtest.avi")
+    out = rf.find_vtest(str(good), cache=tmp_path / "cache")
+    assert out.read_bytes() == b"RIFF-not-really-a-video"
+    other = deb("other", "usr/share/doc/other/readme.txt")
+    with pytest.raises(Tracker3DError, match="no usr/share/doc/opencv-doc/examples/data/vtest.avi inside"):
+        rf.find_vtest(str(other), cache=tmp_path / "cache2")

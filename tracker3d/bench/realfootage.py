@@ -36,8 +36,8 @@ TUD = ("TUD-Campus", "TUD-Stadtmitte")
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 VTEST_SIZE = 8131690
 VTEST_PLACES = ("/usr/share/doc/opencv-doc/examples/data/vtest.avi", "/usr/share/opencv4/samples/data/vtest.avi")
-VTEST_HELP = ("vtest.avi not found: `apt-get download opencv-doc && dpkg -x opencv-doc_*.deb x` and pass "
-              "--vtest x/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+VTEST_HELP = ("vtest.avi not found: `apt-get download opencv-doc` and pass --vtest opencv-doc_*.deb (or the "
+              "extracted x/usr/share/doc/opencv-doc/examples/data/vtest.avi)")
 PEOPLE_CSV = DATA / "pets09_vtest" / "people.csv"  # hand-labelled people in five frames of vtest.avi
 SORT_PAPER = {"lost_track_buffer": 1, "minimum_consecutive_frames": 3, "minimum_iou_threshold": 0.3}
 
@@ -110,12 +110,43 @@ def tracker_rows(root: Path = DATA / "motmetrics_tud", progress: Optional[Callab
     return rows
 
 
-def find_vtest(path: Optional[str]) -> Path:
-    """The vtest.avi given, or one of the places Debian/Ubuntu packages install it."""
+VTEST_IN_DEB = "./usr/share/doc/opencv-doc/examples/data/vtest.avi"
+
+
+def find_vtest(path: Optional[str], cache: Optional[Path] = None) -> Path:
+    """The vtest.avi given (or the one inside an opencv-doc .deb given: extracted once, with
+    `dpkg-deb --fsys-tarfile`, into `cache`, default ~/.cache/tracker3d), or one of the places
+    Debian/Ubuntu packages install it."""
+    if path and str(path).endswith(".deb") and Path(path).is_file():
+        return _from_deb(Path(path), cache or Path.home() / ".cache" / "tracker3d")
     for p in ([path] if path else list(VTEST_PLACES)):
         if p and Path(p).is_file():
             return Path(p)
     raise Tracker3DError(f"{path}: {VTEST_HELP}" if path else VTEST_HELP)
+
+
+def _from_deb(deb: Path, cache: Path) -> Path:
+    import subprocess
+    import tarfile
+
+    out = cache / "vtest.avi"
+    if out.is_file() and out.stat().st_size == VTEST_SIZE:
+        return out
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        proc = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise Tracker3DError(f"{deb}: cannot read as a .deb (dpkg-deb: {type(exc).__name__})") from None
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        try:
+            member = tar.getmember(VTEST_IN_DEB)
+        except KeyError:
+            raise Tracker3DError(f"{deb}: no {VTEST_IN_DEB[2:]} inside (expected Debian's opencv-doc)") from None
+        data = tar.extractfile(member).read()
+    tmp = out.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.replace(out)
+    return out
 
 
 def labelled_people(path: Path = PEOPLE_CSV) -> dict[int, np.ndarray]:

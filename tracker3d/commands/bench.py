@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real", action="store_true", help="only the real-footage section: trackers on the real boxes of "
                    "TUD-Campus/TUD-Stadtmitte (tests/data/motmetrics_tud) vs SORT/ByteTrack/OC-SORT, and the "
                    "detectors on OpenCV's vtest.avi (PETS09 S2.L1; see --vtest)")
-    p.add_argument("--vtest", metavar="AVI", help="with --real: path to vtest.avi (default: where Debian's "
-                   "opencv-doc installs it; without it the detector rows are skipped with a one-line note)")
+    p.add_argument("--vtest", metavar="AVI|DEB", help="with --real: vtest.avi, or Debian's opencv-doc .deb holding "
+                   "it (default: where opencv-doc installs it; without it the detector rows are skipped with a note)")
     p.set_defaults(func=run)
 
 
