@@ -1,11 +1,19 @@
-# Fresh machine: `make demo`, `make test`. Both create .venv if missing.
+# Fresh machine: `make demo`, `make test`. Both create .venv if missing, and first install the
+# Debian/Ubuntu system packages they need (as root or with passwordless sudo) or stop at once with
+# the apt-get line to run: .ci/system-packages.sh (demo: libgomp1; test: also open3d's and Vulkan's).
 PY ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch that lies on the dev/CI machines' disk; elsewhere pip fetches it.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test install install-test install-bench bench bench-quick clean
+.PHONY: demo test install install-test install-bench bench bench-quick clean system-demo system-test
+
+# Listed first among demo's and test's prerequisites: checked before minutes of pip.
+system-demo:
+	@.ci/system-packages.sh demo
+system-test:
+	@.ci/system-packages.sh test
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,9 +36,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[test,viewer,cluster]"
 	touch $@
 
+# Their regular dependencies first, the --no-deps packages last: pip then has no unmet
+# requirement (opencv-python) of an installed package to warn about.
 $(VENV)/.installed-bench: $(VENV)/.installed
-	$(BIN)/pip install -q --no-deps $(BENCH_PKGS)
 	$(BIN)/pip install -q $(BENCH_DEPS)
+	$(BIN)/pip install -q --no-deps $(BENCH_PKGS)
 	touch $@
 
 install: $(VENV)/.installed
@@ -43,10 +53,10 @@ bench: install-bench
 bench-quick: install-bench
 	$(BIN)/tracker3d bench --quick
 
-demo: install
+demo: system-demo install
 	$(BIN)/tracker3d demo
 
-test: install-test
+test: system-test install-test
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -1,12 +1,14 @@
 """Calibration files: OpenCV FileStorage (YAML/XML/JSON) and aniposelib TOML, with validation.
 
 OpenCV file names follow OpenCV's stereo sample: ``M1 D1 M2 D2 R T`` plus ``image_width`` and
-``image_height`` (``imageSize``/``image_size`` as [w, h] also read), optional ``R_world`` and
+``image_height`` (``imageSize``/``image_size`` as [w, h] also read; camera 1's own size, when
+given, as ``image_width2`` and ``image_height2``, else camera 0's), optional ``R_world`` and
 ``t_world`` (world -> camera 0: x0 = R_world X + t_world).
 """
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -18,7 +20,10 @@ import numpy as np
 from .camera import CameraModel
 from .epipolar import is_rotation
 from .errors import CalibrationError
+from .plausibility import check_plausible
 from .stereo import StereoCalibration, from_world_poses
+
+log = logging.getLogger(__name__)
 
 _DIST_LENGTHS = (4, 5, 8, 12, 14)
 _ROT_TOL = 1e-5
@@ -58,12 +63,12 @@ def _check_K(path, name: str, value) -> np.ndarray:
     return K
 
 
-def _check_size(path, value) -> tuple[int, int]:
+def _check_size(path, value, name: str = "image_size") -> tuple[int, int]:
     if value is None:
-        raise _fail(path, "image_size", "missing (expected image_width and image_height in pixels)")
+        raise _fail(path, name, "missing (expected image_width and image_height in pixels)")
     arr = np.asarray(value, dtype=np.float64).ravel()
     if arr.size != 2 or not np.all(np.isfinite(arr)) or np.any(arr < 1) or np.any(arr != np.round(arr)):
-        raise _fail(path, "image_size", f"expected two positive integers (width, height), got {arr.tolist()}")
+        raise _fail(path, name, f"expected two positive integers (width, height), got {arr.tolist()}")
     return int(arr[0]), int(arr[1])
 
 
@@ -72,7 +77,7 @@ def validate(calib: StereoCalibration, path: Any = "<calibration>") -> StereoCal
     for i, cam in enumerate((calib.cam0, calib.cam1)):
         _check_K(path, f"M{i + 1}", cam.K)
         _check_dist(path, f"D{i + 1}", cam.dist)
-        _check_size(path, cam.image_size)
+        _check_size(path, cam.image_size, "image_size" if i == 0 else "image_size2")
     _check_matrix(path, "R", calib.R, (3, 3))
     if not is_rotation(calib.R, _ROT_TOL):
         raise _fail(path, "R", "not a rotation matrix (expected R R^T = I and det(R) = +1)")
@@ -131,8 +136,14 @@ def _fs_mat(fs: cv2.FileStorage, name: str, path: Any = "") -> Optional[np.ndarr
     return arr.reshape((int(rows), int(cols)) + ((channels,) if channels > 1 else ()))
 
 
-def _fs_size(fs: cv2.FileStorage, path: Any = "") -> Optional[np.ndarray]:
-    w, h = fs.getNode("image_width"), fs.getNode("image_height")
+def _fs_size(fs: cv2.FileStorage, path: Any = "", suffix: str = "") -> Optional[np.ndarray]:
+    """image_width/image_height (camera 0, or camera 1's with suffix "2"), or image_size [w, h]."""
+    w, h = fs.getNode("image_width" + suffix), fs.getNode("image_height" + suffix)
+    if suffix:
+        if w.empty() and h.empty():
+            return None
+        wh = (_fs_number(w), _fs_number(h))
+        return np.asarray([np.nan, np.nan] if None in wh else wh)
     if not w.empty() and not h.empty():
         wh = (_fs_number(w), _fs_number(h))
         return np.asarray([np.nan, np.nan] if None in wh else wh)
@@ -155,11 +166,13 @@ def _load_opencv(path: Path) -> StereoCalibration:
         raise CalibrationError(f"{path}: not a readable OpenCV FileStorage file")
     try:
         size = _check_size(path, _fs_size(fs, path))
+        size2 = _fs_size(fs, path, "2")  # camera 1's own size when it differs (absent: the same)
+        size2 = size if size2 is None else _check_size(path, size2, "image_size2")
         cams = []
-        for i in (1, 2):
+        for i, wh in ((1, size), (2, size2)):
             K = _check_K(path, f"M{i}", _fs_mat(fs, f"M{i}", path))
             D = _check_dist(path, f"D{i}", _fs_mat(fs, f"D{i}", path))
-            cams.append(CameraModel(K, D, size))
+            cams.append(CameraModel(K, D, wh))
         R = _check_matrix(path, "R", _fs_mat(fs, "R", path), (3, 3))
         T = _check_matrix(path, "T", _fs_mat(fs, "T", path), (3,))
         Rw, tw = _fs_mat(fs, "R_world", path), _fs_mat(fs, "t_world", path)
@@ -175,9 +188,22 @@ def _load_opencv(path: Path) -> StereoCalibration:
     return validate(StereoCalibration(cams[0], cams[1], R, T, Rw, tw), path)
 
 
+WRITABLE_SUFFIXES = (".yaml", ".yml", ".xml", ".json")
+
+
+def check_writable_suffix(path: str | os.PathLike) -> Path:
+    """The path, if save_calibration can write it (an OpenCV FileStorage suffix); else CalibrationError
+    (OpenCV would write YAML under any other name, which no loader then reads)."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITABLE_SUFFIXES:
+        raise CalibrationError(f"{path}: cannot write a calibration as '{path.suffix or '(no suffix)'}' "
+                               f"(supported: {', '.join(WRITABLE_SUFFIXES)})")
+    return path
+
+
 def save_calibration(calib: StereoCalibration, path: str | os.PathLike) -> Path:
     """Write an OpenCV FileStorage file (.yaml/.yml/.xml/.json by extension)."""
-    path = Path(path)
+    path = check_writable_suffix(path)
     validate(calib, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_WRITE)
@@ -187,6 +213,8 @@ def save_calibration(calib: StereoCalibration, path: str | os.PathLike) -> Path:
     fs.writeComment("x1 = R x0 + T (camera 0 -> camera 1); T in metres (or board square units)")
     fs.write("image_width", int(calib.cam0.width))
     fs.write("image_height", int(calib.cam0.height))
+    fs.write("image_width2", int(calib.cam1.width))  # camera 1's (the cameras may differ)
+    fs.write("image_height2", int(calib.cam1.height))
     fs.write("M1", calib.cam0.K)
     fs.write("D1", calib.cam0.dist.reshape(1, -1))
     fs.write("M2", calib.cam1.K)
@@ -236,7 +264,8 @@ def _load_anipose(path: Path) -> StereoCalibration:
 def load_calibration(path: str | os.PathLike) -> StereoCalibration:
     """Load and validate a stereo calibration (.yaml/.yml/.xml/.json OpenCV, .toml aniposelib).
 
-    Raises CalibrationError with one line naming the file and the field.
+    Raises CalibrationError with one line naming the file and the field; what is certainly wrong
+    for a stereo tracker is refused and what only looks wrong is logged (calib.plausibility).
     """
     path = Path(path)
     if not path.is_file():
@@ -244,7 +273,11 @@ def load_calibration(path: str | os.PathLike) -> StereoCalibration:
     if path.stat().st_size == 0:
         raise CalibrationError(f"{path}: calibration file is empty")
     if path.suffix.lower() == ".toml":
-        return _load_anipose(path)
-    if path.suffix.lower() not in (".yaml", ".yml", ".xml", ".json"):
+        calib = _load_anipose(path)
+    elif path.suffix.lower() not in (".yaml", ".yml", ".xml", ".json"):
         raise CalibrationError(f"{path}: unknown calibration format (expected .yaml, .yml, .xml, .json or .toml)")
-    return _load_opencv(path)
+    else:
+        calib = _load_opencv(path)
+    for w in check_plausible(calib, path):
+        log.warning("%s", w)
+    return calib

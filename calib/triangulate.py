@@ -141,23 +141,30 @@ def triangulate(
 
     # Whitening: pixel noise sigma in the distorted image becomes sigma * A A^T in ideal pixels.
     need_w = refine or covariance
-    W0 = np.linalg.inv(_undistort_jacobian(calib.cam0, uv0[idx])) / sig[idx, None, None] if need_w else None
-    W1 = np.linalg.inv(_undistort_jacobian(calib.cam1, uv1[idx])) / sig[idx, None, None] if need_w else None
+    W0 = _inv_or_nan(_undistort_jacobian(calib.cam0, uv0[idx])) / sig[idx, None, None] if need_w else None
+    W1 = _inv_or_nan(_undistort_jacobian(calib.cam1, uv1[idx])) / sig[idx, None, None] if need_w else None
 
     z0 = X[:, 2]
     z1 = (X @ R.T + T)[:, 2]
-    ok = ~at_inf & (z0 > 0) & (z1 > 0)
+    degenerate = np.zeros(len(idx), bool)  # geometry without a unique solution (e.g. |T| ~ 0)
+    if need_w:  # a lens model that cannot be inverted there (a point far outside the image)
+        degenerate |= ~(np.all(np.isfinite(W0), axis=(1, 2)) & np.all(np.isfinite(W1), axis=(1, 2)))
+    ok = ~at_inf & (z0 > 0) & (z1 > 0) & ~degenerate
     if refine and np.any(ok):
         Xr = X[ok]
+        failed = np.zeros(len(Xr), bool)
         for _ in range(iterations):
             r, J = _residual_and_jacobian(Xr, u0[ok], u1[ok], K0, K1, R, T, W0[ok], W1[ok])
             JtJ = np.einsum("nki,nkj->nij", J, J)
             Jtr = np.einsum("nki,nk->ni", J, r)
-            step = np.linalg.solve(JtJ + 1e-12 * np.eye(3), -Jtr[..., None])[..., 0]
+            step = _solve_or_nan(JtJ + 1e-12 * np.eye(3), -Jtr)
+            failed |= ~np.all(np.isfinite(step), axis=1)
+            step[failed] = 0.0
             Xr = Xr + step
             if np.max(np.abs(step)) < 1e-9 * max(1.0, float(np.max(np.abs(Xr)))):
                 break
         X[ok] = Xr
+        degenerate[np.flatnonzero(ok)[failed]] = True
         z0 = X[:, 2]
         z1 = (X @ R.T + T)[:, 2]
 
@@ -170,21 +177,56 @@ def triangulate(
     f = np.zeros(len(idx), dtype=np.int32)
     f[(z0 <= 0) | at_inf] |= BEHIND_CAM0
     f[(z1 <= 0) | at_inf] |= BEHIND_CAM1
-    f[at_inf | ~(ang >= min_parallax_deg)] |= PARALLEL_RAYS
+    f[at_inf | degenerate | ~(ang >= min_parallax_deg)] |= PARALLEL_RAYS
+    if covariance and np.any(f == 0):
+        g = f == 0
+        _, J = _residual_and_jacobian(X[g], u0[g], u1[g], K0, K1, R, T, W0[g], W1[g])
+        cg = _inv_or_nan(np.einsum("nki,nkj->nij", J, J))
+        f[np.flatnonzero(g)[~np.all(np.isfinite(cg), axis=(1, 2))]] |= PARALLEL_RAYS
+        cov_all = np.full((len(idx), 3, 3), np.nan)
+        cov_all[g] = cg
     flags[idx] = f
     good = f == 0
     if np.any(good):
         gi = idx[good]
         Xg = X[good]
         if covariance:
-            _, J = _residual_and_jacobian(Xg, u0[good], u1[good], K0, K1, R, T, W0[good], W1[good])
-            cov[gi] = np.linalg.inv(np.einsum("nki,nkj->nij", J, J))
+            cov[gi] = cov_all[good]
         xyz[gi] = Xg
         p0, p1 = calib.project(Xg)
         e = np.concatenate([p0 - uv0[gi], p1 - uv1[gi]], axis=1)
         err[gi] = np.sqrt(np.mean(e ** 2, axis=1) * 2.0)  # RMS of the two 2D error lengths
         par[gi] = ang[good]
     return Triangulation(xyz, cov, err, par, flags)
+
+
+def _well_conditioned(A: np.ndarray) -> np.ndarray:
+    """(N,) True where the (N, 3, 3) matrices are finite and safely invertible."""
+    ok = np.all(np.isfinite(A), axis=(1, 2))
+    if np.any(ok):
+        c = np.full(len(A), np.inf)
+        c[ok] = np.linalg.cond(A[ok])
+        ok &= c < 1e12
+    return ok
+
+
+def _solve_or_nan(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched solve A x = b (N, 3, 3), (N, 3); NaN rows where A is singular or not finite
+    (np.linalg.solve would raise LinAlgError for the whole batch)."""
+    out = np.full(b.shape, np.nan)
+    ok = _well_conditioned(A) & np.all(np.isfinite(b), axis=1)
+    if np.any(ok):
+        out[ok] = np.linalg.solve(A[ok], b[ok][..., None])[..., 0]
+    return out
+
+
+def _inv_or_nan(A: np.ndarray) -> np.ndarray:
+    """Batched inverse of (N, 3, 3) matrices; NaN where singular or not finite."""
+    out = np.full(A.shape, np.nan)
+    ok = _well_conditioned(A)
+    if np.any(ok):
+        out[ok] = np.linalg.inv(A[ok])
+    return out
 
 
 def triangulation_error_bound(calib: StereoCalibration, points: np.ndarray, pixel_sigma: float) -> float:

@@ -4,10 +4,17 @@ Imports numpy and torch only (torch on first use of the learned filter); a track
 rows [t, cx, cy, w, h, score, observed].
 """
 from .errors import HistoryError, WeightsError
-from .gate import HISTORY_COLUMNS, Gate, HitCountGate, pad_histories
+from .gate import (
+    HISTORY_COLUMNS,
+    Gate,
+    HitCountGate,
+    RateGuardedGate,
+    history_interval,
+    pad_histories,
+)
 
-__all__ = ["Gate", "HISTORY_COLUMNS", "HistoryError", "HitCountGate", "PersistenceFilter", "TrackPersistenceFilter",
-           "WeightsError", "pad_histories"]
+__all__ = ["Gate", "HISTORY_COLUMNS", "HistoryError", "HitCountGate", "PersistenceFilter", "RateGuardedGate",
+           "TrackPersistenceFilter", "WeightsError", "history_interval", "pad_histories"]
 
 
 def __getattr__(name):  # torch is imported only when the learned filter is used

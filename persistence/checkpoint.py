@@ -96,6 +96,11 @@ def load(path: str | Path | None = None, device: str | torch.device = "cpu") -> 
     except (RuntimeError, ValueError, TypeError) as e:
         raise WeightsError(f"{path}: weights do not fit the architecture in 'config' "
                            f"({str(e).splitlines()[0]})") from None
+    for name, tensor in blob["state_dict"].items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise WeightsError(f"{path}: tensor {name!r} holds {bad} of {tensor.numel()} NaN or infinite values "
+                               "(training diverged? retrain or use the shipped weights)")
     for k in ("on", "off"):
         v = blob.get(k)
         if not isinstance(v, float) or not 0.0 <= v <= 1.0 or math.isnan(v):

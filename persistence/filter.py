@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .features import check_history, features
+from .features import check_history, features, step_features_and_last_obs
 from .gate import pad_histories
-from .model import KVCache, PersistenceTransformer
+from .model import PersistenceTransformer
+from .steppers import BUCKETS, NUMPY_MAX, CpuStep, CudaGraphStep, TorchStep, time_step
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,14 @@ class TrackPersistenceFilter:
 
     def __init__(self, weights: Optional[str] = None, on: Optional[float] = None, off: Optional[float] = None,
                  device: str = "auto", image_size: Optional[tuple[int, int]] = None,
-                 model: Optional[PersistenceTransformer] = None, latch_s: float = 0.5):
-        self.device = pick_device(device)
+                 model: Optional[PersistenceTransformer] = None, latch_s: float = 0.5,
+                 cuda_graphs: bool = True, numpy_max: int = NUMPY_MAX):
         if model is None:
             model, card = checkpoint.load(weights, "cpu")
         else:
             card = {"on": 0.5, "off": 0.3}
         self.card = card
-        self.model = model.eval().to(self.device)
+        self.model = model.eval().cpu()
         self.on = float(card["on"] if on is None else on)
         # With only `on` given, keep the model's hysteresis gap below it.
         gap = float(card["on"]) - float(card["off"])
@@ -74,10 +75,11 @@ class TrackPersistenceFilter:
             raise ValueError(f"latch_s {latch_s}: expected >= 0 seconds")
         self.latch_s = float(latch_s)
         self.image_size = image_size
-        self.cache = KVCache(model.config, 64, self.device)
         self.fallbacks = 0  # times a GPU failure moved the gate to the CPU
         self._slot_of: dict[int, int] = {}
         self._free: list[int] = []
+        self._last_ids: Optional[np.ndarray] = None  # the previous call's ids and slots (reused when equal)
+        self._last_slots = np.zeros(0, np.int64)
         # Per cache slot: steps scored, time of the last scored row, birth time, time of the last
         # observed row, last score, persistent.
         self._pos = np.zeros(0, np.int64)
@@ -87,8 +89,79 @@ class TrackPersistenceFilter:
         self._score = np.zeros(0)
         self._persist = np.zeros(0, bool)
         self._t_on = np.zeros(0)  # time the current persistent spell began
+        self._cpu = CpuStep(self.model, 64, numpy_max)
+        self._gpu: Optional[TorchStep] = None
+        self._step: TorchStep = self._cpu
+        self._prefer: list[tuple[int, str]] = [(0, "cpu")]  # (up to this many tracks, stepper); 0 = any
+        self._want, self._want_frames = "cpu", 0
         self._grow(64)
+        name = str(device)
+        if name not in ("auto", "cpu") and not name.startswith("cuda"):
+            raise ValueError(f"device {name!r}: expected auto, cpu or cuda[:N]")
+        if name != "cpu":
+            if not torch.cuda.is_available():
+                (log.info if name == "auto" else log.warning)(
+                    "persistence gate: device %s: torch sees no GPU; using the CPU", name)
+            else:
+                dev = torch.device("cuda" if name == "auto" else name)
+                self._gpu = CudaGraphStep(self.model, dev, 64) if cuda_graphs else TorchStep(self.model, dev, 64)
+                if name == "auto":
+                    self._measure()
+                else:
+                    self._prefer = [(0, "cuda")]
+                    self._step = self._gpu
+                    self._want = "cuda"
+        self.device = self._step.device
         self._warm_up()
+
+    # A measured preference switches the stepper after this many frames in a row (a count that
+    # hovers at a boundary does not move the cache back and forth).
+    SWITCH_AFTER = 30
+    MEASURE_UP_TO = 1024  # tracks; larger counts follow the largest measured bucket
+
+    def _measure(self) -> None:
+        """Time a step on the CPU and on the GPU for each bucket of track counts and keep, per
+        bucket, the faster one (logged)."""
+        rows, prefer = [], []
+        for b in BUCKETS:
+            if b > self.MEASURE_UP_TO:
+                break
+            tc = time_step(self._cpu, b)
+            tg = time_step(self._gpu, b)
+            pick = "cuda" if tg < tc else "cpu"
+            prefer.append((b, pick))
+            rows.append(f"{b}: cpu {tc * 1e3:.2f} ms, {self._gpu.device} {tg * 1e3:.2f} ms -> {pick}")
+        prefer[-1] = (0, prefer[-1][1])
+        self._prefer = prefer
+        self._want = prefer[0][1]
+        self._step = self._gpu if self._want == "cuda" else self._cpu
+        log.info("persistence gate: device auto: one step measured per track count (up to N tracks): %s; "
+                 "starting on %s", "; ".join(rows), self._step.device)
+
+    def _preferred(self, n: int) -> str:
+        for b, name in self._prefer:
+            if n <= b or b == 0:
+                return name
+        return self._prefer[-1][1]
+
+    def _choose(self, n: int) -> None:
+        """Follow the measured preference for n tracks, SWITCH_AFTER frames after it changes."""
+        want = self._preferred(n)
+        if self._gpu is None or want == ("cuda" if self._step is self._gpu else "cpu"):
+            self._want_frames = 0
+            return
+        self._want_frames = self._want_frames + 1 if want == self._want else 1
+        self._want = want
+        if self._want_frames >= self.SWITCH_AFTER:
+            self._move_to(self._gpu if want == "cuda" else self._cpu)
+            log.info("persistence gate: %d tracks: moved to %s (faster at this count at start-up)", n, self.device)
+
+    def _move_to(self, stepper: TorchStep) -> None:
+        if stepper is not self._step:
+            stepper.load(self._step.k, self._step.v, len(self._pos))
+            self._step = stepper
+        self.device = stepper.device
+        self._want_frames = 0
 
     def _warm_up(self) -> None:
         """Score a dummy track once, so that the first real frame does not pay torch's first-call
@@ -111,6 +184,7 @@ class TrackPersistenceFilter:
         self.on, self.off = float(on), float(off)
 
     def forget(self, ids: Iterable[int]) -> None:
+        self._last_ids = None
         for i in ids:
             slot = self._slot_of.pop(int(i), None)
             if slot is not None:
@@ -121,7 +195,7 @@ class TrackPersistenceFilter:
 
     def _grow(self, capacity: int) -> None:
         old = len(self._pos)
-        self.cache.grow(capacity)
+        self._step.grow(capacity)
         extra = capacity - old
         self._pos = np.r_[self._pos, np.zeros(extra, np.int64)]
         for name in ("_t_scored", "_t_birth", "_t_obs", "_score", "_t_on"):
@@ -130,6 +204,9 @@ class TrackPersistenceFilter:
         self._free.extend(range(capacity - 1, old - 1, -1))
 
     def _slots(self, ids: np.ndarray, hist: np.ndarray) -> np.ndarray:
+        last = self._last_ids
+        if last is not None and len(last) == len(ids) and np.array_equal(last, ids):
+            return self._last_slots
         slots = np.empty(len(ids), np.int64)
         new = []
         for k, i in enumerate(ids.tolist()):
@@ -150,6 +227,8 @@ class TrackPersistenceFilter:
             self._score[ns] = 0.0
             self._persist[ns] = False
             self._t_on[ns] = np.inf
+        if len(np.unique(slots)) == len(slots):  # repeated ids are scored, never reused
+            self._last_ids, self._last_slots = ids.copy(), slots
         return slots
 
     def __call__(self, ids: np.ndarray, hist: np.ndarray, lengths: np.ndarray,
@@ -172,22 +251,32 @@ class TrackPersistenceFilter:
                 raise
             log.warning("persistence gate: GPU out of memory with %d tracks; moving the gate to the CPU", n)
             self.fallbacks += 1
-            self.device = torch.device("cpu")
-            self.model.to(self.device)
-            self.cache.to(self.device)
+            self._move_to(self._cpu)
+            self._gpu, self._prefer = None, [(0, "cpu")]
             self._score_new(slots, hist, lengths, size)
-        return self._persist[slots].copy(), self._score[slots].copy()
+        return self._persist[slots], self._score[slots]
 
     def _score_new(self, slots, hist, lengths, size) -> None:
-        L = hist.shape[1]
-        live = np.arange(L)[None, :] < lengths[:, None]
-        n_new = np.count_nonzero(live & (hist[:, :, 0] > self._t_scored[slots][:, None]), axis=1)
-        todo = np.flatnonzero(n_new > 0)
+        N, L = hist.shape[:2]
+        rows = np.arange(N)
+        t_sc = self._t_scored[slots]
+        t_last = hist[rows, lengths - 1, 0]
+        # Time never decreases along a history, so the unscored rows are the newest ones: usually
+        # just the last (counted in full only for the tracks with more).
+        one = (t_last > t_sc) & ((lengths == 1) | (hist[rows, np.maximum(lengths - 2, 0), 0] <= t_sc))
+        n_new = one.astype(np.int64)
+        more = np.flatnonzero((t_last > t_sc) & ~one)
+        if len(more):
+            live = np.arange(L)[None, :] < lengths[more, None]
+            n_new[more] = np.count_nonzero(live & (hist[more, :, 0] > t_sc[more, None]), axis=1)
+        todo = np.flatnonzero(n_new)
         if not len(todo):
             return
-        if len(todo) < len(slots):
+        if len(todo) < N:
             slots, hist, lengths, size, n_new = slots[todo], hist[todo], lengths[todo], size[todo], n_new[todo]
+            t_last = t_last[todo]
         n = len(slots)
+        self._choose(n)
         # Windows of each track's new rows plus two rows of context before them (rates and
         # accelerations need them), left-aligned: a young track has fewer context rows.
         m = int(n_new.max())
@@ -197,31 +286,33 @@ class TrackPersistenceFilter:
         win = hist[np.arange(n)[:, None], np.minimum(idx, L - 1)]
         wlen = n_new + 2 - shift  # rows past a track's newest one are padding
         t_birth = self._t_birth[slots]
-        f = features(win, wlen, size, t_birth=t_birth, t_last_obs=self._t_obs[slots])
-        age = (win[..., 0] - t_birth[:, None]).astype(np.float32)
-        dev = self.device
-        last = np.zeros(n)
-        with torch.inference_mode():
+        t_obs = self._t_obs[slots]
+        pos = self._pos[slots]
+        if m == 1:
+            c = 2 - shift  # the window column of each track's new row
+            f, t_obs = step_features_and_last_obs(win, c, size, t_birth, t_obs)
+            last = self._step.step(f, (win[np.arange(n), c, 0] - t_birth).astype(np.float32), slots, pos)
+        else:
+            f = features(win, wlen, size, t_birth=t_birth, t_last_obs=t_obs)
+            age = (win[..., 0] - t_birth[:, None]).astype(np.float32)
+            last = np.zeros(n)
             for s in range(m):
-                sel = np.flatnonzero(n_new > s) if m > 1 else np.arange(n)
+                sel = np.flatnonzero(n_new > s)
                 col = 2 - shift[sel] + s  # the window row of this new step
-                logit = self.model.step(torch.from_numpy(f[sel, col]).to(dev), torch.from_numpy(age[sel, col]).to(dev),
-                                        self.cache, torch.from_numpy(slots[sel]).to(dev),
-                                        torch.from_numpy(self._pos[slots[sel]] + s).to(dev))
-                last[sel] = torch.sigmoid(logit).cpu().numpy()
-        rows = np.arange(n)
-        new_obs = (hist[:, :, 6] > 0) & (np.arange(L)[None, :] >= (lengths - n_new)[:, None]) & \
-            (np.arange(L)[None, :] < lengths[:, None])
-        t_new_obs = np.where(new_obs, hist[:, :, 0], -np.inf).max(axis=1)
-        self._t_obs[slots] = np.maximum(self._t_obs[slots], t_new_obs)
-        self._t_scored[slots] = hist[rows, lengths - 1, 0]
-        self._pos[slots] += n_new
+                last[sel] = self._step.step(f[sel, col], age[sel, col], slots[sel], pos[sel] + s)
+            # The new rows sit at window columns 2 - shift .. wlen - 1.
+            cols = np.arange(m + 2)[None, :]
+            new_obs = (cols >= (2 - shift)[:, None]) & (cols < wlen[:, None]) & (win[:, :, 6] > 0)
+            t_obs = np.maximum(t_obs, np.where(new_obs, win[:, :, 0], -np.inf).max(axis=1))
+        self._t_obs[slots] = t_obs
+        self._t_scored[slots] = t_last
+        self._pos[slots] = pos + n_new
         self._score[slots] = last
         was = self._persist[slots]
-        t_now = self._t_scored[slots]
-        latched = was & (self.latch_s > 0) & (t_now - self._t_on[slots] >= self.latch_s)
+        t_on = self._t_on[slots]
+        latched = was & (self.latch_s > 0) & (t_last - t_on >= self.latch_s)
         now = latched | (last >= np.where(was, self.off, self.on))
-        self._t_on[slots] = np.where(now & ~was, t_now, np.where(now, self._t_on[slots], np.inf))
+        self._t_on[slots] = np.where(now & ~was, t_last, np.where(now, t_on, np.inf))
         self._persist[slots] = now
 
 

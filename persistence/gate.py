@@ -6,9 +6,12 @@ batch: `hist` (N, L, 7) with track i's rows in hist[i, :lengths[i]] (the rest is
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+import logging
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("t", "cx", "cy", "w", "h", "score", "observed")
 
@@ -39,7 +42,9 @@ def pad_histories(histories: Sequence[np.ndarray], max_len: int | None = None) -
 
 class HitCountGate:
     """The classic rule: a track is persistent once it has `min_hits` observed steps within the
-    last `window_s` seconds. score = min(1, hits / min_hits)."""
+    last `window_s` seconds, or within its last `min_hits` rows when those span longer (at low or
+    uneven frame rates `min_hits` frames may not fit in `window_s`: 3 frames at 2 fps span 1 s,
+    at 2 fps with jitter a little more). score = min(1, hits / min_hits)."""
 
     def __init__(self, min_hits: int = 3, window_s: float = 1.0):
         if min_hits < 1:
@@ -58,7 +63,9 @@ class HitCountGate:
         t_last = t[np.arange(n), np.maximum(lengths - 1, 0)]
         # Rows past a track's length are padding: their observed flag may be stale, so mask them.
         live = np.arange(hist.shape[1]) < lengths[:, None]
-        recent = (t >= (t_last - self.window_s - 1e-9)[:, None]) & live
+        span = t_last - t[np.arange(n), np.maximum(lengths - self.min_hits, 0)]
+        window = np.maximum(self.window_s, span)
+        recent = (t >= (t_last - window - 1e-9)[:, None]) & live
         hits = np.count_nonzero(recent & (hist[:, :, 6] > 0), axis=1)
         return hits >= self.min_hits, np.minimum(1.0, hits / self.min_hits)
 
@@ -67,3 +74,64 @@ class HitCountGate:
 
     def __repr__(self) -> str:
         return f"HitCountGate(min_hits={self.min_hits}, window_s={self.window_s})"
+
+
+def history_interval(hist: np.ndarray, lengths: np.ndarray) -> Optional[float]:
+    """The median time (seconds) between each track's last two rows (one row per frame), or None
+    when no track has two rows yet."""
+    two = np.flatnonzero(lengths >= 2)
+    if len(two) == 0:
+        return None
+    last = lengths[two] - 1
+    d = hist[two, last, 0] - hist[two, last - 1, 0]
+    d = d[d > 0]
+    return float(np.median(d)) if len(d) else None
+
+
+class RateGuardedGate:
+    """A learned gate used only at the frame rates it was trained for; outside them, `fallback`
+    (the hit-count rule) decides, with one log line.
+
+    `rates_hz` is (lowest, highest) frame rate, from the model card's `frame_rates_hz`; a rate
+    within `tolerance` x of those bounds counts as inside. The rate is measured from the
+    histories (the time between a track's last two rows) at the first call where a track has
+    two rows, and the choice then holds for the rest of the stream, so a gate with per-track
+    state never sees a history with holes. Until then the learned gate scores.
+    """
+
+    def __init__(self, learned: Gate, fallback: Gate, rates_hz: tuple[float, float], tolerance: float = 1.2):
+        lo, hi = float(rates_hz[0]), float(rates_hz[1])
+        if not (0 < lo <= hi):
+            raise ValueError(f"rates_hz {rates_hz}: expected 0 < lowest <= highest frame rate")
+        self.learned, self.fallback = learned, fallback
+        self.rates_hz = (lo, hi)
+        self.tolerance = float(tolerance)
+        self.use_learned: Optional[bool] = None  # None until the rate is known
+        self.rate_hz: Optional[float] = None
+
+    def __call__(self, ids: np.ndarray, hist: np.ndarray, lengths: np.ndarray,
+                 image_size=None) -> tuple[np.ndarray, np.ndarray]:
+        if self.use_learned is None:
+            dt = history_interval(hist, lengths)
+            if dt is not None:
+                self.rate_hz = 1.0 / dt
+                lo, hi = self.rates_hz
+                self.use_learned = lo / self.tolerance <= self.rate_hz <= hi * self.tolerance
+                if not self.use_learned:
+                    log.warning("gate: frames come at %.3g fps, outside the learned gate's %g-%g fps "
+                                "(its model card); confirming tracks with %r instead", self.rate_hz, lo, hi,
+                                self.fallback)
+        gate = self.fallback if self.use_learned is False else self.learned
+        return gate(ids, hist, lengths, image_size=image_size)
+
+    def forget(self, ids: Sequence[int]) -> None:
+        self.learned.forget(ids)
+        self.fallback.forget(ids)
+
+    def __getattr__(self, name):  # the learned gate's attributes (device, card, thresholds ...)
+        if name in ("learned", "fallback"):
+            raise AttributeError(name)
+        return getattr(self.learned, name)
+
+    def __repr__(self) -> str:
+        return f"RateGuardedGate({self.learned!r}, fallback={self.fallback!r}, rates_hz={self.rates_hz})"

@@ -80,19 +80,18 @@ class Block(nn.Module):
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p_attn if self.training else 0.0)
         return self._out(x, a)
 
-    def step(self, x: torch.Tensor, cache: "KVCache", layer: int, slots: torch.Tensor, ring: torch.Tensor,
-             visible: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor, ck: torch.Tensor, cv: torch.Tensor, slots: torch.Tensor, ring: torch.Tensor,
+             bias: torch.Tensor) -> torch.Tensor:
         """One new step per row of x (B, 1, d) for the tracks in cache `slots` (B,): writes the
-        new key/value at ring position `ring` (B,) of this layer's cache, then attends to the
-        cache entries marked in visible (B, W)."""
+        new key/value at ring position `ring` (B,) of this layer's cache ck, cv (slots, heads, W,
+        dh), then attends to the cache entries whose bias (B, 1, W) is 0 (-inf: not seen)."""
         q, k, v = self._qkv(x)
-        ck, cv = cache.k[layer], cache.v[layer]  # (slots, heads, W, dh) views
         ck[slots, :, ring] = k[:, :, 0]
         cv[slots, :, ring] = v[:, :, 0]
         kc, vc = ck.index_select(0, slots), cv.index_select(0, slots)
         # A single query per track: einsum beats the fused kernel's mask handling here.
         w = torch.einsum("bhwd,bhd->bhw", kc, q[:, :, 0]) * (self.dh ** -0.5)
-        w = torch.softmax(w.masked_fill(~visible[:, None, :], float("-inf")), dim=-1)
+        w = torch.softmax(w + bias, dim=-1)
         a = torch.einsum("bhw,bhwd->bhd", w, vc)[:, :, None, :]  # (B, heads, 1, dh)
         return self._out(x, a)
 
@@ -131,12 +130,25 @@ class PersistenceTransformer(nn.Module):
         (B,) and step index since birth pos (B,) (0 = first row) -> logits (B,). Writes the new
         keys and values into the cache."""
         W = self.config.max_len
+        return self.step_ring(feats, age_s, cache.k, cache.v, slots, pos % W, pos >= W)
+
+    def step_ring(self, feats: torch.Tensor, age_s: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  slots: torch.Tensor, ring: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+        """`step` on raw cache tensors k, v (layers, slots, heads, W, dh), with each track's ring
+        position ring = pos % W (B,) and full = pos >= W (B,) bool."""
+        j = torch.arange(self.config.max_len, device=feats.device)
+        hidden = (j[None, :] > ring[:, None]) & ~full[:, None]
+        bias = torch.zeros(hidden.shape, device=feats.device).masked_fill_(hidden, float("-inf"))
+        return self.step_bias(feats, age_s, k, v, slots, ring, bias[:, None, :])
+
+    def step_bias(self, feats: torch.Tensor, age_s: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  slots: torch.Tensor, ring: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """`step_ring` with the attention bias (B, 1, W) given: 0 for the cache entries a track
+        sees (ring positions <= its own, or all once its window is full), -inf for the others.
+        The form a CUDA graph captures: every input a tensor, no value read on the host."""
         z = (self.embed(feats) + self.time(age_s.clamp(max=self.config.age_cap_s)))[:, None, :]
-        ring = pos % W
-        j = torch.arange(W, device=feats.device)
-        visible = (j[None, :] <= pos[:, None]) | (pos[:, None] >= W)
         for li, blk in enumerate(self.blocks):
-            z = blk.step(z, cache, li, slots, ring, visible)
+            z = blk.step(z, k[li], v[li], slots, ring, bias)
         return self.head(self.norm(z))[:, 0, 0]
 
     def n_parameters(self) -> int:

@@ -1,10 +1,12 @@
 """Shared behaviour of sources and sockets: context management and iteration over read()."""
 from __future__ import annotations
 
+import logging
 import time
 from typing import Generic, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Closeable:
@@ -35,10 +37,14 @@ class Readable(Closeable, Generic[T]):
 
 
 class Pacer:
-    """Sleeps so that items come out at their recorded times (real-time replay)."""
+    """Sleeps so that items come out at their recorded times (real-time replay). A gap longer
+    than `max_sleep` seconds (a time jump in the recording) is not slept: it is logged once per
+    jump and the pacing starts again from the next item."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_sleep: float = 2.0) -> None:
         self._origin: Optional[tuple[float, float]] = None
+        self.max_sleep = max_sleep
+        self.jumps = 0
 
     def wait(self, t: float) -> None:
         now = time.monotonic()
@@ -46,6 +52,11 @@ class Pacer:
             self._origin = (now, t)
             return
         delay = (t - self._origin[1]) - (now - self._origin[0])
+        if delay > self.max_sleep:
+            log.warning("real-time replay: the next item is %.1f s ahead (a time jump): not waiting for it", delay)
+            self.jumps += 1
+            self._origin = (now, t)
+            return
         if delay > 0:
             time.sleep(delay)
 

@@ -10,14 +10,19 @@ Both ends pass `--curve-keys DIR`; a subscriber without an authorized key receiv
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import zmq
 import zmq.auth
 
 from .errors import StreamError
+
+log = logging.getLogger(__name__)
+MAX_LOGGED_REJECTIONS = 20  # distinct rejected clients logged per publisher; then one line says so
 
 
 def _need_curve() -> None:
@@ -67,16 +72,58 @@ def client_keys(folder: str | os.PathLike) -> tuple[bytes, bytes, bytes]:
     return pub, sec, server_pub
 
 
+class RejectionLog:
+    """Logs each rejected client key once (a refused subscriber keeps reconnecting), at most
+    `limit` of them; thread-safe (ZAP runs in the authenticator's thread)."""
+
+    def __init__(self, allowed: Path, limit: int = MAX_LOGGED_REJECTIONS):
+        self.allowed = allowed
+        self.limit = limit
+        self.seen: set[bytes] = set()
+        self.rejected = 0  # rejected handshakes, repeats included
+        self._lock = threading.Lock()
+
+    def reject(self, key: bytes, address: str) -> None:
+        with self._lock:
+            self.rejected += 1
+            if key in self.seen or len(self.seen) > self.limit:
+                return
+            self.seen.add(key)
+            if len(self.seen) > self.limit:
+                log.warning("CURVE: more than %d rejected subscribers; no more are logged", self.limit)
+                return
+        log.warning("CURVE: rejected a subscriber from %s: its public key %s is not in %s (add its .key file "
+                    "there to admit it)", address or "?", key.decode("ascii", "replace"), self.allowed)
+
+
 def start_authenticator(ctx: zmq.Context, folder: str | os.PathLike):
     """A running ThreadAuthenticator that admits the clients whose public keys are in
-    FOLDER/authorized (stop() it when the publisher closes)."""
+    FOLDER/authorized and logs the others (once per key; stop() it when the publisher closes)."""
     from zmq.auth.thread import ThreadAuthenticator
 
     _need_curve()
     allowed = Path(folder) / "authorized"
     if not allowed.is_dir():
         raise StreamError(f"{allowed}: missing (the folder of authorized client public keys)")
-    auth = ThreadAuthenticator(ctx)
+    keys = set(zmq.auth.load_certificates(str(allowed)))  # z85 public keys, read once as configure_curve does
+    rejections = RejectionLog(allowed)
+    peer = threading.local()
+
+    class Authenticator(ThreadAuthenticator):
+        async def handle_zap_message(self, msg: list[bytes]) -> None:
+            # ZAP request frames (RFC 27): version, request id, domain, address, identity, mechanism, ...
+            peer.address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else ""
+            await super().handle_zap_message(msg)
+
+    class Keys:
+        def callback(self, domain: str, key: bytes) -> bool:
+            if key in keys:
+                return True
+            rejections.reject(key, getattr(peer, "address", ""))
+            return False
+
+    auth = Authenticator(ctx)
+    auth.rejections = rejections
     auth.start()
-    auth.configure_curve(domain="*", location=str(allowed))
+    auth.configure_curve_callback(domain="*", credentials_provider=Keys())
     return auth

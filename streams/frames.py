@@ -9,7 +9,8 @@ import numpy as np
 
 @dataclass
 class Frame:
-    """One image from one camera. t: capture time in seconds (source clock); index: frame number
+    """One image from one camera. t: capture time in seconds (source clock: a file's own times, or
+    time.monotonic() for a live camera, which never steps back); index: frame number
     in its source (for files, the position in the file)."""
 
     index: int
@@ -28,7 +29,7 @@ class FramePair:
     t1: float
     img0: Optional[np.ndarray]
     img1: Optional[np.ndarray]
-    wall: float = float("nan")  # wall-clock time (time.time()) the pair was captured, for latency
+    wall: float = float("nan")  # wall-clock time (time.time()) the pair was captured: a label, for latency
 
     @property
     def t(self) -> float:

@@ -57,6 +57,18 @@ class StereoSource(Readable[FramePair]):
         self.stats = PairStats()
 
 
+Size = tuple[int, int]
+
+
+def per_camera(expected) -> tuple[Optional[Size], Optional[Size]]:
+    """An expected size for both cameras ((w, h)) or one per camera (((w0, h0), (w1, h1)))."""
+    if expected is None:
+        return None, None
+    if len(expected) == 2 and all(isinstance(v, (int, np.integer)) for v in expected):
+        return tuple(expected), tuple(expected)
+    return tuple(expected[0]), tuple(expected[1])
+
+
 def check_size(img: Optional[np.ndarray], expected: Optional[tuple[int, int]], what: str) -> None:
     """StreamError if an image's (width, height) differs from the calibration's."""
     if img is None or expected is None:
@@ -77,8 +89,9 @@ class TimePairedSource(StereoSource):
         self.expected_size = expected_size
         self._a: Optional[Frame] = src0.read()
         self._b: Optional[Frame] = src1.read()
-        check_size(self._a.image if self._a else None, expected_size, f"cam0 ({src0.name})")
-        check_size(self._b.image if self._b else None, expected_size, f"cam1 ({src1.name})")
+        e0, e1 = per_camera(expected_size)
+        check_size(self._a.image if self._a else None, e0, f"cam0 ({src0.name})")
+        check_size(self._b.image if self._b else None, e1, f"cam1 ({src1.name})")
         if self._a is not None:
             self.image_size = (self._a.image.shape[1], self._a.image.shape[0])
         self._index = 0
@@ -155,7 +168,7 @@ class LiveStereoSource(StereoSource):
             if not d.grab():
                 return math.nan
             self.cam_stats[i].skipped += 1
-        return time.time() if d.grab() else math.nan
+        return time.monotonic() if d.grab() else math.nan
 
     def _run(self) -> None:
         try:
@@ -182,8 +195,9 @@ class LiveStereoSource(StereoSource):
                 time.sleep(0.005)
                 continue
             try:
-                check_size(img0, self.expected_size, f"cam0 ({self.names[0]})")
-                check_size(img1, self.expected_size, f"cam1 ({self.names[1]})")
+                e0, e1 = per_camera(self.expected_size)
+                check_size(img0, e0, f"cam0 ({self.names[0]})")
+                check_size(img1, e1, f"cam1 ({self.names[1]})")
             except StreamError as exc:
                 self._slot.fail(exc)
                 return
@@ -207,7 +221,11 @@ class LiveStereoSource(StereoSource):
             if self.image_size is None:
                 img = img0 if img0 is not None else img1
                 self.image_size = (img.shape[1], img.shape[0])
-            self._slot.put(FramePair(self._index, t0, t1, img0, img1, wall=min(x for x in (t0, t1) if x == x)))
+            # Pair times are on the monotonic clock (a wall-clock step never makes time go back);
+            # the wall clock labels the pair, for latency only.
+            t_cap = min(x for x in (t0, t1) if x == x)
+            wall = time.time() - (time.monotonic() - t_cap)
+            self._slot.put(FramePair(self._index, t0, t1, img0, img1, wall=wall))
             self._index += 1
             self.stats.pairs += 1
             self.stats.overwritten = self._slot.overwritten
@@ -227,7 +245,8 @@ class LiveStereoSource(StereoSource):
 def open_stereo(src0: str, src1: str, tolerance: Optional[float] = None, frame_stride: int = 1,
                 realtime: bool = False, fps: float = 30.0, expected_size: Optional[tuple[int, int]] = None,
                 ) -> StereoSource:
-    """StereoSource for two SRC strings (both live, or both files/folders)."""
+    """StereoSource for two SRC strings (both live, or both files/folders). expected_size: (w, h)
+    for both cameras or ((w0, h0), (w1, h1)), checked on the first frames."""
     live0, live1 = is_live_spec(src0), is_live_spec(src1)
     if live0 != live1:
         raise StreamError(f"--cam0 {src0} and --cam1 {src1}: mix of a live camera and a file; use two of a kind")

@@ -107,8 +107,9 @@ class RecordingWriter(Closeable):
         self.error: Optional[BaseException] = None
         self.min_free_bytes = int(min_free_bytes)
         self._writers: list = [None, None]
-        self._size: Optional[tuple[int, int]] = None
+        self._size: list[Optional[tuple[int, int]]] = [None, None]  # per camera (they may differ)
         self._channels = 3
+        self._calib_size = (calib.cam0.image_size, calib.cam1.image_size) if calib is not None else (None, None)
         if calib is not None:
             save_calibration(calib, self.dir / "calib.yaml")
         self.meta = {"format": "tracker3d-recording@1", "fps": self.fps, "codec": codec,
@@ -122,22 +123,27 @@ class RecordingWriter(Closeable):
         self._fsync_every = fsync_every_s
         self._last_sync = time.monotonic()
 
-    def _open_writers(self, img: np.ndarray) -> None:
-        h, w = img.shape[:2]
-        self._size = (w, h)
+    def _open_writers(self, pair: FramePair) -> None:
+        first = pair.img0 if pair.img0 is not None else pair.img1
+        for i, img in enumerate((pair.img0, pair.img1)):
+            if self._size[i] is None:  # a camera's size: its first frame's (else its calibration's)
+                src = img if img is not None or self._calib_size[i] is None else None
+                src = first if src is None and self._calib_size[i] is None else src
+                self._size[i] = (src.shape[1], src.shape[0]) if src is not None else self._calib_size[i]
         for i in (0, 1):
             path = self.dir / f"cam{i}{CODECS[self.codec]}"
             self._writers[i] = (JpegStreamSink(path) if self.codec == "MJPEG"
-                                else CvVideoSink(path, self.codec, self.fps, (w, h)))
+                                else CvVideoSink(path, self.codec, self.fps, self._size[i]))
 
-    def _prepare(self, img: Optional[np.ndarray]) -> np.ndarray:
+    def _prepare(self, img: Optional[np.ndarray], cam: int) -> np.ndarray:
+        w, h = self._size[cam]
         if img is None:
-            return np.zeros((self._size[1], self._size[0], 3), np.uint8)
+            return np.zeros((h, w, 3), np.uint8)
         if img.ndim == 2:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        if (img.shape[1], img.shape[0]) != self._size:
-            raise StreamError(f"{self.dir}: frame {img.shape[1]}x{img.shape[0]} differs from the recording's "
-                              f"{self._size[0]}x{self._size[1]}")
+        if (img.shape[1], img.shape[0]) != (w, h):
+            raise StreamError(f"{self.dir}: cam{cam} frame {img.shape[1]}x{img.shape[0]} differs from the "
+                              f"recording's {w}x{h}")
         return img
 
     def free_bytes(self) -> int:
@@ -157,9 +163,9 @@ class RecordingWriter(Closeable):
                 raise OSError(errno.ENOSPC, f"disk nearly full: {free / 2**20:.1f} MiB left, a recording stops "
                               f"below {self.min_free_bytes / 2**20:.0f} MiB so that what it wrote stays readable")
             if self._writers[0] is None:
-                self._open_writers(first)
-            self._writers[0].write(self._prepare(pair.img0))
-            self._writers[1].write(self._prepare(pair.img1))
+                self._open_writers(pair)
+            self._writers[0].write(self._prepare(pair.img0, 0))
+            self._writers[1].write(self._prepare(pair.img1, 1))
             self._writers[0].flush()
             self._writers[1].flush()
             t0 = "" if pair.img0 is None or math.isnan(pair.t0) else f"{pair.t0:.6f}"
@@ -263,7 +269,8 @@ def _parse_time(s: str, path: Path, line: int, col: str) -> float:
 
 
 def read_frames_csv(path: Path) -> list[tuple[int, float, float]]:
-    """Rows (index, t0, t1) of a frames.csv; a partial last line (a cut-off write) is ignored."""
+    """Rows (index, t0, t1) of a frames.csv; a partial last line (a cut-off write) is ignored.
+    Times are checked (check_times): they must rise; a jump forward is logged."""
     if not path.is_file():
         raise StreamError(f"{path}: missing (not a tracker3d recording?)")
     raw = path.read_bytes()
@@ -277,7 +284,7 @@ def read_frames_csv(path: Path) -> list[tuple[int, float, float]]:
         log.warning("%s: ignoring a partial last line (recording was cut off)", path)
     if not complete or complete[0].strip().replace(" ", "") != ",".join(FRAMES_HEADER):
         raise StreamError(f"{path}: expected the header 'index,t0,t1'")
-    rows = []
+    rows: list[tuple[int, float, float, int]] = []
     last = -1
     for n, line in enumerate(complete[1:], start=2):
         if not line.strip():
@@ -296,8 +303,51 @@ def read_frames_csv(path: Path) -> list[tuple[int, float, float]]:
         t1 = _parse_time(parts[2], path, n, "t1")
         if math.isnan(t0) and math.isnan(t1):
             raise StreamError(f"{path}:{n}: both t0 and t1 are empty")
-        rows.append((idx, t0, t1))
-    return rows
+        rows.append((idx, t0, t1, n))
+    check_times(path, rows)
+    return [r[:3] for r in rows]
+
+
+JUMP_MIN_S = 1.0  # a gap this long (and 50 frame periods) between two pairs is a time jump
+
+
+def check_times(path: Path, rows: list[tuple[int, float, float, int]]) -> None:
+    """Each camera's times must rise: StreamError naming the line otherwise (all-zero times,
+    repeated or falling times). A jump forward (a gap of over 1 s and 50 frame periods) is
+    logged as a warning naming its line: tracks end there and start again."""
+    times = [(t0, t1) for _, t0, t1, _ in rows]
+    present = [v for pair in times for v in pair if not math.isnan(v)]
+    if len(rows) > 1 and present and all(v == 0.0 for v in present):
+        raise StreamError(f"{path}: every t0 and t1 is 0 (lines 2-{rows[-1][3]}): the recording has no "
+                          "capture times (expected seconds that rise pair by pair)")
+    for k, col in enumerate(("t0", "t1")):
+        prev: Optional[tuple[float, int]] = None
+        for _, *ts, line in rows:
+            v = ts[k]
+            if math.isnan(v):
+                continue
+            if prev is not None and v <= prev[0]:
+                what = "repeats" if v == prev[0] else "goes back from"
+                raise StreamError(f"{path}:{line}: field '{col}': time {v:.6f} {what} {prev[0]:.6f} (line "
+                                  f"{prev[1]}); expected times that rise pair by pair")
+            prev = (v, line)
+    t = np.array([t0 if not math.isnan(t0) else t1 for t0, t1 in times])
+    if len(t) < 3:
+        return
+    dt = np.diff(t)
+    period = float(np.median(dt))
+    for i in np.flatnonzero(dt > max(JUMP_MIN_S, 50 * period))[:3]:
+        log.warning("%s:%d: time jumps by %.1f s (frame period %.3f s): tracks end there and start again",
+                    path, rows[i + 1][3], dt[i], period)
+
+
+def _meta_fps(path: Path, meta: dict) -> float:
+    """meta.json's `fps` (30 when absent): StreamError unless a finite number > 0."""
+    v = meta.get("fps", 30.0)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    if not ok:
+        raise StreamError(f"{path}: field 'fps': expected a number of frames per second > 0, got {json.dumps(v)}")
+    return float(v)
 
 
 def _find_video(d: Path, cam: str) -> Path:
@@ -363,7 +413,7 @@ class RecordingReader(StereoSource):
         self._i = 0
         if self.calib is not None:
             self.image_size = self.calib.cam0.image_size
-        self.fps = float(self.meta.get("fps", 30.0))
+        self.fps = _meta_fps(mp, self.meta)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -380,11 +430,12 @@ class RecordingReader(StereoSource):
                         self.dir, self._i, len(self.rows))
             self._i = len(self.rows)
             return None
-        if self.image_size is not None:
+        if self.calib is not None:
             for k, img in enumerate((img0, img1)):
-                if (img.shape[1], img.shape[0]) != tuple(self.image_size):
+                want = (self.calib.cam0, self.calib.cam1)[k].image_size
+                if (img.shape[1], img.shape[0]) != tuple(want):
                     raise StreamError(f"{self.video_paths[k]}: frames are {img.shape[1]}x{img.shape[0]} but "
-                                      f"the calibration expects {self.image_size[0]}x{self.image_size[1]}")
+                                      f"the calibration expects {want[0]}x{want[1]} for cam{k}")
         self._i += 1
         pair = FramePair(idx, t0, t1, img0 if not math.isnan(t0) else None, img1 if not math.isnan(t1) else None)
         if self._pacer is not None:

@@ -299,7 +299,7 @@ class LiveSource(FrameSource):
                 self.stats.skipped += 1
             if not ok or not self.device.grab():
                 continue
-            t = time.time()
+            t = time.monotonic()  # never steps back (wall-clock steps: NTP, manual)
             img = self.device.retrieve()
             if img is None:
                 continue

@@ -111,3 +111,12 @@ def test_charuco_stereo_calibration_recovers_rig(tmp_path):
     dR = np.degrees(np.linalg.norm(cv2.Rodrigues(calib.R @ truth.R.T)[0]))
     assert dR < 0.5
     np.testing.assert_allclose(calib.cam0.K[0, 0], truth.cam0.K[0, 0], rtol=0.03)
+
+
+def test_calibrate_out_with_an_unsupported_suffix_is_refused_up_front(tmp_path, capsys):
+    """`--out x.txt` used to write YAML (OpenCV's default) that every loader then refused."""
+    assert main(["calibrate", "--left", str(DATA_GLOB("left")), "--right", str(DATA_GLOB("right")),
+                 "--board", "9x6", "--square", "0.025", "--out", str(tmp_path / "x.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "x.txt: cannot write a calibration as '.txt' (supported: .yaml, .yml, .xml, .json)" in err
+    assert not (tmp_path / "x.txt").exists() and "detecting" not in err

@@ -1,4 +1,5 @@
 """Calibration files: OpenCV FileStorage and aniposelib TOML, world poses, malformed inputs."""
+from pathlib import Path
 import re
 
 import cv2
@@ -135,3 +136,98 @@ def test_anipose_toml(tmp_path):
     p.write_text(_anipose_text(rig, rv0, tv0, rv0, tv0))
     with pytest.raises(CalibrationError, match="zero baseline"):
         load_calibration(p)
+
+
+def test_cameras_of_different_sizes_keep_their_sizes_through_save_load_and_replay(tmp_path):
+    from calib import StereoCalibration
+    from streams import FramePair, RecordingReader, RecordingWriter, StreamError
+
+    rig = make_rig()
+    rig = StereoCalibration(rig.cam0, rig.cam1.scaled(320, 240), rig.R, rig.T)
+    rv0, tv0 = np.zeros(3), np.zeros(3)
+    p = tmp_path / "calibration.toml"
+    p.write_text(_anipose_text(rig, rv0, tv0, cv2.Rodrigues(rig.R)[0].ravel(), rig.T))
+    calib = load_calibration(p)
+    assert calib.cam0.image_size == (640, 480) and calib.cam1.image_size == (320, 240)
+    back = load_calibration(save_calibration(calib, tmp_path / "rig.yaml"))
+    assert back.cam0.image_size == (640, 480) and back.cam1.image_size == (320, 240)
+    np.testing.assert_allclose(back.cam1.K, calib.cam1.K)
+    # A recording of the two cameras replays: each camera is checked against its own size.
+    img0, img1 = np.zeros((480, 640, 3), np.uint8), np.zeros((240, 320, 3), np.uint8)
+    with RecordingWriter(tmp_path / "rec", calib=back) as w:
+        for i in range(3):
+            w.write(FramePair(i, i / 30, i / 30, img0, img1 if i != 1 else None))
+    with RecordingReader(tmp_path / "rec") as rec:
+        pairs = list(rec)
+    assert [p.img1.shape if p.img1 is not None else None for p in pairs] == [(240, 320, 3), None, (240, 320, 3)]
+    with RecordingWriter(tmp_path / "wrong", calib=back) as w:
+        w.write(FramePair(0, 0.0, 0.0, img0, img0))
+    with pytest.raises(StreamError, match=r"cam1.mjpg: frames are 640x480 but the calibration expects 320x240"):
+        list(RecordingReader(tmp_path / "wrong"))
+
+
+def _with(rig, **kw):
+    from calib import CameraModel, StereoCalibration
+
+    cam0 = rig.cam0
+    if "fx" in kw:
+        K = cam0.K.copy()
+        K[0, 0] = K[1, 1] = kw["fx"]
+        cam0 = CameraModel(K, cam0.dist, cam0.image_size)
+    return StereoCalibration(cam0, rig.cam1, kw.get("R", rig.R), kw.get("T", rig.T))
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(fx=1.0), r"field 'M1': fx = 1 px gives a 179.\d deg field of view"),
+    (dict(T_scale=1e-9 / 0.2), r"field 'T': baseline \|T\| = 1e-09"),
+    # cam1 turned to face away: no common view at any depth (90 deg still shares a close region, and
+    # converging wide-baseline rigs are real: the loop warns when such a rig pairs nothing)
+    (dict(rot_deg=180), r"fields 'R', 'T': the two cameras' views share no point in front of the rig"),
+])
+def test_a_calibration_that_cannot_work_is_refused_at_load(tmp_path, change, match):
+    rig = make_rig()
+    if "T_scale" in change:
+        change = dict(T=rig.T * change["T_scale"])
+    if "rot_deg" in change:
+        change = dict(R=cv2.Rodrigues(np.array([0, np.radians(change["rot_deg"]), 0]))[0] @ rig.R)
+    p = save_calibration(_with(rig, **change), tmp_path / "bad.yaml")
+    with pytest.raises(CalibrationError, match=match):
+        load_calibration(p)
+
+
+@pytest.mark.parametrize("scale, match", [(1000.0, "if T is in millimetres"), (5000.0, "if T is in millimetres"),
+                                          (0.02, "under 1 cm")])
+def test_a_calibration_that_looks_wrong_is_warned_at_load(tmp_path, caplog, scale, match):
+    rig = make_rig()
+    p = save_calibration(_with(rig, T=rig.T * scale), tmp_path / "odd.yaml")
+    with caplog.at_level("WARNING"):
+        load_calibration(p)
+    assert sum(match in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_calibration(save_calibration(rig, tmp_path / "fine.yaml"))
+    assert not caplog.records
+
+
+def test_degenerate_geometry_triangulates_to_flags_not_a_singular_matrix_error():
+    from calib import triangulate
+    from tracker3d.evaluation.eval3d import match_radius
+
+    rig = make_rig()
+    X = np.array([[0.1, 0.0, 3.0], [-0.358, 1.818, 10.248], [1.811, 1.694, 5.690]])
+    for bad in (_with(rig, T=rig.T * 1e-9 / 0.2),
+                _with(rig, R=cv2.Rodrigues(np.array([0, np.pi / 2, 0]))[0] @ rig.R)):
+        tri = triangulate(bad, *bad.project(X), pixel_sigma=0.25)  # used to raise LinAlgError
+        assert not tri.valid.any() and np.isnan(tri.xyz).all() and np.isnan(tri.cov).all()
+        assert np.all(np.isfinite(match_radius(bad, X)))
+
+
+def test_real_wide_baseline_rig_is_plausible():
+    """WildTrack's cameras C1 and C2 (real, 31 m apart, converging on a square): the overlap check
+    must find their common view at a fraction of the baseline, and only the rare-width note warns."""
+    from calib.plausibility import check_plausible, view_overlap
+
+    calib = load_calibration(Path(__file__).parent / "data" / "wildtrack_c1c2_slice" / "clean" / "calib.yaml")
+    assert view_overlap(calib) > 0.2
+    notes = check_plausible(calib)
+    assert len(notes) == 1 and "rig wider than 20 m" in notes[0]

@@ -229,14 +229,21 @@ def test_track_set_round_trip_and_bad_file(tmp_path):
         TrackSet.load(tmp_path / "bad.npz")
 
 
-def test_persistence_commands_build_train_and_evaluate(tmp_path, capsys):
-    """data -> train -> eval from the CLI on a few short scenes (a smoke run of the real recipe)."""
+def test_persistence_commands_build_train_and_evaluate(tmp_path, capsys, caplog):
+    """data -> train -> eval from the CLI on a few short scenes (a smoke run of the real recipe).
+    Building the scenes (what eval and train do first on a fresh machine: minutes) is logged scene
+    by scene off a terminal, where no progress bar shows (it used to be silent until the end)."""
     from tracker3d.cli import main
 
     data = str(tmp_path / "data")
+    caplog.set_level("INFO")
     assert main(["persistence", "data", "--quick", "--seconds", "3", "--data", data, "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     assert "train:" in out and "test:" in out and "clutter" in out
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert any("test_quick.npz is missing; building it from 3 sim scenes" in x for x in lines), lines
+    steps = [x.split()[4] for x in lines if x.startswith("building test scene data: ")]
+    assert steps == ["1/3", "2/3", "3/3"], lines
     w = tmp_path / "w.pt"
     assert main(["persistence", "train", "--quick", "--seconds", "3", "--data", data, "--out", str(w), "--epochs",
                  "2", "--synthetic", "300", "--device", "cpu"]) == 0
@@ -289,3 +296,18 @@ def test_track2d_with_the_learned_gate(tmp_path, capsys):
     assert main(["track2d", "--det", str(tmp_path / "det.txt"), "--gate", "persistence", "--out",
                  str(tmp_path / "t2.txt")]) == 2
     assert "needs --image-size WxH" in capsys.readouterr().err
+
+
+def test_weights_with_non_finite_tensors_are_refused_at_load(tmp_path, capsys):
+    m = _model()
+    with torch.no_grad():
+        for prm in m.parameters():
+            prm.fill_(float("nan"))
+    p = _save(tmp_path, m)
+    with pytest.raises(WeightsError, match=r"w.pt: tensor '.*' holds \d+ of \d+ NaN or infinite values"):
+        checkpoint.load(p)
+    from tracker3d.cli import main
+
+    assert main(["demo", "--fast", "--seconds", "0.5", "--no-publish", "--weights", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN or infinite" in err[0]

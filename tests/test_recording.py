@@ -1,4 +1,5 @@
 """Recording and replay: round trip, SIGKILL mid-write, truncation, malformed folders."""
+import json
 import os
 import signal
 import subprocess
@@ -123,3 +124,43 @@ def test_partial_last_line_ignored(tmp_path):
     p = tmp_path / "frames.csv"
     p.write_text("index,t0,t1\n0,0.0,0.0\n1,0.03")
     assert read_frames_csv(p) == [(0, 0.0, 0.0)]
+
+
+@pytest.mark.parametrize("times, match", [
+    ("0,1.0,1.0\n1,1.0,1.0\n2,1.1,1.1\n", r"frames.csv:3: field 't0': time 1.000000 repeats 1.000000 \(line 2\)"),
+    ("0,1.0,1.0\n1,1.1,1.1\n2,1.2,1.05\n", r"frames.csv:4: field 't1': time 1.050000 goes back from 1.100000"),
+    ("0,0,0\n1,0,0\n2,0,0\n", r"every t0 and t1 is 0 \(lines 2-4\)"),
+])
+def test_non_increasing_times_are_refused_at_load_naming_the_line(tmp_path, times, match):
+    out = write_sim_recording(SMALL.with_(seconds=0.2), tmp_path / "m", seed=1)
+    (out / "frames.csv").write_text("index,t0,t1\n" + times)
+    with pytest.raises(StreamError, match=match):
+        RecordingReader(out)
+
+
+def test_a_time_jump_is_named_at_load_and_not_slept_in_realtime(tmp_path, caplog):
+    rows = [(i, i / 30 + (3600.0 if i >= 4 else 0.0)) for i in range(6)]
+    out = write_sim_recording(SMALL.with_(seconds=0.2), tmp_path / "m", seed=1)
+    (out / "frames.csv").write_text("index,t0,t1\n" + "".join(f"{i},{t:.6f},{t:.6f}\n" for i, t in rows))
+    with caplog.at_level("WARNING"):
+        rec = RecordingReader(out, realtime=True)
+    assert any("frames.csv:6: time jumps by 3600.0 s" in r.getMessage() for r in caplog.records)
+    start = time.monotonic()
+    n = sum(1 for _ in rec)
+    rec.close()
+    assert n == 6 and time.monotonic() - start < 3.0
+    assert rec._pacer.jumps == 1
+
+
+@pytest.mark.parametrize("fps", ['"abc"', "null", "[30]", "0", "-5", "NaN", "true"])
+def test_bad_fps_in_meta_json_is_one_line_naming_the_field(tmp_path, fps, capsys):
+    out = write_sim_recording(SMALL.with_(seconds=0.2), tmp_path / "m", seed=1)
+    meta = (out / "meta.json").read_text()
+    m = json.loads(meta)
+    m["fps"] = "PLACEHOLDER"
+    (out / "meta.json").write_text(json.dumps(m).replace('"PLACEHOLDER"', fps))
+    with pytest.raises(StreamError, match=r"meta.json: field 'fps': expected a number of frames per second > 0"):
+        RecordingReader(out)
+    assert main(["replay", str(out), "--gate", "hits"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "meta.json" in err[0] and "fps" in err[0]

@@ -124,7 +124,7 @@ def test_smoothed_output_is_created_before_the_run(rec, tmp_path, capsys, monkey
         return real(*a, **kw)
 
     monkeypatch.setattr(replay, "run_pipeline", spy)
-    assert main(["replay", str(rec), "--smooth", "--out", str(tmp_path / "s.jsonl")]) == 0
+    assert main(["replay", str(rec), "--gate", "hits", "--smooth", "--out", str(tmp_path / "s.jsonl")]) == 0
     assert created == [True]
     assert len(read_jsonl(tmp_path / "s.jsonl")) == SCENE.n_frames
 
@@ -180,8 +180,11 @@ def test_signal_during_a_paced_gap_stops_within_the_grace_period(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 143 and "pairs in" in stdout, stderr
-    assert waited < 7.0 and "did not stop within 3 s" in stderr, "not the rest of the 10 s gap"
-    assert len(read_jsonl(out)) in (30, 31)
+    # Never the rest of the 10 s gap: the realtime pacer sleeps at most 2 s over a time jump, and a
+    # stop the loop does not reach within 3 s interrupts it ("did not stop within 3 s").
+    assert waited < 7.0, "not the rest of the 10 s gap"
+    msgs = read_jsonl(out)  # whole to the pair in hand when the stop was honoured, never the full run
+    assert 30 <= len(msgs) < 60 and [m["seq"] for m in msgs] == list(range(len(msgs)))
 
 
 def test_sigkilled_mcap_loses_at_most_one_chunk(tmp_path):

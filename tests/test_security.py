@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+import zmq.auth
 
 from streams import TrackPublisher
 from streams.errors import StreamError
@@ -59,6 +60,46 @@ def test_curve_admits_only_authorized_subscribers(tmp_path, capsys):
         finally:
             for s in (good, bad, plain):
                 s.close()
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
+def test_rejected_subscriber_is_logged_once_by_the_publisher_and_told_to_check_keys(tmp_path, caplog):
+    """A key mismatch used to look like "is a publisher running there?", and the publisher said nothing."""
+    keys, other = tmp_path / "keys", tmp_path / "other"
+    assert main(["keys", "--out", str(keys)]) == 0 and main(["keys", "--out", str(other)]) == 0
+    (other / "server.key").write_bytes((keys / "server.key").read_bytes())
+    bad_key = zmq.auth.load_certificate(str(other / "client.key"))[0].decode()
+    ep = free_endpoint()
+    caplog.set_level("WARNING", logger="streams.curve")
+    with TrackPublisher(ep, curve_keys=str(keys)) as pub:
+        good = Subscriber(ep, curve_keys=str(keys), context=zmq.Context())
+        bad = [Subscriber(ep, curve_keys=str(other), context=zmq.Context()) for _ in range(3)]
+        try:
+            time.sleep(0.3)
+            assert _received(good, pub) > 10
+            assert sum(_received(b, pub, 0.4) for b in bad) == 0
+            assert pub.auth.rejections.rejected >= 3
+        finally:
+            for s in [good] + bad:
+                s.close()
+    logged = [r.getMessage() for r in caplog.records if r.name == "streams.curve"]
+    assert len(logged) == 1, logged
+    assert bad_key in logged[0] and "127.0.0.1" in logged[0] and "authorized" in logged[0]
+    assert "key" in bad[0].silence_hint() and "authorized" in bad[0].silence_hint()
+    with Subscriber(ep, context=zmq.Context()) as plain:
+        assert "key" not in plain.silence_hint()
+
+
+def test_rejected_subscribers_log_is_bounded(caplog):
+    from streams.curve import RejectionLog
+
+    caplog.set_level("WARNING", logger="streams.curve")
+    rej = RejectionLog(Path("keys/authorized"), limit=2)
+    for k in range(5):
+        for _ in range(3):
+            rej.reject(f"key{k}".encode(), "127.0.0.1")
+    lines = [r.getMessage() for r in caplog.records]
+    assert rej.rejected == 15 and len(lines) == 3 and "no more are logged" in lines[-1]
 
 
 def test_curve_key_errors_are_clear(tmp_path):

@@ -104,3 +104,32 @@ def test_live_sim_source_paces_and_drops_for_slow_consumer():
     assert time.monotonic() - t >= 0.9
     assert src.stats.overwritten > 10 and got == sorted(got)
     assert len({r.frame for r in src.gt}) == 50, "ground truth is kept for skipped frames too"
+
+
+def test_sim_out_on_a_non_empty_folder_names_overwrite(tmp_path, capsys):
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "keep.txt").write_text("mine")
+    assert main(["sim", "--scene", "sparse", "--seconds", "0.2", "--out", str(tmp_path / "rec")]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert main(["sim", "--scene", "sparse", "--seconds", "0.2", "--out", str(tmp_path / "rec"), "--overwrite"]) == 0
+    assert (tmp_path / "rec" / "gt.csv").exists() and (tmp_path / "rec" / "keep.txt").read_text() == "mine"
+
+
+def test_walkers_that_walk_away_leave_the_scene_and_are_replaced():
+    """150 s of the default scene: objects that walk out of the useful volume are replaced (they
+    used to walk away forever, 200 m off, still 'visible' in gt.csv, never replaced)."""
+    cfg = get_scene("default")
+    world = SimWorld(cfg, seed=0)
+    far = 1.5 * cfg.volume_z[1]  # tracker3d.sim.world.FAR_FACTOR
+    ids = set()
+    for _ in range(int(150 * cfg.fps)):
+        world._advance()  # motion only (rendering 4500 pairs is the demo's job)
+        ids |= {o.id for o in world.objects}
+        assert len(world.objects) == cfg.n_objects
+        assert max(o.p[2] for o in world.objects) <= far + 0.1
+    assert len(ids) > cfg.n_objects  # some left and new ones came in
+    _, gt = world.step()
+    for row in gt:
+        if row.kind == "object" and (row.vis0 or row.vis1):
+            assert row.xyz[2] <= far + 0.1

@@ -5,6 +5,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from calib.rigs import make_rig
 from streams import subscribe
@@ -240,3 +241,80 @@ def test_a_pair_with_neither_view_is_coasted_not_fatal():
         if k == 100:
             assert np.isfinite(f3.t) and len(f3.tracks) == n_before > 0
     assert len(f3.tracks) >= 3
+
+
+def test_tracks_start_when_every_time_is_below_minus_one_second():
+    rig = make_rig()
+    trk = Tracker3D(rig)
+    for k in range(10):
+        trk.update(-100.0 + k / 30, [_obs(1, 1, [0.1 * k / 30, 0, 3.0], rig)])
+    assert [tr.id for tr in trk.reported()] == [1]
+
+
+def test_a_one_hour_time_jump_does_not_blind_the_tracker():
+    """+1 h between two pairs (a clock jump in frames.csv): tracks end there, tracking resumes
+    as fast as at the start (the frame-period estimate used to be poisoned for seconds), and the
+    jump is said once in the run summary."""
+    def reported_after(jump):
+        world = SimWorld(get_scene("default").with_(seconds=6.0), seed=0)
+        src = SimStereoSource(world)
+        pipe = StereoPipeline(world.calib, PipelineConfig(threads=False))
+        counts = []
+
+        class Shifted:
+            live = False
+
+            def read(self, timeout=None):
+                p = src.read()
+                if p is not None and p.index >= 90:
+                    p.t0, p.t1 = p.t0 + jump, p.t1 + jump
+                return p
+
+        st = run(Shifted(), pipe, on_frame=lambda f3: counts.append(len(f3.tracks)))
+        pipe.close()
+        return counts, st
+
+    base, _ = reported_after(0.0)
+    jumped, st = reported_after(3600.0)
+    # 1 s after the jump, as many objects are tracked as 1 s after the start of the run.
+    assert sum(jumped[120:150]) >= 0.8 * sum(base[120:150]) > 0
+    assert len(st.warnings) == 1 and "time jumps by 3600.0 s" in st.warnings[0]
+
+
+@pytest.mark.parametrize("option, value, match", [
+    ("--gate-on", "5", "--gate-on 5.0: expected a score in (0, 1]"),
+    ("--gate-on", "nan", "--gate-on nan: expected"),
+    ("--gate-off", "0.9", "--gate-off 0.9: expected a score below --gate-on 0.5"),
+    ("--pixel-sigma", "0", "--pixel-sigma 0.0: expected pixels > 0"),
+    ("--pixel-sigma", "nan", "--pixel-sigma nan"),
+    ("--gate-device", "tpu", "--gate-device tpu: expected auto, cpu, cuda or cuda:N"),
+    ("--max-coast", "-1", "--max-coast -1.0: expected seconds >= 0"),
+    ("--window", "inf", "--window inf"),
+    ("--min-hits", "0", "--min-hits 0"),
+])
+def test_bad_option_values_are_refused_in_one_line(capsys, option, value, match):
+    extra = ["--gate-on", "0.5"] if option == "--gate-off" else []
+    assert main(["demo", "--fast", "--seconds", "0.5", "--no-publish", *extra, option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0]
+
+
+def _run_with_calib(calib_of, seconds=6.0):
+    world = SimWorld(get_scene("default").with_(seconds=seconds), seed=0)
+    src = SimStereoSource(world)
+    pipe = StereoPipeline(calib_of(world.calib), PipelineConfig(threads=False))
+    st = run(src, pipe)
+    pipe.close()
+    return st
+
+
+def test_a_wrong_calibration_that_pairs_nothing_is_said_in_the_run_summary():
+    """T's sign flipped (or cameras swapped): both cameras track objects, nothing pairs, zero 3D
+    tracks; the run says why instead of exiting quietly with nothing."""
+    from calib import StereoCalibration
+
+    flipped = _run_with_calib(lambda c: StereoCalibration(c.cam0, c.cam1, c.R, -c.T))
+    assert flipped.tracks_max == 0
+    assert len(flipped.warnings) == 1 and "none paired across the cameras into a 3D point: check the " \
+        "calibration" in flipped.warnings[0]
+    assert _run_with_calib(lambda c: c).warnings == []

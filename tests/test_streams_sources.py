@@ -174,3 +174,26 @@ def test_one_camera_far_slower_pairs_stay_matched_by_time():
         assert np.isfinite(stats["skew_ms_median"]) and stats["skew_ms_max"] < 30
     finally:
         src.close()
+
+
+def test_live_tracking_survives_a_wall_clock_step_backwards(monkeypatch):
+    """NTP or a person sets the clock back an hour mid-run: pair times come from the monotonic
+    clock, so the loop goes on (it used to die with "frame time went backwards")."""
+    from calib.rigs import make_rig
+    from tracker3d.pipeline import PipelineConfig, StereoPipeline, run
+
+    real_time = time.time
+    step = {"at": time.monotonic() + 0.3}
+    monkeypatch.setattr(time, "time", lambda: real_time() - (3600.0 if time.monotonic() > step["at"] else 0.0))
+    src = LiveStereoSource("0", "1", factory=(lambda s: FakeCamera(s, {}, fps=60.0),
+                                              lambda s: FakeCamera(s, {}, fps=60.0)), tolerance=0.05)
+    pipe = StereoPipeline(make_rig(64, 48), PipelineConfig(threads=False))
+    times = []
+    try:
+        t_end = time.monotonic() + 1.0
+        st = run(src, pipe, on_frame=lambda f3: times.append(f3.t), stop=lambda: time.monotonic() > t_end)
+    finally:
+        src.close()
+        pipe.close()
+    assert st.processed >= 10 and times[-1] > step["at"]
+    assert all(b > a for a, b in zip(times, times[1:]))

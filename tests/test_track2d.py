@@ -161,3 +161,21 @@ def test_hit_count_gate_on_padded_batches():
     assert lens.tolist() == [2, 2, 1]
     with pytest.raises(ValueError):
         HitCountGate(0)
+
+
+def test_commands_running_the_learned_gate_use_one_torch_thread():
+    """track2d --video took up to 369 ms per frame under CPU load with torch's default thread
+    pool (1.1-1.4 ms with one thread): make_gate, which every command uses, sets one thread."""
+    import argparse
+
+    torch = pytest.importorskip("torch")
+    from tracker3d.commands.common import make_gate
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        make_gate(argparse.Namespace(gate="persistence", weights=None, gate_on=None, gate_off=None,
+                                     gate_device="cpu", gate_latch=0.5, min_hits=3, window=1.0))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -27,10 +27,10 @@ def track(i=1):
 
 def wait_subscribed(pub, n=1, timeout=5.0):
     t = time.monotonic() + timeout
-    while pub.stats.subscribers < n and time.monotonic() < t:
+    while pub.stats.subscriptions < n and time.monotonic() < t:
         pub._drain_subscriptions()
         time.sleep(0.01)
-    assert pub.stats.subscribers >= n
+    assert pub.stats.subscriptions >= n
 
 
 def test_publish_subscribe_round_trip():
@@ -68,7 +68,7 @@ def test_slow_subscriber_does_not_slow_publisher_and_sees_gaps():
         # visible as a gap once a later message arrives).
         pub.publish(frame=n, t=n / 30, tracks=[])
         last = slow.recv(timeout=5.0)
-    assert pub.stats.sent + pub.stats.dropped == n + 1
+    assert pub.stats.sent + pub.stats.refused == n + 1
     assert len(got) < n and last is not None and last["seq"] == n
     assert slow.missed > 0 and slow.missed + len(got) + 1 <= n + 1 and got == sorted(got)
 
@@ -170,3 +170,106 @@ def test_example_subscriber_runs():
         proc.kill()
     assert proc.returncode == 0
     assert out.count("frame ") == 3 and "(7, [0.1, -0.2, 2.5])" in out
+
+
+def _rss_mb() -> float:
+    import os
+
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def test_a_flood_of_subscriptions_stays_bounded_in_memory_and_time():
+    """A local peer sending 100,000 distinct subscriptions: publish() never stalls the loop and
+    the publisher does not keep them (it once grew by hundreds of MB and blocked for seconds)."""
+    with TrackPublisher("tcp://127.0.0.1:0") as pub:
+        flood = (f"import zmq, time\ns = zmq.Context().socket(zmq.XSUB)\ns.setsockopt(zmq.SNDHWM, 0)\n"
+                 f"s.connect({pub.endpoint!r})\n"
+                 "for i in range(100000): s.send(b'\\x01spam%06d' % i + b'x' * 40)\ntime.sleep(60)\n")
+        proc = subprocess.Popen([sys.executable, "-c", flood])
+        try:
+            before = _rss_mb()
+            worst, n = 0.0, 0
+            deadline = time.monotonic() + 6.0  # ZMQ reads a flooding peer at the pace of publish()
+            while time.monotonic() < deadline:
+                c = time.perf_counter()
+                pub.publish(frame=n, t=n / 30, tracks=[])
+                worst = max(worst, time.perf_counter() - c)
+                n += 1
+                time.sleep(0.001)
+            grown = _rss_mb() - before
+        finally:
+            proc.kill()
+            proc.wait()
+    assert pub.stats.ignored_subscriptions > 500 and pub.stats.subscriptions == 0
+    assert worst < 0.5, f"one publish() took {worst:.3f} s"  # (was 2 s; typically 20 ms, a busy machine more)
+    assert grown < 100, f"the publisher grew by {grown:.0f} MB"
+    assert pub.stats.peers_cut >= 1
+
+
+def test_stats_count_connected_subscribers_and_do_not_claim_zero_drops():
+    with TrackPublisher("tcp://127.0.0.1:0") as pub:
+        subs = [subscribe(pub.endpoint, timeout=1.0) for _ in range(3)]
+        try:
+            t = time.monotonic() + 5.0
+            while (pub.stats.peers != 3 or pub.stats.subscriptions < 3) and time.monotonic() < t:
+                pub._drain_subscriptions()
+                time.sleep(0.01)
+            assert pub.stats.peers == 3 and pub.stats.subscribers == 3 and pub.stats.subscriptions == 3
+            assert pub.stats.as_dict()["dropped_at_subscribers"] == "unknown"
+            subs.pop().close()
+            t = time.monotonic() + 5.0
+            while pub.stats.peers != 2 and time.monotonic() < t:
+                pub._drain_subscriptions()
+                time.sleep(0.01)
+            assert pub.stats.peers == 2
+        finally:
+            for s in subs:
+                s.close()
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536", "abc", ""])
+def test_out_of_range_or_non_numeric_ports_are_refused(port):
+    with pytest.raises(StreamError, match="expected 1..65535"):
+        TrackPublisher(f"tcp://127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("port", ["0", "*"])
+def test_any_free_port_reports_the_port_actually_bound(port):
+    with TrackPublisher(f"tcp://127.0.0.1:{port}") as pub:
+        bound = int(pub.endpoint.rsplit(":", 1)[1])
+        assert 1 <= bound <= 65535
+        with subscribe(pub.endpoint, timeout=2.0) as sub:
+            wait_subscribed(pub)
+            pub.publish(frame=1, t=0.0, tracks=[])
+            assert sub.recv()["frame"] == 1
+
+
+def test_ipc_publish_refuses_to_replace_a_file_and_removes_its_socket(tmp_path):
+    important = tmp_path / "important.jsonl"
+    important.write_text("data\n")
+    with pytest.raises(StreamError, match="exists and is not a socket"):
+        TrackPublisher(f"ipc://{important}")
+    assert important.read_text() == "data\n"
+    sock = tmp_path / "tracks.sock"
+    with TrackPublisher(f"ipc://{sock}") as pub:
+        assert sock.exists()
+        with pytest.raises(StreamError, match="already in use"):
+            TrackPublisher(f"ipc://{sock}")
+        with subscribe(f"ipc://{sock}", timeout=2.0) as sub:
+            wait_subscribed(pub)
+            pub.publish(frame=3, t=0.0, tracks=[])
+            assert sub.recv()["frame"] == 3
+    assert not sock.exists()
+
+
+def test_cli_prints_the_port_actually_bound_and_refuses_bad_ports(capsys):
+    from tracker3d.cli import main
+
+    assert main(["demo", "--fast", "--seconds", "1", "--publish", "tcp://127.0.0.1:*", "--gate", "hits"]) == 0
+    out = capsys.readouterr().out
+    port = out.split("publishing on tcp://127.0.0.1:", 1)[1].split()[0]
+    assert port.isdigit() and 1 <= int(port) <= 65535
+    assert "lost at subscribers unknown" in out
+    assert main(["demo", "--fast", "--seconds", "1", "--publish", "tcp://127.0.0.1:99999"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "99999" in err[0] and "1..65535" in err[0]

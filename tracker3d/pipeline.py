@@ -40,8 +40,10 @@ class PipelineConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     association: AssociationConfig = field(default_factory=AssociationConfig)
     track3d: Track3DConfig = field(default_factory=Track3DConfig)
-    pixel_sigma: float = 0.25  # centroid noise used for triangulation covariance (our detector: 0.1-0.3 px)
-    border_px: float = 1.0  # blobs this close to the image border are not triangulated
+    pixel_sigma: float = 0.25  # centroid noise used for triangulation covariance (our detector: 0.1-0.3 px) ...
+    pixel_rel: float = 0.0  # ... or this fraction of the box size (sqrt(w h)), if larger (real detectors' boxes: 0.05)
+    border_px: float = 1.0  # a box this close to the image border is cut off: its centre is biased, so ...
+    truncated_rel: float = 0.0  # ... it is triangulated with this fraction of its size as pixel noise (0: not at all)
     sync_correction: bool = True  # move camera 1's pixels to camera 0's capture time (shutter skew)
     threads: bool = True  # detect the two cameras side by side
     # The point of each 2D box that is triangulated: its centre, or the middle of its bottom edge
@@ -107,6 +109,39 @@ class StereoPipeline:
         self._dt = 1 / 30.0
         self._classes: tuple[dict, dict] = ({}, {})  # per camera: 2D track id -> class of its last detection
         self._class3d: dict[int, object] = {}  # 3D track id -> its newest known class
+        self._gaps = 0  # frame periods seen (the first one sets the dt estimate)
+        self.resets = 0  # time jumps that ended every track
+        self.warnings: list[str] = []  # said once each (logged, and in the run summary)
+        self._unpaired: Optional[tuple[float, int]] = None  # (since, frames) with tracks in both views, no pair
+
+    def warn_once(self, key: str, text: str) -> None:
+        """Log `text` as a warning the first time `key` is seen; it also goes in the run summary."""
+        if any(w.startswith(key + ":") for w in self.warnings):
+            return
+        self.warnings.append(f"{key}: {text}")
+        log.warning("%s", text)
+
+    @property
+    def reset_gap_s(self) -> float:
+        """A gap between pairs longer than this is a time jump, not missing frames: longer than
+        twice any track buffer and 20 frame periods."""
+        c = self.cfg
+        return max(2 * c.tracker.lost_buffer_s, 2 * c.track3d.max_coast_s, 20 * self._dt)
+
+    def _reset_tracks(self, index: int, gap: float) -> None:
+        """A time jump: every 2D and 3D track ends here (3D ones are finished, kept for smoothing);
+        new tracks start from the next detections. The frame-period estimate is kept."""
+        old = self.trackers
+        self.trackers = [ByteTracker(self.cfg.tracker, self.gate, self.calib.cam0.image_size),
+                         ByteTracker(self.cfg.tracker, self.gate, self.calib.cam1.image_size,
+                                     gate_key_offset=CAM1_KEY_OFFSET)]
+        for before, after in zip(old, self.trackers):
+            before.gate.forget((before.ids + before.gate_key_offset).tolist())
+            after.next_id = before.next_id  # 2D ids stay unique over the run
+        self.tracker3d.finish()
+        self.resets += 1
+        self.warn_once("time jump", f"pair {index}: time jumps by {gap:.1f} s (frame period {self._dt:.3f} s): "
+                       "every track ended there and tracking started again (said once)")
 
     def close(self) -> None:
         if self._pool is not None:
@@ -149,6 +184,8 @@ class StereoPipeline:
         if not math.isfinite(t):
             # Neither camera delivered a frame (nor a time): coast one frame period on.
             t = (self._last_t + self._dt) if self._last_t is not None else 0.0
+        if self._last_t is not None and t - self._last_t > self.reset_gap_s:
+            self._reset_tracks(index, t - self._last_t)
         c1 = time.perf_counter()
         # A camera with no frame this time coasts at the pair's time.
         t0 = t0 if det0 is not None and math.isfinite(t0) else t
@@ -160,12 +197,15 @@ class StereoPipeline:
         c2 = time.perf_counter()
         self._run_gate()
         c3 = time.perf_counter()
-        if self._last_t is not None and t > self._last_t:
-            self._dt = 0.9 * self._dt + 0.1 * (t - self._last_t)
+        if self._last_t is not None and 0 < t - self._last_t <= self.reset_gap_s:
+            gap = t - self._last_t
+            self._dt = gap if self._gaps == 0 else 0.9 * self._dt + 0.1 * gap
+            self._gaps += 1
         self._last_t = t
         obs = self._associate(t, t1 - t0)
         c4 = time.perf_counter()
         self._triangulate(obs)
+        self._watch_pairing(t, sum(o.xyz is not None for o in obs))
         self.tracker3d.update(t, obs, frame=index)
         raw = {}
         by_pair = {(o.id0, o.id1): o for o in obs}
@@ -211,6 +251,27 @@ class StereoPipeline:
         """A 3D track's class (from its detections' class labels), or None."""
         return self._class3d.get(tr.id)
 
+    # Persistent 2D tracks in both views this long with no stereo pair: something is wrong.
+    UNPAIRED_WARN_S = 3.0
+    UNPAIRED_WARN_FRAMES = 20
+
+    def _watch_pairing(self, t: float, n_pairs: int) -> None:
+        """Warn once when both cameras have had persistent 2D tracks for a while and no pair
+        triangulated (in front of both cameras): the signature of a wrong or swapped calibration,
+        swapped cameras or a time offset."""
+        trk0, trk1 = self.trackers
+        both = bool((trk0.confirmed & trk0.persistent).any() and (trk1.confirmed & trk1.persistent).any())
+        if n_pairs or not both:
+            if n_pairs:
+                self._unpaired = None
+            return
+        since, frames = self._unpaired or (t, 0)
+        self._unpaired = (since, frames + 1)
+        if frames + 1 >= self.UNPAIRED_WARN_FRAMES and t - since >= self.UNPAIRED_WARN_S:
+            self.warn_once("no stereo pairs", f"both cameras have tracked objects for {t - since:.1f} s "
+                           f"({frames + 1} frames) but none paired across the cameras into a 3D point: check the calibration "
+                           "(R, T, units), the camera order (--cam0/--cam1) and the time offset between the cameras")
+
     def _run_gate(self) -> None:
         """One batched gate call over the live tracks of both cameras."""
         trk0, trk1 = self.trackers
@@ -241,6 +302,7 @@ class StereoPipeline:
             uv1 = m1[j, :2] + [0.0, down * m1[j, 3]] + trk1.kf.x[j, 4:6] * shift
             o = PairObservation(int(trk0.ids[i]), int(trk1.ids[j]), bool(trk0.matched[i]), bool(trk1.matched[j]),
                                 uv0, uv1, float(min(trk0.gate_score[i], trk1.gate_score[j])))
+            o.size_px = float(np.sqrt(max(m0[i, 2] * m0[i, 3], 0.0) + max(m1[j, 2] * m1[j, 3], 0.0)) / math.sqrt(2))
             o.truncated = self._truncated(m0[i, :2], m0[i, 2:4], self.calib.cam0) or \
                 self._truncated(m1[j, :2], m1[j, 2:4], self.calib.cam1)
             obs.append(o)
@@ -253,11 +315,14 @@ class StereoPipeline:
                     or uv[1] + wh[1] / 2 > cam.height - m)
 
     def _triangulate(self, obs: list[PairObservation]) -> None:
-        both = [o for o in obs if o.seen0 and o.seen1 and not o.truncated]
+        c = self.cfg
+        both = [o for o in obs if o.seen0 and o.seen1 and (c.truncated_rel > 0 or not o.truncated)]
         if not both:
             return
+        sigma = np.array([max(c.pixel_sigma, (c.truncated_rel if o.truncated else c.pixel_rel) * o.size_px)
+                          for o in both])
         tri = triangulate(self.calib, np.array([o.uv0 for o in both]), np.array([o.uv1 for o in both]),
-                          pixel_sigma=self.cfg.pixel_sigma)
+                          pixel_sigma=sigma)
         for k, o in enumerate(both):
             if tri.valid[k]:
                 o.xyz, o.cov = tri.xyz[k], tri.cov[k]
@@ -297,30 +362,70 @@ class StereoPipeline:
         }
 
 
+class StreamingQuantiles:
+    """Median / p99 of a long stream of non-negative values (ms) in constant memory.
+
+    A histogram with log-spaced bins (each `rel` wider than the last) from `lo` to `hi`: any
+    quantile is within `rel` (relative) of the exact one, and an hour at 30 fps costs the same
+    ~20 KB as a second. Values at or below `lo` (or above `hi`) are counted in the end bins;
+    quantiles are clamped to the exact minimum and maximum seen.
+    """
+
+    def __init__(self, lo: float = 1e-4, hi: float = 1e7, rel: float = 0.005):
+        self._lo, self._log_step = lo, math.log1p(rel)
+        self._n_bins = int(math.ceil(math.log(hi / lo) / self._log_step)) + 2
+        self.counts = np.zeros(self._n_bins, np.int64)
+        self.n = 0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, v: float) -> None:
+        if not math.isfinite(v):
+            return
+        i = 0 if v <= self._lo else min(self._n_bins - 1, 1 + int(math.log(v / self._lo) / self._log_step))
+        self.counts[i] += 1
+        self.n += 1
+        self.min = min(self.min, v)
+        self.max = max(self.max, v)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile (0..1; the sample at rank floor(q (n-1)), numpy's "lower"), as the geometric
+        middle of the bin that holds it."""
+        if self.n == 0:
+            return math.nan
+        i = int(np.searchsorted(np.cumsum(self.counts), math.floor(q * (self.n - 1)) + 1))
+        v = self._lo * math.exp((i - 0.5) * self._log_step) if i > 0 else self.min
+        return float(min(max(v, self.min), self.max))
+
+
 @dataclass
 class RunStats:
     pairs_in: int = 0
     processed: int = 0
     published: int = 0
-    timings: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES + ("latency",)})
+    timings: dict[str, StreamingQuantiles] = field(
+        default_factory=lambda: {s: StreamingQuantiles() for s in STAGES + ("latency",)})
     tracks_max: int = 0
     wall_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # said once each by the pipeline
 
     def summary(self, source_stats: Optional[dict] = None, publisher=None) -> dict:
         out = {"pairs_in": self.pairs_in, "processed": self.processed, "published": self.published,
                "tracks_max": self.tracks_max, "wall_s": round(self.wall_s, 3),
                "pairs_per_s": self.processed / self.wall_s if self.wall_s > 0 else float("nan")}
         for k, v in self.timings.items():
-            if v:
-                a = np.asarray(v)
-                out[f"{k}_ms_median"] = float(np.median(a))
-                out[f"{k}_ms_p99"] = float(np.percentile(a, 99))
+            if len(v):
+                out[f"{k}_ms_median"] = v.quantile(0.5)
+                out[f"{k}_ms_p99"] = v.quantile(0.99)
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         if source_stats:
             out["source"] = source_stats
         if publisher is not None:
-            out["zmq_sent"] = publisher.stats.sent
-            out["zmq_dropped"] = publisher.stats.dropped
-            out["zmq_subscribers"] = publisher.stats.subscribers
+            out["zmq"] = publisher.stats.as_dict()
         return out
 
 
@@ -359,8 +464,8 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
             f3.timings["publish"] = (time.perf_counter() - c) * 1e3
             latency = (time.time() - pair.wall) * 1e3
             for k, v in f3.timings.items():
-                st.timings[k].append(v)
-            st.timings["latency"].append(latency)
+                st.timings[k].add(v)
+            st.timings["latency"].add(latency)
             st.processed += 1
             st.tracks_max = max(st.tracks_max, len(f3.tracks))
             if on_frame is not None:
@@ -371,6 +476,7 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
         log.info("interrupted: shutting down")
     finally:
         st.wall_s = time.perf_counter() - start
+        st.warnings = list(getattr(pipeline, "warnings", []))
         if bar is not None:
             bar.close()
     return st

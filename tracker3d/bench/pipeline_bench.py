@@ -38,7 +38,7 @@ def run_scene(scene: str, seconds: float, seed: int = 0, objects: Optional[int] 
     with _LoopbackSubscriber() as sub:
         stats = run(src, pipe, publisher=sub.publisher, on_frame=col)
     pipe.close()
-    m = col.evaluate(gt_columns(src.gt), cfg.fps, warmup_s(config, cfg.fps))["3d"]
+    m = col.evaluate(gt_columns(src.gt), cfg.frame_rate, warmup_s(config, cfg.frame_rate))["3d"]
     s = stats.summary(src.stats.as_dict())
     return {
         "scene": scene, "gate": kind, "objects": cfg.n_objects, "resolution": f"{width}x{height}",

@@ -6,6 +6,7 @@ import json
 
 from calib import Board, calibrate_stereo, save_calibration
 from calib.calibrate import expand_glob
+from calib.io import check_writable_suffix
 
 from ..progress import progress
 from .paths import CALIB_FILES, JSON_FILES, Output, check_outputs
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable_suffix(args.out)  # before minutes of board detection
     board = Board.parse(args.board, args.square, args.board_type, args.marker, args.dictionary)
     left = expand_glob(args.left, "--left")
     right = expand_glob(args.right, "--right")

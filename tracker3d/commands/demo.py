@@ -12,7 +12,7 @@ from ..evaluation.runs import Collector, warmup_s
 from ..pipeline import StereoPipeline
 from ..pipeline import run as run_pipeline
 from ..progress import bar
-from ..sim import SCENES, SimStereoSource, SimWorld, get_scene, gt_columns
+from ..sim import SCENES, SimStereoSource, SimWorld, gt_columns
 from .common import (
     add_pipeline_args,
     add_view_arg,
@@ -23,6 +23,7 @@ from .common import (
     start_viewer,
 )
 from .signals import STOP
+from .sim import scene_from_args
 
 HELP = "run a synthetic stereo scene through the live loop, publish it, and score it"
 
@@ -32,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scene", default="default", choices=list(SCENES))
     p.add_argument("--seconds", type=float, default=12.0, help="scene length (the first 2 s learn the background)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=float, help="frame rate (default: the scene's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any scene parameter, as in tracker3d sim (e.g. --set fps=2 --set stride=6)")
     p.add_argument("--fast", action="store_true", help="as fast as possible instead of at the scene's frame rate")
     p.add_argument("--publish", default=DEFAULT_ENDPOINT, metavar="ENDPOINT", help="ZMQ endpoint to bind")
     p.add_argument("--no-publish", action="store_true", help="do not open a ZMQ socket")
@@ -47,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         raise Tracker3DError("--view needs the published tracks: drop --no-publish")
     if args.view:
         require_display()
-    cfg = get_scene(args.scene).with_(seconds=args.seconds)
+    cfg = scene_from_args(argparse.Namespace(scene=args.scene, seconds=args.seconds, objects=None, fps=args.fps,
+                                             set=args.set))
     world = SimWorld(cfg, seed=args.seed)
     src = SimStereoSource(world, realtime=not args.fast)
     config, gate = pipeline_from_args(args)
@@ -57,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
                                                       curve_keys=args.curve_keys)
     viewer = None
     if args.view:
-        viewer = start_viewer(args.publish, world.calib, args.curve_keys)
+        viewer = start_viewer(pub.endpoint, world.calib, args.curve_keys)
         time.sleep(2.0)  # let the viewer connect before the scene starts
-    print(f"demo: scene '{cfg.name}' ({cfg.n_objects} objects, {cfg.seconds:.0f} s at {cfg.fps:.0f} fps, seed "
+    print(f"demo: scene '{cfg.name}' ({cfg.n_objects} objects, {cfg.seconds:.0f} s at {cfg.frame_rate:g} fps, seed "
           f"{args.seed}), {'as fast as possible' if args.fast else 'live at the frame rate'}"
-          + ("" if pub is None else f"; publishing on {args.publish}"))
+          + ("" if pub is None else f"; publishing on {pub.endpoint}"))
     try:
         with STOP.soft():
             stats = run_pipeline(src, pipe, publisher=pub, on_frame=col, stop=STOP.requested,
@@ -70,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         pipe.close()
         if pub is not None:
             pub.close()
-    skip = warmup_s(config, cfg.fps)
-    res = col.evaluate(gt_columns(src.gt), cfg.fps, skip)
+    skip = warmup_s(config, cfg.frame_rate)
+    res = col.evaluate(gt_columns(src.gt), cfg.frame_rate, skip)
     m = res["3d"]
     print()
     print(f"tracked against the scene's ground truth (from {skip:.1f} s on; a 3D track matches an object "

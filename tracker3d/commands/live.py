@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         what = "detections from " + ", ".join(args.det_source)
     else:
         src = open_stereo(args.cam0, args.cam1, tolerance=args.tolerance, realtime=True, fps=args.fps,
-                          expected_size=calib.cam0.image_size)
+                          expected_size=(calib.cam0.image_size, calib.cam1.image_size))
         what = f"{args.cam0} + {args.cam1}"
     config, gate = pipeline_from_args(args)
     pipe = StereoPipeline(calib, config, gate=gate)
@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
             meta={"source": "tracker3d live", "cam0": args.cam0, "cam1": args.cam1})) if args.record else None
         out = StopOnWriteError("--out", open_writer(args.out, pipe.frame_id)) if args.out else None
         if args.view:
-            viewer = start_viewer(args.publish, calib, args.curve_keys)
-        print(f"tracking {what}; publishing on {args.publish} (topic tracks3d); Ctrl-C stops")
+            viewer = start_viewer(pub.endpoint, calib, args.curve_keys)
+        print(f"tracking {what}; publishing on {pub.endpoint} (topic tracks3d); Ctrl-C stops")
         t_end = None if args.seconds is None else time.monotonic() + args.seconds
         with STOP.soft():
             stats = run_pipeline(src, pipe, publisher=pub, recorder=rec,

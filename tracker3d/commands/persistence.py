@@ -87,8 +87,12 @@ def _split(args, name: str, build_missing: bool = True):
     recipe = RECIPE[:3] if args.quick else RECIPE
     seeds = list(SPLIT_SEEDS[name])[: (2 if name == "train" else 1) if args.quick else None]
     t = time.perf_counter()
+    # Minutes on a fresh machine: say so, and (off a terminal, where no bar shows) log every scene.
+    log.info("%s: %s is missing; building it from %d sim scenes of %g s (saved for the next run)", name, path,
+             len(recipe) * len(seeds), args.seconds)
     ts = build(recipe, seeds, seconds=args.seconds, engine=engine_from_args(args),
-               progress=lambda it, total=None: progress(it, desc=f"{name} scenes", total=total, unit="scene"))
+               progress=lambda it, total=None: progress(it, desc=f"building {name} scene data", total=total,
+                                                        unit="scenes", log_every=0))
     path.parent.mkdir(parents=True, exist_ok=True)
     ts.save(path)
     log.info("%s: %d tracks from %d scenes in %.0f s -> %s", name, len(ts), len(recipe) * len(seeds),
@@ -129,7 +133,9 @@ def run_train(args: argparse.Namespace) -> int:
     )
 
     from ..progress import progress
+    from ..sim.gate_data import RECIPE, recipe_frame_rates
 
+    recipe = RECIPE[:3] if args.quick else RECIPE
     tr, va, te = (_split(args, n) for n in ("train", "val", "test"))
     if args.synthetic:
         tr = TrackSet.concat([tr, synthetic_tracks(args.synthetic, args.seed, max_len=tr.hist.shape[1])])
@@ -157,6 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
                  "scenes": "tracker3d.sim.gate_data.RECIPE", "seeds": "train 1000-1031, val 2000-2002, "
                  "test 3000-3003 (splits never share a scene)", "seconds_per_scene": args.seconds,
                  "synthetic": args.synthetic, "quick": bool(args.quick)},
+        "frame_rates_hz": list(recipe_frame_rates(recipe)),
         "test_by_age": rows,
     }
     model.cpu()
@@ -168,6 +175,14 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"trained {model.n_parameters()} parameters in {train_s:.0f} s on {dev} (best epoch {res.best_epoch}); "
           f"threshold on {on:.2f} / off {off:.2f}\n{format_by_age(rows)}\nwrote {out} and {cp}")
     return 0
+
+
+def _rates_line(card: dict) -> str:
+    r = card.get("frame_rates_hz")
+    if not r:
+        return ""
+    return (f"- **Frame rates**: trained on histories at {r[0]:g}-{r[1]:g} fps (`frame_rates_hz`). Outside them "
+            f"(with 20 % slack) the pipeline confirms tracks with the hit-count rule instead, and logs it once.\n")
 
 
 def model_card_md(card: dict, history: list[dict]) -> str:
@@ -185,7 +200,7 @@ def model_card_md(card: dict, history: list[dict]) -> str:
 - **Trained**: {card['date']}, torch {card['torch']}, on {card['device']}, {card['train_seconds']:.0f} s,
   {card['epochs_run']} epochs (best {card['best_epoch']}, validation loss {card['best_val_loss']:.4f}).
 - **SHA-256** of `{card['weights']}`: `{card['sha256']}`.
-
+{_rates_line(card)}
 ## Data
 Our own background-subtraction detector and ByteTrack-style 2D tracker run on seeded sim scenes
 (`{d['scenes']}`: every preset, plus 15 and 60 fps, 1280x720, heavier noise, long-blinking

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([Output("--out", args.out, folder=True)],
                   [args.calib, *source_files(args.cam0), *source_files(args.cam1)])
     calib = load_calibration(args.calib) if args.calib else None
-    size = calib.cam0.image_size if calib else None
+    size = (calib.cam0.image_size, calib.cam1.image_size) if calib else None
     src = open_stereo(args.cam0, args.cam1, tolerance=args.tolerance, fps=args.fps, expected_size=size)
     t_start = time.monotonic()
     rec = None

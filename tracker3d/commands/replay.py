@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
                              curve_keys=args.curve_keys) if args.publish else None
         out = open_writer(args.out, pipe.frame_id) if args.out else None  # --smooth: written at the end
         overlay = OverlayWriter(args.overlay, calib, rec.fps) if args.overlay else None
-        viewer = start_viewer(args.publish, calib, args.curve_keys) if args.view else None
+        if pub is not None:
+            print(f"publishing on {pub.endpoint} (topic tracks3d)")
+        viewer = start_viewer(pub.endpoint, calib, args.curve_keys) if args.view else None
         if viewer is not None:
             time.sleep(2.0)  # let the viewer connect before the first messages
         last_pair = _LastPair()
@@ -142,6 +144,6 @@ def run(args: argparse.Namespace) -> int:
         from ..outputs.plot import plot_trajectories
 
         n = plot_trajectories(messages, args.plot, title=f"{args.dir or args.det0}: {len(messages)} pairs")
-        print(f"wrote {args.plot}: {n} 3D trajectories")
+        print(f"wrote {args.plot}: {n} 3D trajectories" if n else f"wrote {args.plot}: no 3D tracks to draw")
     finish_viewer(viewer)
     return 0

@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import time
 import typing
+from pathlib import Path
 
 from ..errors import Tracker3DError
 from ..progress import progress
@@ -77,11 +78,20 @@ def scene_from_args(args: argparse.Namespace) -> SceneConfig:
     cfg = cfg.with_(**kw)
     if cfg.seconds <= 0 or cfg.fps <= 0 or cfg.n_objects < 0:
         raise Tracker3DError("--seconds, --fps must be > 0 and --objects >= 0")
+    if cfg.stride < 1:
+        raise Tracker3DError(f"--set stride={cfg.stride}: expected an integer >= 1 (keep every stride-th frame)")
+    if not 0 <= cfg.jitter < cfg.stride / cfg.fps / 2:
+        raise Tracker3DError(f"--set jitter={cfg.jitter}: expected 0 <= jitter < half the frame interval "
+                             f"({cfg.stride / cfg.fps / 2:.4g} s), so capture times keep their order")
     return cfg
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = scene_from_args(args)
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise Tracker3DError(f"--out {out}: folder exists and is not empty (choose another --out, or pass "
+                             "--overwrite to write into it)")
     t = time.perf_counter()
     out = write_sim_recording(cfg, args.out, seed=args.seed, codec=args.codec, overwrite=args.overwrite,
                               progress=lambda it: progress(it, f"sim {cfg.name}", total=cfg.n_frames, unit="pair"))

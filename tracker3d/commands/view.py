@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from calib import load_calibration
     from streams import subscribe
 
-    from ..viewer import require_open3d
+    from ..viewer import require_display, require_open3d, require_vulkan
     from ..viewer.state import ViewerState
 
     try:
@@ -40,7 +40,19 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if args.calib_temp and args.calib:
             Path(args.calib).unlink(missing_ok=True)
+    if args.snapshot:  # every check before waiting for messages
+        try:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            raise Tracker3DError(f"--size {args.size}: expected WxH pixels, e.g. 960x540") from None
+        folder = Path(args.snapshot).parent
+        if not folder.is_dir():
+            raise Tracker3DError(f"--snapshot {args.snapshot}: folder {folder} does not exist")
+    else:
+        require_display()
     require_open3d()
+    if args.snapshot:
+        require_vulkan()
     state = ViewerState(trail_s=args.trail)
     with subscribe(args.connect, curve_keys=args.curve_keys) as sub:
         if not args.snapshot:
@@ -49,17 +61,13 @@ def run(args: argparse.Namespace) -> int:
             counts = run_window(sub, calib, state)
             print(f"viewer: {counts['applied']} messages drawn, {counts['replaced']} skipped for newer ones")
             return 0
-        try:
-            w, h = (int(v) for v in args.size.lower().split("x"))
-        except ValueError:
-            raise Tracker3DError(f"--size {args.size}: expected WxH pixels, e.g. 960x540") from None
         deadline = time.monotonic() + args.timeout
         while state.applied < args.frames:
             left = deadline - time.monotonic()
             msg = sub.recv(timeout=max(left, 0.0)) if left > 0 else None
             if msg is None:
                 raise Tracker3DError(f"--connect {args.connect}: {state.applied} of {args.frames} messages "
-                                     f"within {args.timeout:g} s (is a publisher running there?)")
+                                     f"within {args.timeout:g} s ({sub.silence_hint()})")
             state.apply(msg)
     from ..viewer.snapshot import default_camera, render
 

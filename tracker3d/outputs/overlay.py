@@ -15,6 +15,7 @@ from streams.errors import StreamError
 from streams.frames import FramePair
 
 from ..track2d.tracker import LOST
+from .labels import Label, draw_labels, put_text
 
 GREY = (150, 150, 150)
 
@@ -27,13 +28,11 @@ def id_bgr(track_id: int) -> tuple[int, int, int]:
     return int(b * 255), int(g * 255), int(r * 255)
 
 
-def _text(img, s, org, colour, scale=0.4) -> None:
-    cv2.putText(img, s, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(img, s, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
-
-
-def draw_camera(img: np.ndarray, tracker, uv3d: np.ndarray, ids3d: list[int]) -> np.ndarray:
-    """Draw one camera's live 2D tracks and the reprojected 3D tracks (pixels of this camera)."""
+def draw_camera(img: np.ndarray, tracker, uv3d: np.ndarray, ids3d: list[int],
+                header: Optional[Label] = None) -> np.ndarray:
+    """Draw one camera's live 2D tracks and the reprojected 3D tracks (pixels of this camera), and
+    the header; labels that would overlap are moved down or up (outputs.labels)."""
+    labels = [header] if header is not None else []
     m = tracker.measured()
     for k in range(len(tracker.ids)):
         if tracker.state[k] == LOST:
@@ -44,13 +43,14 @@ def draw_camera(img: np.ndarray, tracker, uv3d: np.ndarray, ids3d: list[int]) ->
         persistent = bool(tracker.persistent[k])
         colour = id_bgr(int(tracker.ids[k])) if persistent else GREY
         cv2.rectangle(img, p1, p2, colour, 2 if persistent else 1, cv2.LINE_AA)
-        _text(img, f"{int(tracker.ids[k])} {tracker.gate_score[k]:.2f}", (p1[0], p1[1] - 3), colour)
+        labels.append(Label(f"{int(tracker.ids[k])} {tracker.gate_score[k]:.2f}", (p1[0], p1[1] - 3), colour))
     for (u, v), i in zip(uv3d, ids3d):
         if np.all(np.isfinite([u, v])):
             c = (int(round(u)), int(round(v)))
             cv2.drawMarker(img, c, (255, 255, 255), cv2.MARKER_CROSS, 14, 3, cv2.LINE_AA)
             cv2.drawMarker(img, c, id_bgr(1_000_003 + i), cv2.MARKER_CROSS, 14, 1, cv2.LINE_AA)
-            _text(img, f"3D {i}", (c[0] + 6, c[1] + 12), (255, 255, 255))
+            labels.append(Label(f"3D {i}", (c[0] + 6, c[1] + 12), (255, 255, 255)))
+    draw_labels(img, labels)
     return img
 
 
@@ -66,12 +66,12 @@ def compose(pair: FramePair, pipeline, size: tuple[int, int]) -> np.ndarray:
         w, h = (calib.cam0 if c == 0 else calib.cam1).image_size
         if img is None:
             canvas = np.zeros((h, w, 3), np.uint8)
-            _text(canvas, "no frame", (w // 2 - 40, h // 2), (0, 0, 255), 0.7)
+            put_text(canvas, "no frame", (w // 2 - 40, h // 2), (0, 0, 255), 0.7)
         else:
             canvas = img.copy() if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        draw_camera(canvas, pipeline.trackers[c], uv, ids)
-        _text(canvas, f"cam{c}  frame {pair.index}  t {pair.t:.2f} s  3D tracks {len(ids)}", (8, 18),
-              (255, 255, 255), 0.5)
+        header = Label(f"cam{c}  frame {pair.index}  t {pair.t:.2f} s  3D tracks {len(ids)}", (8, 18),
+                       (255, 255, 255), 0.5)
+        draw_camera(canvas, pipeline.trackers[c], uv, ids, header)
         views.append(cv2.resize(canvas, size) if canvas.shape[1::-1] != tuple(size) else canvas)
     return np.hstack(views)
 

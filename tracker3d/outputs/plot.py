@@ -10,7 +10,7 @@ import numpy as np
 def plot_trajectories(messages: list[dict], path: str | os.PathLike, title: str = "") -> int:
     """Draw every track's positions from tracks3d messages: top view (x right, z forward in a
     camera frame; x, y in a world frame) and side view (z forward, y down; or x, z). Returns the
-    number of tracks drawn."""
+    number of tracks drawn (with none, the figure says "no 3D tracks")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,8 +44,14 @@ def plot_trajectories(messages: list[dict], path: str | os.PathLike, title: str 
         side.invert_yaxis()
         side.plot([0], [0], "k>", ms=8)
     for ax in (top, side):
-        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_aspect("equal", adjustable="datalim" if paths else "box")
         ax.grid(True, alpha=0.3)
+        if not paths:  # not an empty +-0.04 m frame that looks like a plot of nothing in particular
+            ax.text(0.5, 0.7, "no 3D tracks", transform=ax.transAxes, ha="center", va="center", fontsize=20,
+                    color="0.35")
+    if not paths:  # a few metres around the rig instead
+        top.set(xlim=(-3, 3), ylim=(-3, 3) if world else (-1, 8))
+        side.set(xlim=(-3, 3) if world else (-1, 8), ylim=(0, 3) if world else (3, -3))
     fig.suptitle(title or f"{len(paths)} 3D tracks, {len(messages)} messages")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

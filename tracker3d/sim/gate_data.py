@@ -25,7 +25,7 @@ from .scene import SceneConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KINDS", "TrackSet", "build", "collect"]
+__all__ = ["KINDS", "TrackSet", "build", "collect", "recipe_frame_rates"]
 
 
 def _label(hist: np.ndarray, n: int, cam: int, gt_by_frame: dict, fps: float, offset: float,
@@ -83,7 +83,7 @@ def collect(cfg: SceneConfig, seed: int, max_len: int = 64, match_px: float = 3.
     hist, lengths, label, kind, camera = [], [], [], [], []
     for cam in (0, 1):
         for h, n in finished[cam]:
-            lab, kd = _label(h, n, cam, gt_by_frame, cfg.fps, cfg.time_offset, match_px)
+            lab, kd = _label(h, n, cam, gt_by_frame, cfg.frame_rate, cfg.time_offset, match_px)
             m = min(n, max_len)
             padded = np.zeros((max_len, 7))
             padded[:m] = h[:m]
@@ -106,6 +106,14 @@ RECIPE: tuple[tuple[str, dict], ...] = (
     ("throws", {"clutter_count": 10, "clutter_on_frames": (2, 8), "flash_rate": 4.0}),
 )
 SPLIT_SEEDS = {"train": range(1000, 1032), "val": range(2000, 2003), "test": range(3000, 3004)}
+
+
+def recipe_frame_rates(recipe: Iterable = RECIPE) -> tuple[float, float]:
+    """(lowest, highest) frame rate of a recipe's scenes, Hz: what a model trained on it has seen
+    (it goes into the model card as `frame_rates_hz`)."""
+    rates = [get_scene(sc).frame_rate if isinstance(sc, str) else get_scene(sc[0]).with_(**sc[1]).frame_rate
+             for sc in recipe]
+    return float(min(rates)), float(max(rates))
 
 
 def _collect_job(job) -> TrackSet:

@@ -25,7 +25,7 @@ def write_sim_recording(cfg: SceneConfig, out_dir: str | os.PathLike, seed: int 
     world = SimWorld(cfg, seed=seed)
     meta = {"source": "tracker3d sim", "scene": asdict(cfg), "seed": seed, "frame_id": "cam0"}
     out = Path(out_dir)
-    with RecordingWriter(out, calib=world.calib, fps=cfg.fps, codec=codec, meta=meta, overwrite=overwrite) as rec, \
+    with RecordingWriter(out, calib=world.calib, fps=cfg.frame_rate, codec=codec, meta=meta, overwrite=overwrite) as rec, \
             open(out / "gt.csv", "w", encoding="utf-8", newline="") as gt:
         gt.write(",".join(GT_HEADER) + "\n")
         frames = range(cfg.n_frames)

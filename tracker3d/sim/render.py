@@ -60,14 +60,19 @@ def project_discs(cam: CameraModel, X_cam: np.ndarray, radii: np.ndarray):
     return uv, r_px, front
 
 
+MIN_VISIBLE_RADIUS_PX = 0.5  # a disc under a pixel across is not counted as visible
+
+
 def visibility(uv: np.ndarray, r_px: np.ndarray, depth: np.ndarray, front: np.ndarray, size: tuple[int, int],
                occluders: int | None = None) -> np.ndarray:
-    """1 where a disc's centre is inside the image and not covered by a nearer disc.
+    """1 where a disc's centre is inside the image, the disc is at least MIN_VISIBLE_RADIUS_PX
+    across its radius (a sub-pixel speck is not visible), and no nearer disc covers it.
 
     The first `occluders` discs (default all) can occlude; all are tested.
     """
     w, h = size
-    inside = front & (uv[:, 0] >= 0) & (uv[:, 0] <= w - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= h - 1)
+    inside = front & (uv[:, 0] >= 0) & (uv[:, 0] <= w - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= h - 1) & \
+        (np.nan_to_num(r_px, nan=0.0) >= MIN_VISIBLE_RADIUS_PX)
     n = len(uv)
     m = n if occluders is None else occluders
     if n == 0 or m == 0:

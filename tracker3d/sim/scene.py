@@ -14,7 +14,9 @@ class SceneConfig:
     """
 
     name: str = "default"
-    fps: float = 30.0
+    fps: float = 30.0  # the world's step rate; a pair is rendered every `stride` steps
+    stride: int = 1  # keep every stride-th step: fps=30, stride=6 is 30 fps video read at 5 fps
+    jitter: float = 0.0  # each pair's capture time moves by up to +-this many seconds (uniform)
     seconds: float = 10.0
     width: int = 640
     height: int = 480
@@ -44,8 +46,14 @@ class SceneConfig:
     dark: Optional[tuple[int, float, float]] = None  # (camera, t_start, t_end): that camera goes dark
 
     @property
+    def frame_rate(self) -> float:
+        """Pairs per second (Hz): fps / stride."""
+        return self.fps / self.stride
+
+    @property
     def n_frames(self) -> int:
-        return int(round(self.seconds * self.fps))
+        """Pairs in the recording."""
+        return int(round(self.seconds * self.frame_rate))
 
     def with_(self, **kw) -> "SceneConfig":
         known = {f.name for f in fields(self)}

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 GT_HEADER = ["frame", "t", "id", "kind", "x", "y", "z", "u0", "v0", "vis0", "u1", "v1", "vis1"]
 DISTRACTOR_ID_BASE = 1_000_000  # distractor ids never collide with object ids
+FAR_FACTOR = 1.5  # objects beyond this times the volume's far depth leave the scene
 
 
 @dataclass
@@ -81,7 +82,15 @@ class SimWorld:
             raise ValueError(f"scene is {cfg.width}x{cfg.height} but the calibration is "
                              f"{self.calib.cam0.image_size[0]}x{self.calib.cam0.image_size[1]}")
         self.size = (cfg.width, cfg.height)
-        self.dt = 1.0 / cfg.fps
+        if cfg.stride < 1:
+            raise ValueError(f"stride {cfg.stride}: expected an integer >= 1")
+        self.dt = 1.0 / cfg.fps  # one world step (seconds)
+        self.frame_dt = cfg.stride * self.dt  # between rendered pairs
+        if not 0 <= cfg.jitter < self.frame_dt / 2:
+            raise ValueError(f"jitter {cfg.jitter}: expected 0 <= jitter < half the frame interval "
+                             f"({self.frame_dt / 2:.4g} s), so capture times keep their order")
+        self.steps = 0  # world steps taken
+        self.jitter_rng = np.random.default_rng([seed, 2])  # its own stream: other draws stay as they were
         img_rng = np.random.default_rng([seed, 1])
         self.backgrounds = [make_background(cfg.width, cfg.height, img_rng, cfg.texture) for _ in range(2)]
         self.noise = [NoiseBank((cfg.height, cfg.width, 3), cfg.noise_sigma, img_rng) for _ in range(2)]
@@ -98,7 +107,7 @@ class SimWorld:
 
     # ---- population -------------------------------------------------------------------------
     def _add_object(self, initial: bool) -> None:
-        self.objects.append(spawn(self.rng, self.cfg, self.next_id, self.k * self.dt, initial))
+        self.objects.append(spawn(self.rng, self.cfg, self.next_id, self.steps * self.dt, initial))
         self.next_id += 1
 
     def _new_spot_id(self) -> int:
@@ -147,8 +156,9 @@ class SimWorld:
     def step(self) -> tuple[FramePair, list[GTRow]]:
         """Render the next pair and return it with its ground truth; then advance the world."""
         cfg, rng, k = self.cfg, self.rng, self.k
-        t0 = k * self.dt
-        offsets = (0.0, cfg.time_offset)
+        jit = self.jitter_rng.uniform(-cfg.jitter, cfg.jitter) if cfg.jitter > 0 else 0.0
+        t0 = self.steps * self.dt + jit
+        offsets = (jit, jit + cfg.time_offset)
         self._spawn_distractors()
         objs = self.objects
         spots3d = [s for s in self.spots if s.X is not None and s.on]
@@ -156,7 +166,7 @@ class SimWorld:
         colors = [o.color for o in objs] + [s.color for s in spots3d]
         images: list[Optional[np.ndarray]] = [None, None]
         uvs, viss, lit = [], [], []
-        times = [t0 + offsets[0], t0 + offsets[1]]
+        times = [t0 - jit + offsets[0], t0 - jit + offsets[1]]  # t0 is camera 0's capture time
         for c in (0, 1):
             X0 = np.array([o.at(offsets[c]) for o in objs] + [s.X for s in spots3d]).reshape(-1, 3)
             Xc = self._camera_points(c, X0)
@@ -188,14 +198,18 @@ class SimWorld:
             uvs.append(uv)
             viss.append(vis)
         pair = FramePair(k, times[0], times[1], images[0], images[1])
-        gt = self._ground_truth(k, t0, objs, spots3d, uvs, viss, lit)
-        self._advance()
+        gt = self._ground_truth(k, t0, objs, spots3d, uvs, viss, lit, jit)
+        for i in range(cfg.stride):  # the steps between this pair and the next are not rendered
+            if i:
+                self._spawn_distractors()
+            self._advance()
+        self.k += 1
         return pair, gt
 
-    def _ground_truth(self, k, t0, objs, spots3d, uvs, viss, lit) -> list[GTRow]:
+    def _ground_truth(self, k, t0, objs, spots3d, uvs, viss, lit, jit: float = 0.0) -> list[GTRow]:
         rows = []
         for i, o in enumerate(objs):
-            rows.append(GTRow(k, t0, o.id, "object", o.p.copy(), uvs[0][i], int(viss[0][i]), uvs[1][i],
+            rows.append(GTRow(k, t0, o.id, "object", o.at(jit) if jit else o.p.copy(), uvs[0][i], int(viss[0][i]), uvs[1][i],
                               int(viss[1][i])))
         n = len(objs)
         for j, s in enumerate(spots3d):
@@ -217,7 +231,7 @@ class SimWorld:
         for o in self.objects:
             advance(o, self.dt, rng)
         before = len(self.objects)
-        self.objects = [o for o in self.objects if not (gone(o, cfg) and not self._in_view(o.p))]
+        self.objects = [o for o in self.objects if self._useful(o)]
         for _ in range(before - len(self.objects)):
             self._add_object(initial=False)
         keep = []
@@ -237,7 +251,15 @@ class SimWorld:
             if s.frames_left > 0:
                 keep.append(s)
         self.spots = keep
-        self.k += 1
+        self.steps += 1
+
+    def _useful(self, o: SimObject) -> bool:
+        """An object stays while it is inside the scene's volume, or outside it but still seen by a
+        camera and not beyond the depth limit (FAR_FACTOR x the volume's far end): walkers that
+        walk away leave the scene (and are replaced) instead of shrinking under a pixel."""
+        if not gone(o, self.cfg):
+            return True
+        return o.p[2] <= FAR_FACTOR * self.cfg.volume_z[1] and self._in_view(o.p)
 
     def _in_view(self, X: np.ndarray, margin: float = 30.0) -> bool:
         """Whether a point (camera 0 frame) projects into either image (with a margin, pixels):
@@ -288,15 +310,15 @@ class SimStereoSource(StereoSource):
         if self.realtime:
             now = time.monotonic()
             if self._start is None:
-                self._start = now - self.world.k * self.world.dt
-            due = self._start + self.world.k * self.world.dt
+                self._start = now - self.world.k * self.world.frame_dt
+            due = self._start + self.world.k * self.world.frame_dt
             # A consumer that fell behind gets the newest pair: the frames it missed are dropped.
-            while now - due > self.world.dt and self.world.k < self.n_frames - 1:
+            while now - due > self.world.frame_dt and self.world.k < self.n_frames - 1:
                 _, gt = self.world.step()
                 if self.keep_gt:
                     self.gt.extend(gt)
                 self.stats.overwritten += 1
-                due += self.world.dt
+                due += self.world.frame_dt
             if due > now:
                 time.sleep(due - now)
         pair, gt = self.world.step()

@@ -24,13 +24,15 @@ from ..track2d.tracker import ByteTracker
 
 @dataclass
 class AssociationConfig:
-    window_s: float = 0.4  # seconds of history used as evidence
-    gate_px: float = 1.5  # mean Sampson distance accepted (undistorted pixels)
+    window_s: float = 0.4  # seconds of history used as evidence (at least min_common rows)
+    gate_px: float = 1.5  # mean Sampson distance accepted (undistorted pixels) ...
+    gate_rel: float = 0.05  # ... or this fraction of the two boxes' sizes (hypot of sqrt(w h)), if larger:
+    # a box centre's error grows with the box (a person's box is not a point)
     min_common: int = 3  # a new pair needs this many rows where both tracks observed the object
     keep_factor: float = 0.5  # last frame's pairs cost this much less
     keep_cost: float = 0.9  # cost of an existing pair with no fresh evidence (both tracks alive)
     max_depth: float = 200.0  # candidate pairs triangulating beyond this (metres) are rejected
-    max_size_ratio: float = 2.0  # the two views' blob sizes (sqrt of box area) differ at most this much
+    max_size_ratio: float = 2.0  # the two views' metric sizes (sqrt of box area x depth / f) differ at most this much
 
 
 class StereoAssociator:
@@ -54,7 +56,8 @@ class StereoAssociator:
         n0, n1 = len(idx0), len(idx1)
         if n0 == 0 or n1 == 0:
             return np.full((n0, n1), np.inf)
-        W = int(max(1, min(trk0.hist.shape[1], round(c.window_s / max(dt_frame, 1e-3)) + 1)))
+        # window_s of rows, but never fewer than min_common (at 2 fps, 0.4 s is one interval)
+        W = int(max(1, min(trk0.hist.shape[1], max(round(c.window_s / max(dt_frame, 1e-3)) + 1, c.min_common))))
         uv0, t0, ob0 = self._window(trk0, idx0, W)
         uv1, t1, ob1 = self._window(trk1, idx1, W)
         # Camera 1's rows moved to camera 0's capture times (rows align: one per pair).
@@ -82,7 +85,11 @@ class StereoAssociator:
         """Pairs (i0, i1, mean Sampson px) among tracks idx0 of camera 0 and idx1 of camera 1."""
         c = self.cfg
         sam = self.cost_matrix(trk0, idx0, trk1, idx1, t_now, dt_frame)
-        cost = sam / c.gate_px
+        m0, m1 = trk0.measured(), trk1.measured()
+        s0 = np.sqrt(np.maximum(m0[idx0, 2] * m0[idx0, 3], 1e-6))  # box sizes, pixels
+        s1 = np.sqrt(np.maximum(m1[idx1, 2] * m1[idx1, 3], 1e-6))
+        gate = np.maximum(c.gate_px, c.gate_rel * np.hypot(s0[:, None], s1[None, :]))
+        cost = sam / gate
         if len(idx0) and len(idx1):
             cost[self.last_count < c.min_common] = np.inf  # not enough joint evidence yet
         ids0, ids1 = trk0.ids[idx0], trk1.ids[idx1]
@@ -91,18 +98,18 @@ class StereoAssociator:
             j = col_of.get(self.pairs.get(int(a), -1))
             if j is not None:
                 cost[i, j] = cost[i, j] * c.keep_factor if np.isfinite(cost[i, j]) else c.keep_cost
-        # The same object has about the same size in both views (depth >> baseline).
-        m0, m1 = trk0.measured(), trk1.measured()
-        s0 = np.sqrt(np.maximum(m0[idx0, 2] * m0[idx0, 3], 1e-6))
-        s1 = np.sqrt(np.maximum(m1[idx1, 2] * m1[idx1, 3], 1e-6))
-        ratio = s0[:, None] / s1[None, :]
-        cost[(ratio > c.max_size_ratio) | (ratio < 1.0 / c.max_size_ratio)] = np.inf
         feasible = cost < 1.0
-        # Reject candidates that triangulate behind a camera or absurdly far (latest positions).
+        # Reject candidates that triangulate behind a camera or absurdly far (latest positions), or
+        # whose boxes, scaled to metres by each camera's depth, differ in size (a wide baseline
+        # sees one person at 10 m from one camera and 30 m from the other: pixel sizes differ 3x).
         r, q = np.nonzero(feasible)
         if len(r):
             tri = triangulate(self.calib, m0[idx0[r], :2], m1[idx1[q], :2], refine=False, covariance=False)
-            bad = ~tri.valid | (tri.xyz[:, 2] > c.max_depth)
+            z0 = tri.xyz[:, 2]
+            z1 = (tri.xyz @ self.calib.R.T + self.calib.T.reshape(1, 3))[:, 2]
+            with np.errstate(invalid="ignore"):
+                ratio = (s0[r] * z0 / self.calib.cam0.K[0, 0]) / (s1[q] * z1 / self.calib.cam1.K[0, 0])
+                bad = ~tri.valid | (z0 > c.max_depth) | ~(ratio <= c.max_size_ratio) | ~(ratio >= 1.0 / c.max_size_ratio)
             cost[r[bad], q[bad]] = np.inf
             feasible[r[bad], q[bad]] = False
         pairs = []

@@ -12,6 +12,7 @@ takes over that track instead of starting a new ID. Finished tracks can be RTS-s
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -27,13 +28,18 @@ log = logging.getLogger(__name__)
 @dataclass
 class Track3DConfig:
     model: str = "cv"  # "cv" constant velocity, "ca" constant acceleration
-    accel_std: float = 4.0  # m/s^2, white acceleration noise of the CV model
-    jerk_std: float = 40.0  # m/s^3, white jerk noise of the CA model
+    accel_std: float = 4.0  # m/s^2, white acceleration noise of the CV model (at noise_ref_dt steps)
+    jerk_std: float = 40.0  # m/s^3, white jerk noise of the CA model (at noise_ref_dt steps)
+    noise_ref_dt: Optional[float] = 1 / 30  # continuous white noise of density std^2 x this (the same
+    # uncertainty per second at any frame rate); None: piecewise constant per step
     gate_chi2: float = 30.0  # Mahalanobis^2 beyond which a 3D measurement is refused (chi2(3) 99.9 % is 16.3)
     gate_chi2_2d: float = 13.8  # chi2(2) at 99.9 % for one-view updates
-    max_coast_s: float = 0.5  # a track without a stereo update this long is deleted
+    max_coast_s: float = 0.5  # a track without a stereo update this long is deleted ...
+    max_coast_frames: float = 2.0  # ... but may always miss this many frame intervals (low rates)
     report_coast_s: float = 0.2  # a track seen by neither camera is still reported this long
-    max_pos_std: float = 0.5  # m: a track whose position is this uncertain is deleted
+    max_pos_std: float = 0.5  # m: a track whose position is this uncertain is deleted ...
+    max_pos_rel: float = 0.0  # ... unless that is within this many times its last triangulation's std
+    # (a wide-baseline rig sees people 30 m away: one triangulation is decimetres uncertain)
     init_vel_std: float = 2.0  # m/s
     pixel_sigma: float = 0.5  # centroid noise assumed for the one-view update, pixels
     min_updates: int = 2  # stereo updates before a track is reported (a 3-frame glint never is)
@@ -55,6 +61,7 @@ class PairObservation:
     xyz: Optional[np.ndarray] = None  # triangulated (both views seen), camera 0 frame
     cov: Optional[np.ndarray] = None
     truncated: bool = False  # a view's blob touches the image border (not triangulated)
+    size_px: float = 0.0  # the boxes' size, rms over the views of sqrt(w h), pixels
 
 
 @dataclass
@@ -67,6 +74,7 @@ class Track3D:
     last_stereo_t: float
     updates: int = 0
     state: str = "tracked"
+    meas_std: float = 0.0  # sqrt(trace) of the last triangulated point's covariance, metres
     persistence: float = 0.0
     uv0: Optional[np.ndarray] = None
     uv1: Optional[np.ndarray] = None
@@ -113,6 +121,7 @@ class Tracker3D:
         self.keep_log = keep_log
         self.next_id = 1
         self.t: Optional[float] = None
+        self.intervals = np.zeros(0)  # the last frame intervals, seconds
         self.suppressed: dict[tuple[int, int], float] = {}  # pair -> time until which it starts no track
 
     # ---- model -------------------------------------------------------------------------------------
@@ -121,16 +130,24 @@ class Tracker3D:
             F = np.eye(6)
             F[:3, 3:] = np.eye(3) * dt
             q = self.cfg.accel_std ** 2
-            G = np.array([[dt * dt / 2], [dt]])
-            blk = (G @ G.T) * q
+            if self.cfg.noise_ref_dt is None:
+                G = np.array([[dt * dt / 2], [dt]])
+                blk = (G @ G.T) * q
+            else:
+                blk = q * self.cfg.noise_ref_dt * np.array([[dt ** 3 / 3, dt * dt / 2], [dt * dt / 2, dt]])
         else:
             F = np.eye(9)
             F[:3, 3:6] = np.eye(3) * dt
             F[:3, 6:] = np.eye(3) * dt * dt / 2
             F[3:6, 6:] = np.eye(3) * dt
             q = self.cfg.jerk_std ** 2
-            G = np.array([[dt ** 3 / 6], [dt * dt / 2], [dt]])
-            blk = (G @ G.T) * q
+            if self.cfg.noise_ref_dt is None:
+                G = np.array([[dt ** 3 / 6], [dt * dt / 2], [dt]])
+                blk = (G @ G.T) * q
+            else:
+                blk = q * self.cfg.noise_ref_dt * np.array([[dt ** 5 / 20, dt ** 4 / 8, dt ** 3 / 6],
+                                                            [dt ** 4 / 8, dt ** 3 / 3, dt * dt / 2],
+                                                            [dt ** 3 / 6, dt * dt / 2, dt]])
         k = blk.shape[0]
         Q = np.zeros((self.dim, self.dim))
         for a in range(k):
@@ -154,8 +171,12 @@ class Tracker3D:
         """Advance to time t (seconds) with this frame's associated pairs; returns live tracks.
         frame (the pair's index) labels the smoothing log."""
         dt = 0.0 if self.t is None else max(0.0, t - self.t)
+        if dt > 0:
+            self.intervals = np.append(self.intervals[-15:], dt)
         self.t = t
         F, Q = self._FQ(dt)
+        max_coast = max(self.cfg.max_coast_s,
+                        self.cfg.max_coast_frames * (float(np.median(self.intervals)) if len(self.intervals) else 0.0))
         for tr in self.tracks:
             if dt > 0:
                 tr.kf.predict(F=F, Q=Q)
@@ -174,7 +195,7 @@ class Tracker3D:
             if tr is None:
                 tr = self._takeover(p, by_id0, by_id1, used)
             if tr is None:
-                if p.xyz is not None and self.suppressed.get((p.id0, p.id1), -1.0) < t:
+                if p.xyz is not None and self.suppressed.get((p.id0, p.id1), -math.inf) < t:
                     self._start(p, t)
                 continue
             used.add(tr.id)
@@ -186,8 +207,8 @@ class Tracker3D:
         for tr, seen in zip(self.tracks, in_view):
             if tr.last_t < t:
                 tr.state = "coasting"
-            lost = t - tr.last_stereo_t > self.cfg.max_coast_s or not seen or \
-                np.sqrt(np.trace(tr.kf.P[:3, :3])) > self.cfg.max_pos_std
+            lost = t - tr.last_stereo_t > max_coast or not seen or \
+                np.sqrt(np.trace(tr.kf.P[:3, :3])) > max(self.cfg.max_pos_std, self.cfg.max_pos_rel * tr.meas_std)
             if lost:
                 tr.state = "lost"
                 if self.keep_log:
@@ -275,7 +296,7 @@ class Tracker3D:
 
     def _start(self, p: PairObservation, t: float) -> Track3D:
         tr = Track3D(self.next_id, self._new_kf(p.xyz, p.cov), (p.id0, p.id1), t, t, t, updates=1,
-                     persistence=p.persistence, uv0=p.uv0, uv1=p.uv1)
+                     persistence=p.persistence, uv0=p.uv0, uv1=p.uv1, meas_std=float(np.sqrt(np.trace(p.cov))))
         self.next_id += 1
         self.tracks.append(tr)
         return tr
@@ -286,6 +307,7 @@ class Tracker3D:
             if self._mahalanobis(tr, p.xyz, p.cov) > self.cfg.gate_chi2:
                 return  # inconsistent: coast this frame
             tr.kf.update(p.xyz.reshape(3, 1), R=p.cov)
+            tr.meas_std = float(np.sqrt(np.trace(p.cov)))
             tr.updates += 1
             tr.last_t = tr.last_stereo_t = t
             tr.state = "tracked"

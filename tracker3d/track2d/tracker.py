@@ -43,14 +43,24 @@ class TrackerConfig:
     low_iou_cost: float = 0.5  # ... in the low stage
     gate_chi2: float = 13.8  # centre Mahalanobis gate, chi2(2) at 99.9 %
     low_gate_chi2: float = 9.21  # ... in the low stage (99 %)
+    size_gate: bool = True  # the Mahalanobis gate also weighs the box's width and height ...
+    size_gate_chi2: float = 18.47  # ... at chi2(4) 99.9 %
     max_jump: float = 2.0  # a detection further than this x the track's size never matches it
+    max_jump_per_s: float = 30.0  # ... or this x its size per second since the last frame, if larger (below 15 fps)
     min_size_px: float = 8.0  # size floor for max_jump
-    lost_buffer_s: float = 1.0  # a lost track is removed after this long unseen
-    tentative_max_gap_s: float = 0.1  # a tentative track is removed after this long unseen
-    accel_std: float = 500.0  # px/s^2 (tuned on sim seeds 100-101, see bench)
+    lost_buffer_s: float = 1.0  # a lost track is removed after this long unseen ...
+    lost_buffer_frames: float = 4.0  # ... but never before this many frame intervals
+    tentative_max_gap_s: float = 0.1  # a tentative track is removed after this long unseen ...
+    tentative_max_gap_frames: float = 1.5  # ... but may always miss one frame
+    accel_std: float = 500.0  # px/s^2 at noise_ref_dt steps (tuned on sim seeds 100-101 at 30 fps, see bench)
     size_accel_std: float = 100.0
-    meas_std: float = 1.0
+    noise_ref_dt: Optional[float] = 1 / 30  # continuous white acceleration (rate-invariant); None: per step
+    noise_adapt_rate: float = 0.3  # a track whose innovations are smaller than predicted lowers its ...
+    noise_adapt_floor: float = 0.1  # ... process noise, down to this fraction, ...
+    noise_adapt_min_gain: float = 0.7  # ... when its prediction dominates its innovation (see BatchedKalman)
+    meas_std: float = 1.0  # px, the floor of the centre's measurement noise ...
     size_meas_std: float = 2.0
+    meas_rel: float = 0.05  # ... which is at least this fraction of the box's width (x) and height (y)
     init_vel_std: float = 300.0  # px/s
     max_history: int = 128  # rows kept per track
     merge_std_factor: float = 0.5  # centre std added per pixel a blob exceeds the track's size
@@ -150,7 +160,10 @@ class ByteTracker:
         # Added to track ids in gate calls, so trackers that share one gate keep distinct keys.
         self.gate_key_offset = int(gate_key_offset)
         c = self.cfg
-        self.kf = BatchedKalman(c.accel_std, c.size_accel_std, c.meas_std, c.size_meas_std, c.init_vel_std)
+        self.kf = BatchedKalman(c.accel_std, c.size_accel_std, c.meas_std, c.size_meas_std, c.init_vel_std,
+                                ref_dt=c.noise_ref_dt, meas_rel=c.meas_rel)
+        self.dt = 0.0  # seconds since the previous frame
+        self.intervals = np.zeros(0)  # the last frame intervals (seconds), for the frame-count floors
         L = c.max_history
         self.ids = np.zeros(0, np.int64)
         self.state = np.zeros(0, np.int8)
@@ -191,6 +204,9 @@ class ByteTracker:
             dets = dets.select(dets.scores >= c.low_thresh)
         self.last_detections = dets
         dt = 0.0 if self.t is None else t - self.t
+        self.dt = dt
+        if dt > 0:
+            self.intervals = np.append(self.intervals[-15:], dt)
         self.t = t
         self.frame += 1
         self.kf.predict(dt)
@@ -221,7 +237,13 @@ class ByteTracker:
             # A blob larger than the track's box (two objects merged, a shadow) locates the
             # object less well: its centre's noise grows with the unexplained extent.
             excess = np.maximum(z[:, 2:] - self.kf.x[:, 2:4], 0.0) * c.merge_std_factor
-            self.kf.update_masked(self.matched, z, excess * excess)
+            excess *= excess
+            if c.noise_adapt_rate > 0:
+                y = z[:, :2] - self.kf.x[:, :2]
+                nis = np.mean(y * y / (self.kf.innovation_var()[:, :2] + excess), axis=1)
+                self.kf.adapt_noise(self.matched, nis, c.noise_adapt_rate, c.noise_adapt_floor,
+                                   c.noise_adapt_min_gain)
+            self.kf.update_masked(self.matched, z, excess)
         # History rows: the detection for matched tracks, the prediction (coasted) for the rest.
         if n:
             rows = np.zeros((n, 7))
@@ -242,10 +264,11 @@ class ByteTracker:
         new = (~det_used & (dets.scores >= c.new_track_thresh)).nonzero()[0]
         if len(new):
             self._add(dets, new, t)
-        # Removal by time unseen.
+        # Removal by time unseen (in seconds, with a floor in frames for low and uneven rates).
         unseen = t - self.last_t
-        gone = ((self.state == TENTATIVE) & (unseen > c.tentative_max_gap_s)) | (
-            (self.state == LOST) & (unseen > c.lost_buffer_s))
+        fdt = self.frame_interval
+        gone = ((self.state == TENTATIVE) & (unseen > max(c.tentative_max_gap_s, c.tentative_max_gap_frames * fdt))) | (
+            (self.state == LOST) & (unseen > max(c.lost_buffer_s, c.lost_buffer_frames * fdt)))
         if self.image_size is not None and len(gone):  # lost tracks that coasted out of the image
             w, h = self.image_size
             cx, cy = self.kf.x[:, 0], self.kf.x[:, 1]
@@ -269,6 +292,11 @@ class ByteTracker:
         self.confirmed |= newly
         self.state[newly & (self.state == TENTATIVE)] = TRACKED
 
+    @property
+    def frame_interval(self) -> float:
+        """The median of the last 16 frame intervals, seconds (0 before the second frame)."""
+        return float(np.median(self.intervals)) if len(self.intervals) else 0.0
+
     # ---- helpers ----------------------------------------------------------------------------------
     def _costs(self, dets: Detections, with_low: bool) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """(high-stage cost, low-stage cost or None), each (N tracks, M detections); < 1 is feasible."""
@@ -280,11 +308,18 @@ class ByteTracker:
             pad = (b[:, 2:] - b[:, :2]) * c.iou_buffer
             b = np.hstack([b[:, :2] - pad, b[:, 2:] + pad])
         one_minus_iou = 1.0 - iou_matrix(np.hstack([x[:, :2] - half, x[:, :2] + half]), b)
-        s = self.kf.pp[:, :2] + self.kf.r[:2]
+        s = self.kf.innovation_var()
         dx = dets.centroids[:, 0] - x[:, 0, None]
         dy = dets.centroids[:, 1] - x[:, 1, None]
         d2 = dx * dx / s[:, 0, None] + dy * dy / s[:, 1, None]
-        size = np.maximum(np.maximum(x[:, 2], x[:, 3]), c.min_size_px) * c.max_jump
+        if c.size_gate:
+            dw = (b[:, 2] - b[:, 0]) - x[:, 2, None]
+            dh = (b[:, 3] - b[:, 1]) - x[:, 3, None]
+            d2 = d2 + (dw * dw / s[:, 2, None] + dh * dh / s[:, 3, None])
+            d2 *= c.gate_chi2 / c.size_gate_chi2
+        # The jump allowed grows with the time since the last frame (at 2 fps a walker crosses many
+        # times its size between frames); at high rates max_jump per frame is the bound.
+        size = np.maximum(np.maximum(x[:, 2], x[:, 3]), c.min_size_px) * max(c.max_jump, c.max_jump_per_s * self.dt)
         too_far = dx * dx + dy * dy > (size * size)[:, None]
         hi = np.minimum(one_minus_iou * (1.0 / c.iou_cost), np.sqrt(d2 * (1.0 / c.gate_chi2)))
         hi[too_far] = np.inf

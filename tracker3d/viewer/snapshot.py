@@ -3,6 +3,7 @@ without a display, e.g. with Mesa's software Vulkan/EGL)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -10,6 +11,8 @@ import open3d as o3d
 
 from calib.stereo import StereoCalibration
 
+from ..errors import Tracker3DError
+from ..outputs.labels import Label, draw_labels
 from .scene import static_geometries, track_geometries
 from .state import ViewerState
 
@@ -95,9 +98,25 @@ def render(state: ViewerState, calib: Optional[StereoCalibration], path: Optiona
         for name, g in static_geometries(calib) + track_geometries(state, radius):
             r.scene.add_geometry(name, g, line if isinstance(g, o3d.geometry.LineSet) else unlit)
         r.setup_camera(o3d.camera.PinholeCameraIntrinsic(cam.width, cam.height, cam.K), cam.extrinsic)
-        img = np.asarray(r.render_to_image())
+        img = np.ascontiguousarray(np.asarray(r.render_to_image()))
     finally:
         del r
-    if path:
-        o3d.io.write_image(str(path), o3d.geometry.Image(np.ascontiguousarray(img)))
+    draw_id_labels(img, state, cam, radius)
+    if path and not (o3d.io.write_image(str(path), o3d.geometry.Image(img)) and Path(path).is_file()):
+        raise Tracker3DError(f"{path}: could not write the PNG")
     return img, cam
+
+
+def draw_id_labels(img: np.ndarray, state: ViewerState, cam: ViewCamera, radius: float) -> None:
+    """Write each track's ID beside its sphere (2D text at the projected centre, right of the
+    sphere's edge; nearby labels moved apart) and a header line (time, track count): RGB image."""
+    labels = [Label(f"t {state.t:.2f} s  {len(state.tracks)} tracks", (8, 20), (30, 30, 30), 0.5)]
+    for i in sorted(state.tracks):
+        v = state.tracks[i]
+        depth = float((cam.extrinsic[:3, :3] @ v.xyz + cam.extrinsic[:3, 3])[2])
+        if depth <= 0:
+            continue
+        u, vv = cam.project(v.xyz)[0]
+        r_px = cam.K[0, 0] * radius / depth
+        labels.append(Label(f"#{i}", (int(round(u + r_px + 3)), int(round(vv + 5))), (30, 30, 30), 0.5))
+    draw_labels(img, labels, outline=(255, 255, 255))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import colorsys
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -117,3 +118,56 @@ class NewestMessage:
         with self._lock:
             msg, self._msg = self._msg, None
             return msg
+
+    def waiting(self) -> bool:
+        """A message is in the box, not yet taken."""
+        with self._lock:
+            return self._msg is not None
+
+
+class RedrawPump:
+    """The receiving side of a display: waits for messages (a poll with a timeout, no spinning),
+    keeps only the newest (older queued ones are dropped undecoded: Subscriber.recv_newest), and
+    calls `wake()` -- only when a new message arrived, at most `fps` times a second, and never
+    while the previous wake is still undrawn -- so the display draws nothing when nothing changed
+    and never falls behind. The display calls `take()` for the message to draw.
+
+    `sub`: a streams Subscriber (or anything with recv_newest(timeout)). Run `run()` in a thread;
+    `stop.set()` ends it within `poll_s` seconds."""
+
+    def __init__(self, sub, wake: Callable[[], None], fps: float = 30.0, poll_s: float = 0.25):
+        self.sub = sub
+        self.wake = wake
+        self.period = 1.0 / fps
+        self.poll_s = poll_s
+        self.box = NewestMessage()
+        self.stop = threading.Event()
+        self.wakes = 0
+        self._drawn = threading.Event()  # set: the last wake was taken; a new one may be sent
+        self._drawn.set()
+
+    def run(self) -> None:
+        last = float("-inf")
+        while not self.stop.is_set():
+            # Waiting only for messages: poll_s; with one undrawn (a draw pending): a frame at most.
+            msg = self.sub.recv_newest(timeout=self.period if self.box.waiting() else self.poll_s)
+            if msg is not None:
+                self.box.put(msg)
+            if not self.box.waiting():
+                continue
+            early = last + self.period - time.monotonic()
+            if early > 0 and self.stop.wait(early):  # too soon after the last wake: wait, then
+                break
+            newer = self.sub.recv_newest(timeout=0)  # take what came meanwhile
+            if newer is not None:
+                self.box.put(newer)
+            if self._drawn.is_set():  # else the pending draw will take the newest message anyway
+                self._drawn.clear()
+                last = time.monotonic()
+                self.wakes += 1
+                self.wake()
+
+    def take(self) -> Optional[dict]:
+        """For the display, when woken: the newest message (None if already taken)."""
+        self._drawn.set()
+        return self.box.take()

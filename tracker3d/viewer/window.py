@@ -1,10 +1,10 @@
 """The interactive viewer window (Open3D GUI): a 3D scene and an info panel, fed by a
-background subscriber thread through a newest-message mailbox, redrawn at display rate."""
+background subscriber thread (state.RedrawPump) that wakes the window only when a new message
+arrived, at most `fps` times a second, always with the newest message."""
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Optional
 
 import open3d as o3d
@@ -16,23 +16,15 @@ from streams.publisher import Subscriber
 
 from .scene import static_geometries, track_geometries
 from .snapshot import default_camera
-from .state import NewestMessage, ViewerState
+from .state import RedrawPump, ViewerState
 
 log = logging.getLogger(__name__)
 
 
 def run_window(sub: Subscriber, calib: Optional[StereoCalibration], state: ViewerState, fps: float = 30.0,
                width: int = 1280, height: int = 760) -> dict:
-    """Open the window and draw until it is closed; returns counts (applied, stale, replaced)."""
-    box = NewestMessage()
-    stop = threading.Event()
-
-    def receive() -> None:
-        while not stop.is_set():
-            msg = sub.recv(timeout=0.2)
-            if msg is not None:
-                box.put(msg)
-
+    """Open the window and draw until it is closed; returns counts (applied, stale, replaced: messages
+    skipped for newer ones)."""
     app = gui.Application.instance
     app.initialize()
     win = app.create_window("tracker3d view", width, height)
@@ -85,8 +77,8 @@ def run_window(sub: Subscriber, calib: Optional[StereoCalibration], state: Viewe
     win.set_on_layout(layout)
     names: list[str] = []
 
-    def redraw() -> None:
-        msg = box.take()
+    def redraw() -> None:  # on the GUI thread, when the pump has a new message
+        msg = pump.take()
         if msg is None or not state.apply(msg):
             return
         for n in names:
@@ -100,22 +92,17 @@ def run_window(sub: Subscriber, calib: Optional[StereoCalibration], state: Viewe
         info.text = state.info_text()
         win.post_redraw()
 
-    def tick() -> None:
-        period = 1.0 / fps
-        while not stop.is_set():
-            time.sleep(period)
-            app.post_to_main_thread(win, redraw)
+    # Open3D redraws a window after every function posted to it: post only for a new message.
+    pump = RedrawPump(sub, wake=lambda: app.post_to_main_thread(win, redraw), fps=fps)
 
     def closing() -> bool:
-        stop.set()
+        pump.stop.set()
         return True
 
     win.set_on_close(closing)
-    threads = [threading.Thread(target=receive, daemon=True), threading.Thread(target=tick, daemon=True)]
-    for th in threads:
-        th.start()
+    receiver = threading.Thread(target=pump.run, daemon=True)
+    receiver.start()
     app.run()
-    stop.set()
-    for th in threads:  # the receiver polls the socket the caller closes next: wait for it
-        th.join(timeout=2.0)
-    return {"applied": state.applied, "stale": state.stale, "replaced": box.replaced}
+    pump.stop.set()
+    receiver.join(timeout=2.0)  # it polls the socket the caller closes next: wait for it
+    return {"applied": state.applied, "stale": state.stale, "replaced": pump.box.replaced + sub.skipped}

@@ -1,0 +1,162 @@
+"""The gate's steppers score alike: numpy vs torch on the CPU, the padded bucket step, the GPU's
+CUDA graphs (where CUDA is available), and a cache moved between devices mid-stream."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from persistence.data import synthetic_tracks
+from persistence.features import features, step_features
+from persistence.filter import TrackPersistenceFilter
+from persistence.model import ModelConfig, PersistenceTransformer
+from persistence.steppers import BUCKETS, CudaGraphStep, NumpyStep, bucket_of
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return PersistenceTransformer(ModelConfig(d_model=32, n_heads=2, d_ff=64, max_len=16)).eval()
+
+
+def _drive(gate, n_tracks=90, seed=1, step_every=7):
+    """Feed the gate frame by frame (tracks born and ending at different frames, now and then
+    several new rows at once); -> one score array per frame."""
+    ts = synthetic_tracks(n_tracks, seed, max_len=40)
+    born = np.random.default_rng(seed).integers(0, 12, len(ts))
+    out, t = [], 0
+    while t < ts.hist.shape[1] + 12:
+        step = 3 if t % step_every == 3 else 1
+        n = np.clip(t + step - born, 0, ts.lengths)
+        ids = np.flatnonzero((n > 0) & (t - born < ts.lengths))
+        out.append(gate(ids + 1000, ts.hist[ids], n[ids])[1])
+        gate.forget(np.flatnonzero((t + step - born >= ts.lengths) & (t - born < ts.lengths)) + 1000)
+        t += step
+    return out
+
+
+def _max_diff(a, b):
+    assert [len(x) for x in a] == [len(x) for x in b]
+    return max(float(np.abs(x - y).max(initial=0.0)) for x, y in zip(a, b))
+
+
+def test_numpy_step_scores_like_the_torch_step(monkeypatch):
+    m = _model()
+    torch_only = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), numpy_max=0), 25)
+    numpy_only = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), numpy_max=10 ** 6), 25)
+    assert sum(len(x) for x in numpy_only) > 300
+    assert _max_diff(torch_only, numpy_only) < 2e-6
+    monkeypatch.setattr(NumpyStep, "CHUNK", 7)  # large batches go in chunks: the same scores
+    chunked = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), numpy_max=10 ** 6), 25)
+    assert _max_diff(numpy_only, chunked) < 1e-6
+
+
+def test_step_features_equal_the_full_features_bit_for_bit():
+    """Random windows (young tracks with 0-2 context rows, repeated times, still objects,
+    unobserved rows, per-track image sizes): step_features == features at the new row."""
+    rng = np.random.default_rng(3)
+    N = 3000
+    win = np.zeros((N, 3, 7))
+    t = np.cumsum(rng.uniform(0, 0.05, (N, 3)), axis=1)
+    dup = rng.random(N) < 0.05
+    t[dup, 1] = t[dup, 0]
+    win[:, :, 0] = t
+    win[:, :, 1:3] = rng.uniform(0, 600, (N, 3, 2))
+    win[:, :, 3:5] = rng.uniform(0, 30, (N, 3, 2))
+    win[:, :, 3][rng.random((N, 3)) < 0.05] = 0
+    still = rng.random(N) < 0.1
+    win[still, :, 1:3] = win[still, :1, 1:3]
+    win[:, :, 5] = rng.random((N, 3))
+    win[:, :, 6] = rng.random((N, 3)) > 0.3
+    col = rng.integers(0, 3, N)
+    size = rng.uniform(100, 2000, (N, 2))
+    t_birth = t[:, 0] - rng.uniform(0, 3, N)
+    t_obs = np.where(rng.random(N) < 0.5, -np.inf, t_birth)
+    ref = features(win, col + 1, size, t_birth=t_birth, t_last_obs=t_obs)[np.arange(N), col]
+    np.testing.assert_array_equal(step_features(win, col, size, t_birth, t_obs), ref)
+
+
+def test_bucket_of_pads_to_the_next_bucket():
+    assert [bucket_of(n) for n in (1, 16, 17, 1000, 4096, 4097)] == [16, 16, 64, 1024, 4096, 8192]
+    assert BUCKETS == tuple(sorted(BUCKETS))
+
+
+def test_padded_bucket_step_scores_like_the_cpu_step():
+    """The GPU stepper's packing, padding rows on the scratch slot and cache growth, run eagerly
+    on the CPU (no graphs), give the CPU gate's scores."""
+    m = _model()
+    ref = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480)))
+    g = TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480))
+    g._gpu = CudaGraphStep(m, "cpu", 64, graphs=False)
+    g._prefer = [(0, "cuda")]
+    g._move_to(g._gpu)
+    got = _drive(g)
+    assert g._step is g._gpu and g._gpu.capacity >= 90  # grown past its first 64 slots
+    assert _max_diff(ref, got) < 2e-6
+
+
+def test_gate_moves_its_cache_when_the_count_crosses_a_measured_boundary(caplog):
+    """With 'cuda' preferred above 16 tracks (here a second CPU stepper stands in for the GPU),
+    the gate moves after SWITCH_AFTER frames over 16 tracks and back below; scores stay those of
+    a gate that never moved."""
+    m = _model()
+    ref = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480)), n_tracks=60)
+    g = TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480))
+    g.SWITCH_AFTER = 3
+    g._gpu = CudaGraphStep(m, "cpu", 64, graphs=False)
+    g._prefer = [(16, "cpu"), (0, "cuda")]
+    used = []
+    real = g._choose
+
+    def spy(n):
+        real(n)
+        used.append(g._step.name)
+
+    g._choose = spy
+    with caplog.at_level(logging.INFO, logger="persistence.filter"):
+        got = _drive(g, n_tracks=60)
+    assert "cuda" in used and used[0] == "cpu" and used[-1] == "cpu"
+    assert "moved to" in caplog.text
+    assert _max_diff(ref, got) < 2e-6
+
+
+def test_measured_pick_is_a_table_by_track_count_and_is_logged(caplog):
+    """_measure (what device='auto' runs when torch sees a GPU), with a CPU stand-in for the GPU:
+    one entry per bucket up to MEASURE_UP_TO, the last covering any count, a log line with both
+    times per bucket."""
+    m = _model()
+    g = TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480))
+    g._gpu = CudaGraphStep(m, "cpu", 64, graphs=False)
+    g.MEASURE_UP_TO = 64
+    with caplog.at_level(logging.INFO, logger="persistence.filter"):
+        g._measure()
+    assert [b for b, _ in g._prefer] == [16, 0]
+    assert {d for _, d in g._prefer} <= {"cpu", "cuda"}
+    assert g._preferred(10) == g._prefer[0][1] and g._preferred(5000) == g._prefer[1][1]
+    assert "16: cpu" in caplog.text and "64: cpu" in caplog.text and "starting on" in caplog.text
+
+
+@cuda
+def test_gpu_gate_scores_like_the_cpu_gate():
+    """CUDA graphs over buckets 16/64/256, the cache grown on the GPU: the CPU gate's scores."""
+    m = _model()
+    ref = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480)), n_tracks=300)
+    g = TrackPersistenceFilter(model=m, device="cuda", image_size=(640, 480))
+    got = _drive(g, n_tracks=300)
+    assert g.device.type == "cuda" and g._step.graphs and len(g._step._g) >= 2
+    assert _max_diff(ref, got) < 1e-5
+
+
+@cuda
+def test_auto_device_is_measured_and_logged(caplog):
+    with caplog.at_level(logging.INFO, logger="persistence.filter"):
+        g = TrackPersistenceFilter(model=_model(), device="auto", image_size=(640, 480))
+    assert "device auto: one step measured" in caplog.text and g.device.type in ("cpu", "cuda")
+    assert [b for b, _ in g._prefer][-1] == 0
+
+
+def test_auto_without_a_gpu_runs_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    g = TrackPersistenceFilter(model=_model(), device="auto", image_size=(640, 480))
+    assert g.device.type == "cpu" and g._gpu is None
