@@ -45,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gate-off", type=float, help="persistence gate: score below which a track stops being persistent")
     p.add_argument("--gate-device", default="auto", help="persistence gate: auto | cpu | cuda")
     p.add_argument("--image-size", help="WxH pixels of the images behind --det (the persistence gate needs it)")
-    p.add_argument("--lost-buffer", type=float, default=1.0, help="seconds a lost track is kept")
+    p.add_argument("--lost-buffer", type=float, default=0.5, help="seconds a lost track is kept (default 0.5: "
+                   "longer buffers re-acquired the wrong person after occlusions on MOT15 TUD boxes)")
     p.add_argument("--out", required=True, help="output tracks in MOTChallenge format")
     p.add_argument("--no-backfill", action="store_true", help="only rows from the frame a track is confirmed on (as a "
                    "live tracker reports); by default a confirmed track also gets rows for its earlier detections")
