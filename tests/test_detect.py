@@ -115,7 +115,7 @@ def test_onnx_errors(tmp_path):
     bad.write_bytes(b"\x08\x01garbage" * 50)
     with pytest.raises(Tracker3DError, match="not a loadable ONNX model"):
         OnnxDetector(str(bad))
-    with pytest.raises(Tracker3DError, match="expected bg, knn, marker or onnx"):
+    with pytest.raises(Tracker3DError, match="expected bg, knn, hog, hog-full, marker or onnx"):
         make_detector("yolo")
 
 

@@ -82,8 +82,12 @@ def test_cli_track2d_on_detections_and_eval(tmp_path, capsys):
     assert "HOTA" in text
     import json
     m = json.loads((tmp_path / "m.json").read_text())["2d"]
-    assert m["IDSW"] == 0 and m["FP"] == 0 and m["FN"] == 4  # 2 frames x 2 objects before confirmation
-    assert m["MOTA"] == pytest.approx(1 - 4 / 80)
+    assert m["IDSW"] == 0 and m["FP"] == 0 and m["FN"] == 0  # the 2 frames before confirmation back-filled
+    online = tmp_path / "online.txt"
+    assert main(["track2d", "--det", str(det), "--out", str(online), "--no-backfill"]) == 0
+    assert main(["eval", "--gt", str(gt), "--tracks", str(online), "--json", str(tmp_path / "o.json")]) == 0
+    assert json.loads((tmp_path / "o.json").read_text())["2d"]["FN"] == 4  # 2 frames x 2 objects before confirmation
+    assert m["MOTA"] == pytest.approx(1.0)
 
 
 def test_cli_track2d_video_and_eval_recording(tmp_path, capsys):

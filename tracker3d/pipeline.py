@@ -22,6 +22,7 @@ from streams.frames import FramePair
 
 from .detect import make_detector
 from .detect.detections import Detections
+from .detect.sizeprior import area_range_px
 from .stereo.associate import AssociationConfig, StereoAssociator
 from .stereo.track3d import PairObservation, Track3D, Track3DConfig, Tracker3D
 from .track2d.tracker import ByteTracker, TrackerConfig
@@ -55,6 +56,12 @@ class PipelineConfig:
     # The point of each 2D box that is triangulated: its centre, or the middle of its bottom edge
     # (a person's feet on the ground). 2D tracking and association always use the box centre.
     anchor: str = "center"
+    # Detector options (e.g. min_area, max_area, merge_px for bg), and a size prior in metres:
+    # objects of width x height between object_size_m[0:2] and object_size_m[2:4] at depths
+    # depth_m[0]..depth_m[1] set each camera's min_area/max_area from its focal lengths.
+    detector_options: dict = field(default_factory=dict)
+    object_size_m: Optional[tuple[float, float, float, float]] = None
+    depth_m: Optional[tuple[float, float]] = None
 
 
 @dataclass
@@ -90,6 +97,14 @@ def gate_counts_hits(gate) -> bool:
 class StereoPipeline:
     """detect -> track2d (both cameras) -> one gate call -> associate -> triangulate + 3D KF."""
 
+    def _detector_options(self, cam) -> dict:
+        """The configured detector options, with min/max area from the size prior in metres."""
+        kw = dict(self.cfg.detector_options)
+        if self.cfg.object_size_m is not None and self.cfg.depth_m is not None:
+            kw["min_area"], kw["max_area"] = area_range_px(cam.K[0, 0], cam.K[1, 1], self.cfg.object_size_m,
+                                                           self.cfg.depth_m)
+        return kw
+
     def __init__(self, calib: StereoCalibration, config: Optional[PipelineConfig] = None,
                  gate: Optional[Gate] = None, keep_log: bool = False):
         self.calib = calib
@@ -97,7 +112,8 @@ class StereoPipeline:
         if self.cfg.anchor not in ANCHORS:
             raise ValueError(f"anchor {self.cfg.anchor!r}: expected one of {', '.join(ANCHORS)}")
         self.gate = gate if gate is not None else HitCountGate(3, 1.0)
-        self.detectors = [make_detector(self.cfg.detector), make_detector(self.cfg.detector)]
+        self.detectors = [make_detector(self.cfg.detector, **self._detector_options(cam))
+                          for cam in (calib.cam0, calib.cam1)]
         self.trackers = [ByteTracker(self.cfg.tracker, self.gate, calib.cam0.image_size),
                          ByteTracker(self.cfg.tracker, self.gate, calib.cam1.image_size, gate_key_offset=CAM1_KEY_OFFSET)]
         self.associator = StereoAssociator(calib, self.cfg.association)

@@ -22,7 +22,14 @@ DEFAULT_GATE = "persistence"  # beats min_hits 1..6 end to end: tracker3d persis
 
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pipeline")
-    g.add_argument("--detector", default="bg", help="bg | knn | marker | onnx:MODEL.onnx (default bg)")
+    g.add_argument("--detector", default="bg", help="bg | knn | hog | hog-full | marker | onnx:MODEL.onnx (default bg)")
+    g.add_argument("--min-area", type=float, help="bg/knn/hog/marker: smallest blob, pixels^2 (bg default 6)")
+    g.add_argument("--max-area", type=float, help="bg/knn/hog/marker: largest blob, pixels^2 (bg default 40000)")
+    g.add_argument("--merge-px", type=float, help="bg/knn/hog: merge blobs whose boxes come within this many pixels")
+    g.add_argument("--object-size", metavar="W0,H0,W1,H1", help="size prior in metres from the calibration: objects "
+                   "from W0 x H0 to W1 x H1 m (with --depth-range; sets --min-area/--max-area per camera)")
+    g.add_argument("--depth-range", metavar="NEAR,FAR", help="metres from the cameras the objects are seen at "
+                   "(with --object-size)")
     g.add_argument("--gate", default=DEFAULT_GATE, choices=["hits", "persistence"],
                    help=f"which gate confirms 2D tracks: persistence = the learned TrackPersistenceFilter, "
                    f"hits = HitCountGate (default {DEFAULT_GATE})")
@@ -47,6 +54,38 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--anchor", default="center", choices=list(ANCHORS),
                    help="which point of a detection box is the object (triangulated and reported): its centre or "
                    "the middle of its bottom edge (default center; see README 'Your own detector')")
+
+
+def _floats(text: Optional[str], n: int, option: str) -> Optional[tuple]:
+    if text is None:
+        return None
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+        assert len(vals) == n
+    except (ValueError, AssertionError):
+        raise Tracker3DError(f"{option} {text}: expected {n} comma-separated numbers (metres)") from None
+    return vals
+
+
+def detector_options(args: argparse.Namespace) -> tuple[dict, Optional[tuple], Optional[tuple]]:
+    """(detector options, object size m, depth range m) from the size-prior options given."""
+    kw = {k: getattr(args, k) for k in ("min_area", "max_area", "merge_px") if getattr(args, k, None) is not None}
+    size = _floats(getattr(args, "object_size", None), 4, "--object-size")
+    depth = _floats(getattr(args, "depth_range", None), 2, "--depth-range")
+    if (size is None) != (depth is None):
+        raise Tracker3DError("--object-size and --depth-range go together (the size prior needs both)")
+    if size is not None and ("min_area" in kw or "max_area" in kw):
+        raise Tracker3DError("--object-size/--depth-range set the areas: drop --min-area/--max-area")
+    spec = str(getattr(args, "detector", "bg"))
+    if (kw or size) and spec.startswith("onnx:"):
+        raise Tracker3DError("--min-area/--max-area/--merge-px/--object-size: not for onnx detectors (the model decides)")
+    if "merge_px" in kw and spec == "marker":
+        raise Tracker3DError("--merge-px: only for the bg, knn and hog detectors")
+    if size is not None:
+        from ..detect.sizeprior import area_range_px
+
+        area_range_px(1.0, 1.0, size, depth)  # checks the values now, with a one-line error
+    return kw, size, depth
 
 
 def _bad(option: str, value, expected: str) -> Tracker3DError:
@@ -83,11 +122,13 @@ def check_pipeline_args(args: argparse.Namespace) -> None:
 
 def pipeline_from_args(args: argparse.Namespace):
     check_pipeline_args(args)
+    kw, size, depth = detector_options(args)
     box = getattr(args, "box_noise", None)  # None: by where the boxes come from (the pipeline decides)
     cfg = PipelineConfig(detector=args.detector, pixel_sigma=args.pixel_sigma, pixel_rel=box, truncated_rel=box,
                          track3d=Track3DConfig(model=args.model, max_coast_s=args.max_coast,
                                                max_pos_rel=None if box is None else (BOX_POS_REL if box > 0 else 0.0)),
-                         anchor=getattr(args, "anchor", "center"),
+                         anchor=getattr(args, "anchor", "center"), detector_options=kw, object_size_m=size,
+                         depth_m=depth,
                          # one detection thread per camera, unless each core already runs its own
                          # pipeline (tracker3d batch's worker processes set detect_threads False)
                          threads=getattr(args, "detect_threads", True))

@@ -1,6 +1,9 @@
 """Default detector: background subtraction (OpenCV MOG2 or KNN), no weights needed."""
 from __future__ import annotations
 
+import math
+from typing import Optional
+
 import cv2
 import numpy as np
 
@@ -8,6 +11,11 @@ from ..errors import Tracker3DError
 from .base import check_image, to_gray
 from .blobs import blobs_to_detections
 from .detections import Detections
+from .outdoor import FlutterMap, apply_gain, illumination_gain
+
+DEFAULT_FPS = 30.0  # frame rate assumed for the warm-up when the frame times do not advance
+GAIN_TAU_S = 1.0  # time constant of the illumination gain's average, seconds
+GAIN_MIN = 0.01  # a gain field within this of 1 everywhere is left alone (the model absorbs it)
 
 
 class BackgroundSubtractionDetector:
@@ -15,31 +23,52 @@ class BackgroundSubtractionDetector:
 
     The foreground mask comes from MOG2 (or KNN) on the colour image at `scale` x resolution
     (shadows, marked 127 by OpenCV, are dropped; colour keeps dark objects from being taken for
-    shadows). The learning rate is 1/frames for the first warmup_frames (a fast start), then learning_rate; cleaned by a morphological opening; blobs come
-    from connected components, with min_area/max_area in full-resolution pixels^2. Each blob's
-    centroid is the sub-pixel weighted centroid of the colour difference |frame - background| at
-    full resolution, where the background is a slow running average updated only where nothing
-    moves (so slow objects are not absorbed). The score is the blob's
-    mean contrast against that background divided by contrast_ref (grey levels), clipped to [0,1]:
-    a faint noise speck scores low, a solid object high.
+    shadows). Outdoors three things would flood it, and are handled before the blobs:
+    - a lighting change (clouds, sun, auto exposure): each frame is multiplied by a coarse gain
+      field (per 64-pixel cell) that brings its still pixels back to the learned background
+      (`illumination_gain`, averaged over GAIN_TAU_S so that frame-to-frame flicker is left to the
+      model), so the model sees constant lighting (`compensate=False`: off);
+    - the warm-up: the first `warmup_s` seconds of frame time (not a frame count: the same at any
+      frame rate; at least 8 frames; 30 fps assumed if the times do not advance) learn fast
+      (rate 1/frames), then the model is rebuilt from the per-pixel median of those frames (so
+      objects present from the start leave no ghosts) and learns slowly (`learning_rate`);
+      nothing is reported during the warm-up;
+    - persistent small oscillating motion (tape, leaves, flags): pixels whose foreground state
+      toggles more than `flutter_hz` times a second on average over the last ~`flutter_s` seconds
+      are taken as background (`FlutterMap`; 0 turns it off).
+    The mask is cleaned by a morphological opening; blobs come from connected components, with
+    fragments whose boxes come within `merge_px` pixels merged into one (0: no merging), and a size
+    prior min_area/max_area in full-resolution pixels^2 (see `sizeprior` for limits from a
+    calibration). Each detection's box is the blob's box; its centroid (an extra field, the point
+    that is tracked in 3D) is the sub-pixel weighted centroid of the colour difference
+    |frame - background| at full resolution, where the background is a slow running average
+    updated only where nothing moves (so slow objects are not absorbed). The score is the blob's
+    mean contrast against that background divided by contrast_ref (grey levels), clipped to [0,1].
     """
 
     def __init__(self, method: str = "mog2", scale: float = 0.5, min_area: float = 6.0, max_area: float = 40000.0,
-                 learning_rate: float = 0.002, warmup_frames: int = 60, history: int = 500, var_threshold: float = 16.0,
-                 contrast_ref: float = 40.0, open_kernel: int = 3, bg_alpha: float = 0.004):
+                 learning_rate: float = 0.002, warmup_s: float = 2.0, history: int = 500, var_threshold: float = 16.0,
+                 contrast_ref: float = 40.0, open_kernel: int = 3, bg_alpha: float = 0.004, merge_px: float = 0.0,
+                 compensate: bool = True, flutter_hz: float = 1.0, flutter_s: float = 8.0):
         if method not in ("mog2", "knn"):
             raise Tracker3DError(f"method {method!r}: expected mog2 or knn")
         if not 0.1 <= scale <= 1.0:
             raise Tracker3DError(f"scale {scale}: expected 0.1..1")
         if min_area < 0 or max_area <= min_area:
             raise Tracker3DError(f"min_area {min_area}, max_area {max_area}: expected 0 <= min_area < max_area")
+        if warmup_s < 0 or merge_px < 0 or flutter_hz < 0 or flutter_s <= 0:
+            raise Tracker3DError(f"warmup_s {warmup_s}, merge_px {merge_px}, flutter_hz {flutter_hz}, flutter_s "
+                                 f"{flutter_s}: expected non-negative values (flutter_s > 0)")
         self.method = method
         self.scale = float(scale)
         self.min_area, self.max_area = float(min_area), float(max_area)
         self.learning_rate = float(learning_rate)
         self.contrast_ref = float(contrast_ref)
         self.bg_alpha = float(bg_alpha)
-        self.warmup_frames = int(warmup_frames)
+        self.warmup_s = float(warmup_s)
+        self.merge_px = float(merge_px)
+        self.compensate = bool(compensate)
+        self.flutter = FlutterMap(flutter_hz, flutter_s) if flutter_hz > 0 else None
         self._make_sub = (lambda: cv2.createBackgroundSubtractorMOG2(history=history, varThreshold=var_threshold,
                                                                      detectShadows=True)) if method == "mog2" \
             else (lambda: cv2.createBackgroundSubtractorKNN(history=history, detectShadows=True))
@@ -50,6 +79,36 @@ class BackgroundSubtractionDetector:
         self._bg: np.ndarray | None = None
         self._size: tuple[int, int] | None = None
         self._frames = 0
+        self._t0: Optional[float] = None
+        self._t_prev: Optional[float] = None
+        self._warm_done = False  # the warm-up is over (its last frame was seen)
+        self._stride = 4  # keep every stride-th warm-up frame for the median
+        self._prev_mask: Optional[np.ndarray] = None
+        self.gain = np.ones((1, 1), np.float32)  # the last frame's illumination gain field (per 64 px cell)
+
+    @property
+    def warmup_frames(self) -> int:
+        """Warm-up length in frames at DEFAULT_FPS (the frame count when frame times do not advance)."""
+        return max(8, int(math.ceil(self.warmup_s * DEFAULT_FPS)))
+
+    def warmup_frames_at(self, fps: float) -> int:
+        """Frames the warm-up lasts at `fps` frames per second."""
+        return max(8, int(math.ceil(self.warmup_s * fps - 1e-9)))
+
+    def _in_warmup(self, t: float) -> tuple[bool, bool]:
+        """(this frame is in the warm-up, it is the warm-up's last frame)."""
+        if self._warm_done:
+            return False, False
+        if self._t0 is None:
+            self._t0 = float(t)
+        elapsed = float(t) - self._t0
+        if elapsed > 0 and self._frames == 2:  # keep ~15 frames for the median, whatever the rate
+            self._stride = max(1, int(round(self.warmup_frames_at(1.0 / elapsed) / 15)))
+        # The frames' own times when they advance (any frame rate), else the frame count at 30 fps.
+        n = self.warmup_frames_at((self._frames - 1) / elapsed) if elapsed > 0 else self.warmup_frames
+        if self._frames >= n:
+            self._warm_done = True
+        return self._frames <= n, self._frames >= n
 
     def _restart_from_median(self) -> None:
         """Objects present from the first frame were learned into the background during the
@@ -67,23 +126,44 @@ class BackgroundSubtractionDetector:
             self.sub.apply(np.where(moved, small, f), learningRate=1.0 / (i + 1))
         self._bg = full
 
+    def _compensate(self, src: np.ndarray, dt: float) -> np.ndarray:
+        """src scaled by the gain that matches its still pixels to the learned background,
+        averaged over GAIN_TAU_S: lighting drifts over seconds (clouds, the sun, exposure), while
+        frame-to-frame flicker is noise the model already absorbs."""
+        if self._bg is None or self._prev_mask is None:
+            return src
+        g = illumination_gain(src, self._bg, self._prev_mask, self.scale)
+        if self.gain.shape != g.shape:
+            self.gain = np.ones_like(g)
+        self.gain += (1.0 - math.exp(-dt / GAIN_TAU_S)) * (g - self.gain)
+        if np.abs(self.gain - 1.0).max() < GAIN_MIN:
+            return src
+        return apply_gain(src, self.gain)
+
     def detect(self, image: np.ndarray, t: float) -> Detections:
         check_image(image, self._size)
         if self._size is None:
             self._size = (image.shape[1], image.shape[0])
         src = image if image.ndim == 3 and image.shape[2] == 3 else to_gray(image)
+        self._frames += 1
+        warm, last = self._in_warmup(t)
+        dt = (float(t) - self._t_prev) if self._t_prev is not None and t > self._t_prev else 1.0 / DEFAULT_FPS
+        self._t_prev = float(t)
+        if self.compensate and not warm:
+            src = self._compensate(src, dt)
         small = src if self.scale == 1.0 else cv2.resize(src, None, fx=self.scale, fy=self.scale,
                                                          interpolation=cv2.INTER_AREA)
-        self._frames += 1
-        warm = self._frames <= self.warmup_frames
-        if warm and self._frames % 4 == 1:
+        if warm and (self._frames - 1) % self._stride == 0:
             self._warm.append((small, src))
-        if self._frames == self.warmup_frames and self._warm:
+        if last and self._warm:
             self._restart_from_median()
         fg = self.sub.apply(small, learningRate=1.0 / self._frames if warm else self.learning_rate)
         mask = cv2.threshold(fg, 200, 255, cv2.THRESH_BINARY)[1]  # drop shadows (127)
         if self.kernel is not None:
             mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.kernel)
+        if self.flutter is not None:
+            mask = self.flutter.update(mask, dt, learn=not warm)
+        self._prev_mask = mask
         if self._bg is None:
             self._bg = src.astype(np.float32)
         bg = self._bg
@@ -100,4 +180,4 @@ class BackgroundSubtractionDetector:
         if warm:  # no background yet: anything reported now would be a ghost later
             return Detections.empty()
         return blobs_to_detections(mask, weight, self._size, self.scale, self.min_area, self.max_area,
-                                   self.contrast_ref)
+                                   self.contrast_ref, merge_px=self.merge_px)

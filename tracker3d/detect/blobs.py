@@ -11,13 +11,15 @@ from .detections import Detections
 
 def blobs_to_detections(mask: np.ndarray, weight: Callable[[int, int, int, int], np.ndarray],
                         full_size: tuple[int, int], scale: float, min_area: float, max_area: float,
-                        contrast_ref: float) -> Detections:
+                        contrast_ref: float, merge_px: float = 0.0) -> Detections:
     """Blobs of `mask` (computed at `scale` x full resolution) as full-resolution Detections.
 
     weight(y0, y1, x0, x1): the full-resolution foreground strength (e.g. |frame - background|,
     grey levels) in a window; centroids are its weighted centroid inside each blob's box; score =
     mean strength of the box's strong pixels / contrast_ref, clipped to [0,1]. Areas and limits are
-    in full-resolution pixels^2.
+    in full-resolution pixels^2. With merge_px > 0, blobs whose boxes come within merge_px
+    (full-resolution pixels) of each other are fragments of one object (legs, torso): they are
+    merged (box = union, area = sum) before the size limits apply.
     """
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
@@ -25,6 +27,8 @@ def blobs_to_detections(mask: np.ndarray, weight: Callable[[int, int, int, int],
     st = stats[1:].astype(np.float64)
     inv = 1.0 / scale
     areas = st[:, cv2.CC_STAT_AREA] * inv * inv
+    if merge_px > 0 and len(st) > 1:
+        st, areas = merge_fragments(st, areas, merge_px * scale)
     keep = (areas >= min_area) & (areas <= max_area)
     st, areas = st[keep], areas[keep]
     if len(st) == 0:
@@ -49,3 +53,27 @@ def blobs_to_detections(mask: np.ndarray, weight: Callable[[int, int, int, int],
             scores[i] = 0.0
     boxes = np.column_stack([x0, y0, x1, y1]).astype(np.float64)
     return Detections(boxes, cents, np.clip(scores, 0.0, 1.0), areas)
+
+
+def merge_fragments(st: np.ndarray, areas: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Union the boxes (connectedComponents stats rows x, y, w, h, area) that come within `gap`
+    pixels of each other, transitively; areas are summed."""
+    from scipy.sparse.csgraph import connected_components
+
+    x0, y0 = st[:, 0], st[:, 1]
+    x1, y1 = x0 + st[:, 2], y0 + st[:, 3]
+    dx = np.maximum(x0[:, None], x0[None]) - np.minimum(x1[:, None], x1[None])  # > 0: horizontal gap
+    dy = np.maximum(y0[:, None], y0[None]) - np.minimum(y1[:, None], y1[None])
+    near = (dx <= gap) & (dy <= gap)
+    n, label = connected_components(near, directed=False)
+    if n == len(st):
+        return st, areas
+    out = np.empty((n, st.shape[1]))
+    out_a = np.zeros(n)
+    for k in range(n):
+        m = label == k
+        ax0, ay0, ax1, ay1 = x0[m].min(), y0[m].min(), x1[m].max(), y1[m].max()
+        out[k, :4] = (ax0, ay0, ax1 - ax0, ay1 - ay0)
+        out[k, 4:] = st[m, 4:].sum(axis=0)
+        out_a[k] = areas[m].sum()
+    return out, out_a

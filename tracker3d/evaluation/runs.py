@@ -76,7 +76,7 @@ def warmup_s(config: PipelineConfig, fps: float) -> float:
     if config.detector in ("bg", "mog2", "knn"):
         from ..detect.background import BackgroundSubtractionDetector
 
-        return BackgroundSubtractionDetector().warmup_frames / fps
+        return BackgroundSubtractionDetector().warmup_frames_at(fps) / fps
     return 0.0
 
 

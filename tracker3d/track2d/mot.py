@@ -32,12 +32,15 @@ class MotRows:
         return {k: np.asarray(v) for k, v in out.items()}
 
     def detections(self, frame: int, index: dict[int, np.ndarray]) -> Detections:
+        """Frame `frame`'s rows as Detections; conf -1 (MOTChallenge's 'not given', e.g. a tracker's
+        result used as detections) is a score of 1, other scores are clipped to [0, 1]."""
         idx = index.get(frame)
         if idx is None:
             return Detections.empty()
         b = self.boxes[idx]
+        conf = self.conf[idx]
         return Detections.from_boxes(np.column_stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]]),
-                                     np.clip(self.conf[idx], 0, 1))
+                                     np.where(conf == -1, 1.0, np.clip(conf, 0, 1)))
 
 
 def read_mot(path: str | os.PathLike) -> MotRows:
@@ -76,3 +79,31 @@ def write_mot(path: str | os.PathLike, rows: list[tuple]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for fr, tid, x, y, w, h, conf in rows:
             f.write(f"{int(fr)},{int(tid)},{x:.3f},{y:.3f},{w:.3f},{h:.3f},{conf:.4f},-1,-1,-1\n")
+
+
+def read_seqinfo(path: str | os.PathLike) -> dict:
+    """frameRate (frames per second), seqLength, imWidth, imHeight (pixels) of a MOTChallenge
+    seqinfo.ini; Tracker3DError naming the file and field when one is missing or not a number."""
+    import configparser
+
+    path = Path(path)
+    cp = configparser.ConfigParser()
+    try:
+        ok = cp.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise Tracker3DError(f"{path}: not a seqinfo.ini ({type(exc).__name__})") from None
+    if not ok or "Sequence" not in cp:
+        raise Tracker3DError(f"{path}: no [Sequence] section (MOTChallenge seqinfo.ini expected)")
+    out = {}
+    for k in ("frameRate", "seqLength", "imWidth", "imHeight"):
+        try:
+            v = float(cp["Sequence"][k])
+        except KeyError:
+            raise Tracker3DError(f"{path}: field '{k}' missing") from None
+        except ValueError:
+            raise Tracker3DError(f"{path}: field '{k}': expected a number, got {cp['Sequence'][k]!r}") from None
+        if not v > 0:
+            raise Tracker3DError(f"{path}: field '{k}': expected a positive number, got {v:g}")
+        out[k] = v if k == "frameRate" else int(v)
+    return out
+
