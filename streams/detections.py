@@ -82,8 +82,8 @@ class DetectionPair:
 
 def read_det_file(path: str | os.PathLike) -> dict[int, Boxes2D]:
     """A MOTChallenge detection file as {1-based frame: Boxes2D}. Columns: frame, id (ignored),
-    x, y, w, h (pixels, top-left + size), conf (default 1), class (column 8: an integer id, -1 or
-    absent = none). StreamError names the file, line and field on bad content."""
+    x, y, w, h (pixels, top-left + size), conf (default 1; -1 = not given = 1), class (column 8: an
+    integer id, -1 or absent = none). StreamError names the file, line and field on bad content."""
     path = Path(path)
     if not path.is_file():
         raise StreamError(f"{path}: detection file not found")
@@ -110,7 +110,9 @@ def read_det_file(path: str | os.PathLike) -> dict[int, Boxes2D]:
                 raise StreamError(f"{path}:{n}: field 'frame': expected an integer >= 1, got {parts[0]}")
             if vals[4] <= 0 or vals[5] <= 0:
                 raise StreamError(f"{path}:{n}: fields 'w','h': expected a positive box size, got {parts[4]},{parts[5]}")
-            conf = vals[6] if len(vals) > 6 else 1.0
+            # conf -1 is MOTChallenge's "not given" (a tracker's output used as detections): score 1,
+            # as read_mot does; clipped to 0 it made every box low-score
+            conf = vals[6] if len(vals) > 6 and vals[6] != -1 else 1.0
             cls = int(vals[7]) if len(vals) > 7 and vals[7] >= 0 else None
             rows.setdefault(int(vals[0]), []).append((vals[2], vals[3], vals[4], vals[5], conf, cls))
     out = {}

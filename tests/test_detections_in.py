@@ -32,6 +32,18 @@ def test_det_file_reads_mot_rows_as_xyxy_boxes_per_frame():
     assert first.scores[0] == 1.0 and first.classes is None  # column 8 is -1: no class
 
 
+def test_det_file_conf_minus_one_means_not_given_and_scores_one(tmp_path):
+    """MOTChallenge writes conf -1 for 'not given' (a tracker's output used as detections): it was
+    clipped to a score of 0, so every box was a low-score one; read_mot already read it as 1."""
+    from tracker3d.track2d.mot import read_mot
+
+    f = tmp_path / "det.txt"
+    f.write_text("1,-1,10,20,30,40,-1,-1,-1,-1\n1,-1,100,20,30,40,0.4,-1,-1,-1\n")
+    assert read_det_file(f)[1].scores.tolist() == [1.0, 0.4]
+    mot = read_mot(f)
+    assert mot.detections(1, mot.frames()).scores.tolist() == [1.0, 0.4]  # the same reading
+
+
 def test_det_file_with_a_bad_field_names_file_line_and_field(tmp_path):
     p = tmp_path / "det0.txt"
     p.write_text("1,-1,10,10,5,5,1\n2,-1,10,abc,5,5,1\n")
