@@ -95,14 +95,14 @@ class RateGuardedGate:
     `rates_hz` is (lowest, highest) frame rate, from the model card's `frame_rates_hz`; a rate
     within `tolerance` x of those bounds counts as inside. The rate is the median of the
     per-call intervals (the time between tracks' last two rows) over the first `settle_calls`
-    calls that have one, spanning at least `settle_s` seconds of stream time: one stalled frame
-    (a live loop busy at start-up, a detector rebuilding its background) must not decide it.
+    calls that have one (and at least `settle_s` seconds of stream time): one stalled frame (a
+    live loop busy at start-up, a detector rebuilding its background) must not decide it.
     Until then both gates see every call (so the learned gate's per-track state has no holes)
     and the fallback's answer is used; the choice then holds for the rest of the stream.
     """
 
     def __init__(self, learned: Gate, fallback: Gate, rates_hz: tuple[float, float], tolerance: float = 1.2,
-                 settle_calls: int = 5, settle_s: float = 1.0):
+                 settle_calls: int = 3, settle_s: float = 0.0):
         lo, hi = float(rates_hz[0]), float(rates_hz[1])
         if not (0 < lo <= hi):
             raise ValueError(f"rates_hz {rates_hz}: expected 0 < lowest <= highest frame rate")

@@ -65,7 +65,7 @@ def test_rate_guarded_gate_falls_back_to_hit_count_rule_at_2fps_with_one_log_lin
     learned = _AlwaysPersistent()
     gate = RateGuardedGate(learned, HitCountGate(3, 1.0), (15.0, 60.0))
     with caplog.at_level(logging.WARNING, logger="persistence.gate"):
-        for k in range(2, 10):  # a track with k rows at 2 fps (the rate is known after 5 calls, 2 s)
+        for k in range(2, 10):  # a track with k rows at 2 fps (the rate is known after 3 calls)
             h, n = _hist(np.arange(k) * 0.5, [1] * k)
             persistent, _ = gate(np.array([7]), h, n)
             assert bool(persistent[0]) == (k >= 3)  # the hit-count rule, not the learned gate
@@ -79,7 +79,7 @@ def test_rate_guarded_gate_falls_back_to_hit_count_rule_at_2fps_with_one_log_lin
 def test_rate_guarded_gate_keeps_the_learned_gate_at_its_rates(caplog):
     gate = RateGuardedGate(_AlwaysPersistent(), HitCountGate(3, 1.0), (15.0, 60.0))
     with caplog.at_level(logging.WARNING, logger="persistence.gate"):
-        for k in range(2, 40):  # one track at 30 fps for 1.3 s: the rate settles after 1 s
+        for k in range(2, 40):  # one track at 30 fps for 1.3 s: the rate settles after 3 frames
             gate(np.array([1]), *_hist(np.arange(k) / 30.0, [1] * k))
         h, n = _hist(np.array([0.0, 1 / 30]) + 40 / 30.0, [1, 1])
         assert gate(np.array([2]), h, n)[0][0]  # 2 hits: only the learned gate says yes
