@@ -212,9 +212,4 @@ class DetectionFolder(StereoSource):
         b0 = None if math.isnan(t0) else self.dets[0].get(idx + 1, empty)
         b1 = None if math.isnan(t1) else self.dets[1].get(idx + 1, empty)
         pair = DetectionPair(idx, t0, t1, b0, b1)
-        if self._pacer is not None:
-            self._pacer.wait(pair.t)
-        self.stats.pairs += 1
-        if not math.isnan(pair.skew):
-            self.stats.skews.append(pair.skew)
-        return pair
+        return self._hand_out(pair, self._pacer)

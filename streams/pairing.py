@@ -56,6 +56,16 @@ class StereoSource(Readable[FramePair]):
     def __init__(self) -> None:
         self.stats = PairStats()
 
+    def _hand_out(self, pair, pacer=None):
+        """A file source's pair on its way out: paced to its recorded time (`pacer`, realtime
+        replay), counted, and its skew noted when both cameras delivered."""
+        if pacer is not None:
+            pacer.wait(pair.t)
+        self.stats.pairs += 1
+        if not math.isnan(pair.skew):
+            self.stats.skews.append(pair.skew)
+        return pair
+
 
 Size = tuple[int, int]
 

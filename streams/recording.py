@@ -458,12 +458,7 @@ class RecordingReader(StereoSource):
                                       f"the calibration expects {want[0]}x{want[1]} for cam{k}")
         self._i += 1
         pair = FramePair(idx, t0, t1, img0 if not math.isnan(t0) else None, img1 if not math.isnan(t1) else None)
-        if self._pacer is not None:
-            self._pacer.wait(pair.t)
-        self.stats.pairs += 1
-        if not math.isnan(pair.skew):
-            self.stats.skews.append(pair.skew)
-        return pair
+        return self._hand_out(pair, self._pacer)
 
     def close(self) -> None:
         for c in self.caps:
