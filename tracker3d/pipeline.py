@@ -56,6 +56,9 @@ class PipelineConfig:
     threads: bool = True  # detect the two cameras side by side
     # run(): read and detect pair k+1 on a thread of its own while pair k is tracked and published
     pipelined: bool = True
+    # Detect on images downscaled by this factor (0 < s <= 1; cv2.resize INTER_AREA), positions mapped
+    # back to full-resolution pixels: for 1280x720 and above, where detection dominates the loop.
+    detect_scale: float = 1.0
     # The point of each 2D box that is triangulated: its centre, or the middle of its bottom edge
     # (a person's feet on the ground). 2D tracking and association always use the box centre.
     anchor: str = "center"
@@ -129,7 +132,7 @@ class StereoPipeline:
         if self.cfg.anchor not in ANCHORS:
             raise ValueError(f"anchor {self.cfg.anchor!r}: expected one of {', '.join(ANCHORS)}")
         self.gate = gate if gate is not None else HitCountGate(3, 1.0)
-        self.detectors = [make_detector(self.cfg.detector, **self._detector_options(cam))
+        self.detectors = [make_detector(self.cfg.detector, detect_scale=self.cfg.detect_scale, **self._detector_options(cam))
                           for cam in (calib.cam0, calib.cam1)]
         self.trackers = [ByteTracker(self.cfg.tracker, self.gate, calib.cam0.image_size),
                          ByteTracker(self.cfg.tracker, self.gate, calib.cam1.image_size, gate_key_offset=CAM1_KEY_OFFSET)]

@@ -54,6 +54,10 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--anchor", default="center", choices=list(ANCHORS),
                    help="which point of a detection box is the object (triangulated and reported): its centre or "
                    "the middle of its bottom edge (default center; see README 'Your own detector')")
+    g.add_argument("--detect-scale", type=float, default=1.0, metavar="FACTOR",
+                   help="detect on images downscaled by this factor (e.g. 0.5 at 1280x720 and above: about a "
+                   "quarter of the pixels), positions mapped back to full-resolution pixels at sub-pixel accuracy; "
+                   "size options stay in full-resolution pixels (default 1: no downscaling)")
     g.add_argument("--no-pipelining", action="store_true",
                    help="read and detect each pair only after the previous one was tracked and published (by "
                    "default the next pair is read and detected on a thread of its own meanwhile)")
@@ -121,6 +125,7 @@ def check_pipeline_args(args: argparse.Namespace) -> None:
     number("--pixel-sigma", getattr(args, "pixel_sigma", None), lambda v: v > 0, "pixels > 0")
     number("--max-coast", getattr(args, "max_coast", None), lambda v: v >= 0, "seconds >= 0")
     number("--box-noise", getattr(args, "box_noise", None), lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+    number("--detect-scale", getattr(args, "detect_scale", None), lambda v: 0 < v <= 1, "a factor in (0, 1]")
 
 
 def pipeline_from_args(args: argparse.Namespace):
@@ -137,7 +142,8 @@ def pipeline_from_args(args: argparse.Namespace):
                          threads=getattr(args, "detect_threads", True),
                          # the next pair is detected while this one is tracked, unless asked not to or
                          # each core already runs its own pipeline (no core is idle to overlap on)
-                         pipelined=getattr(args, "detect_threads", True) and not getattr(args, "no_pipelining", False))
+                         pipelined=getattr(args, "detect_threads", True) and not getattr(args, "no_pipelining", False),
+                         detect_scale=getattr(args, "detect_scale", 1.0))
     return cfg, make_gate(args)
 
 
