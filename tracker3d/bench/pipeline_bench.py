@@ -15,8 +15,10 @@ from ..sim import SimStereoSource, SimWorld, get_scene, gt_columns
 
 
 def run_scene(scene: str, seconds: float, seed: int = 0, objects: Optional[int] = None, width: int = 640,
-              height: int = 480, realtime: bool = False, gate: str = "default") -> dict:
-    """One scene through the loop; gate: 'default' (the CLI's default), 'persistence' or 'hits'."""
+              height: int = 480, realtime: bool = False, gate: str = "default", pipelined: bool = True) -> dict:
+    """One scene through the loop; gate: 'default' (the CLI's default), 'persistence' or 'hits';
+    pipelined: the next pair detected while this one is tracked (the CLI's default; its stage times
+    then include waiting for the other thread's share of the cores)."""
     from ..commands.common import DEFAULT_GATE
 
     kind = DEFAULT_GATE if gate == "default" else gate
@@ -25,7 +27,7 @@ def run_scene(scene: str, seconds: float, seed: int = 0, objects: Optional[int] 
         cfg = cfg.with_(n_objects=objects)
     world = SimWorld(cfg, seed=seed)
     src = SimStereoSource(world, realtime=realtime)
-    config = PipelineConfig()
+    config = PipelineConfig(pipelined=pipelined)
     if kind == "persistence":
         from persistence.filter import TrackPersistenceFilter
 
