@@ -22,7 +22,7 @@ import io
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -53,17 +53,17 @@ def variant_dirs(root: str | Path) -> list[tuple[str, Path]]:
     return found
 
 
-def _command_defaults():
-    """The pipeline configuration and gate that `tracker3d eval DIR` uses without options."""
+def _command_defaults(options: Sequence[str] = ()):
+    """The pipeline configuration and gate that `tracker3d eval DIR [options]` uses."""
     from ..commands.common import add_pipeline_args, pipeline_from_args
 
     p = argparse.ArgumentParser()
     add_pipeline_args(p)
-    return pipeline_from_args(p.parse_args([]))
+    return pipeline_from_args(p.parse_args(list(options)))
 
 
-def ours_3d(d: Path) -> dict:
-    config, gate = _command_defaults()
+def ours_3d(d: Path, options: Sequence[str] = ()) -> dict:
+    config, gate = _command_defaults(options)
     src = DetectionFolder.open_folder(d)
     views = [d / f"gt{c}.txt" for c in (0, 1)]
     return evaluate_source(src, src.calib, d / "gt.csv", config, gate, show_progress=False,
@@ -191,6 +191,8 @@ def wildtrack_rows(root: str | Path, progress: Optional[Callable] = None) -> lis
         res = ours_3d(d)
         fps = float(DetectionFolder.open_folder(d).fps)
         rows.append({"variant": name, "what": "3D ground plane", "method": "tracker3d", **res["ground"]})
+        rows.append({"variant": name, "what": "3D ground plane", "method": "tracker3d --ground",
+                     **ours_3d(d, ["--ground"])["ground"]})
         rows.append({"variant": name, "what": "3D ground plane", "method": "naive per-frame matching",
                      **naive_3d(d)["ground"]})
         if name == todo[0][0]:  # the oracle uses only the ground truth: the same for every variant
