@@ -23,7 +23,6 @@ import contextlib
 import io
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,7 +31,7 @@ import numpy as np
 from ..errors import Tracker3DError
 from ..evaluation.eval2d import FrameObjects, evaluate_2d, mot_frames
 from ..track2d.mot import read_mot, read_seqinfo, write_mot
-from .peers import have_trackers
+from .peers import ROBOFLOW_KINDS, have_trackers, track_boxes
 
 TUD = ("TUD-Campus", "TUD-Stadtmitte")
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
@@ -94,21 +93,10 @@ def ours(folder: Path, dets: dict[int, np.ndarray], n: int, fps: Optional[float]
 
 def roboflow(folder: Path, dets: dict[int, np.ndarray], n: int, kind: str, fps: float) -> dict:
     """SORT / ByteTrack / OC-SORT from roboflow `trackers`, frame by frame on the same boxes."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        import supervision as sv
-        from trackers import ByteTrackTracker, OCSORTTracker, SORTTracker
-    tracker = {"SORT": lambda: SORTTracker(frame_rate=fps, **SORT_PAPER),
-               "ByteTrack": lambda: ByteTrackTracker(frame_rate=fps),
-               "OC-SORT": lambda: OCSORTTracker(frame_rate=fps)}[kind]()
-    tracks = {}
-    for f in range(1, n + 1):
-        b = dets.get(f, np.zeros((0, 4)))
-        res = tracker.update(sv.Detections(xyxy=b.astype(np.float32), confidence=np.ones(len(b), np.float32)))
-        keep = res.tracker_id >= 0 if len(res) else np.zeros(0, bool)
-        tracks[f - 1] = FrameObjects(res.tracker_id[keep].astype(int) if len(res) else np.zeros(0, int),
-                                     boxes=res.xyxy[keep] if len(res) else np.zeros((0, 4)))
-    return _score(folder, tracks, n)
+    empty = np.zeros((0, 4))
+    frames = [(dets.get(f, empty), np.ones(len(dets.get(f, empty)))) for f in range(1, n + 1)]
+    out = track_boxes(kind, frames, fps, **(SORT_PAPER if kind == "SORT" else {}))
+    return _score(folder, dict(enumerate(out)), n)
 
 
 JITTER = 0.1  # the jittered copy of each sequence: boxes jitter like a CNN detector's (see jittered)
@@ -119,7 +107,7 @@ def tracker_rows(root: Path = DATA / "motmetrics_tud", progress: Optional[Callab
     """Rows {sequence, method, metrics...} for ours (detection and filtered boxes), SORT, ByteTrack
     and OC-SORT on each TUD sequence, and again on its boxes jittered by `jitter` (None: not)."""
     rows = []
-    peers = ("SORT", "ByteTrack", "OC-SORT") if have_trackers() else ()
+    peers = ROBOFLOW_KINDS if have_trackers() else ()
     for seq in (progress(TUD) if progress else TUD):
         folder = root / seq
         info = read_seqinfo(folder / "seqinfo.ini")

@@ -58,7 +58,7 @@ def run_wildtrack(args: argparse.Namespace) -> int:
     rows = wildtrack_rows(args.wildtrack, progress=lambda it: progress(it, "wildtrack"))
     res["wildtrack"] = rows
     print(f"WildTrack C1-C2 ({args.wildtrack}): 3D ground plane = x, y within 0.5 m, persons seen in either view; "
-          "2D view 0 = IoU 0.5 against gt0.txt; percent")
+          "2D view C = IoU 0.5 against gtC.txt; percent")
     print(format_rows(rows))
     if not have_trackers():
         print("SORT rows skipped: roboflow `trackers` is not installed (make install-bench)")
