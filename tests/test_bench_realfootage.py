@@ -25,6 +25,10 @@ def test_trackers_on_real_boxes_are_scored_against_mot15_ground_truth():
         assert ours["FN"] >= shipped["FN"] - 20  # the same boxes cannot find many more people
         if have_trackers():
             assert {(seq, m) for m in ("SORT", "ByteTrack", "OC-SORT")} <= set(by)
+        # Boxes that jitter like a CNN detector's: the filtered box keeps more of them above IoU 0.5.
+        jit = f"{seq} +{rf.JITTER:g} jitter"
+        raw, filtered = by[(jit, "tracker3d track2d")], by[(jit, "track2d --box filtered")]
+        assert filtered["MOTA"] > raw["MOTA"] + 0.02 and filtered["FN"] < raw["FN"]
 
 
 def _mot_folder(tmp_path: Path) -> Path:
