@@ -4,8 +4,14 @@ import math
 
 import numpy as np
 
-from tracker3d.bench.gate_speed import format_rows as format_gates, gate_speed
-from tracker3d.bench.pipeline_bench import format_p99, format_rows, run_scene
+from tracker3d.bench.gate_speed import format_rows as format_gates
+from tracker3d.bench.gate_speed import gate_speed
+from tracker3d.bench.pipeline_bench import (
+    format_p99,
+    format_rows,
+    format_scaling,
+    run_scene,
+)
 
 
 def test_pipeline_row_times_every_stage_and_publishes_to_a_real_subscriber():
@@ -18,6 +24,7 @@ def test_pipeline_row_times_every_stage_and_publishes_to_a_real_subscriber():
         assert r[f"{stage}_ms_median"] > 0, stage
         assert r[f"{stage}_ms_p99"] >= r[f"{stage}_ms_median"], stage
     assert r["pairs_per_s"] > 0 and math.isfinite(r["rmse_m"])
+    assert r["live_tracks_median"] == 1 and r["assoc3d_ms_per_track"] > 0 and r["dropped"] == 0
     table = format_rows([r]).splitlines()
     assert len(table) == 2 and "pub" in table[0] and table[1].split()[4] == "hits"
     assert len(format_p99([r]).splitlines()) == 2
@@ -29,3 +36,17 @@ def test_gate_speed_scores_every_frame_and_reports_the_device():
     assert np.isfinite([r["ms_median"], r["ms_p99"], r["full_pass_ms"], r["hits_ms"]]).all()
     assert r["ms_p99"] >= r["ms_median"] > 0
     assert "cpu, 1 thread" in format_gates([r])
+
+
+def test_scaling_line_gives_association_and_3d_per_live_track_as_ratios_to_10_objects():
+    def row(scene, n, ms, live, mode="fast", res="640x480"):
+        return {"scene": scene, "objects": n, "mode": mode, "resolution": res, "gate": "persistence",
+                "assoc3d_ms_per_track": ms, "live_tracks_median": live}
+
+    rows = [row("default", 10, 0.2, 9, mode="live"), row("default", 10, 0.1, 9), row("default", 10, 0.5, 9, res="1280x720"),
+            row("crowd", 200, 0.25, 140), row("crowd", 1000, 0.4, 600)]
+    line = format_scaling(rows)
+    assert "10 objects 0.100 ms (9 live tracks)" in line
+    assert "200 objects 0.250 ms (140 live tracks, 2.50x of 10)" in line and "1000 objects 0.400 ms" in line
+    assert "4.00x of 10" in line and "<= 1.5x" in line
+    assert format_scaling(rows[:3]) == ""  # no 200-object row: no ratio

@@ -23,6 +23,7 @@ FORBIDDEN = {
     **{stage: ("streams",) + APP for stage in STAGES},
     "tracker3d.pipeline": ("tracker3d.commands", "tracker3d.cli", "tracker3d.bench", "tracker3d.evaluation",
                            "tracker3d.outputs", "tracker3d.viewer", "tracker3d.sim"),
+    "tracker3d.handoff": ("streams", "calib", "persistence") + STAGES + APP,  # threads only: knows no data
     "tracker3d.run2d": ("tracker3d.commands", "tracker3d.cli", "tracker3d.bench", "tracker3d.evaluation",
                         "tracker3d.outputs", "tracker3d.viewer", "tracker3d.sim", "streams"),
     "tracker3d.evaluation": ("tracker3d.commands", "tracker3d.cli", "tracker3d.bench", "tracker3d.viewer"),

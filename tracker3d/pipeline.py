@@ -24,6 +24,7 @@ from .detect import make_detector
 from .detect.detections import Detections
 from .detect.sizeprior import area_range_px
 from .errors import Tracker3DError
+from .handoff import EMPTY, END, HandOff, ProducerThread
 from .stereo.associate import AssociationConfig, StereoAssociator
 from .stereo.claim import ClaimConfig, claim_view, project_predictions
 from .stereo.track3d import PairObservation, Track3D, Track3DConfig, Tracker3D
@@ -63,6 +64,11 @@ class PipelineConfig:
     # noise (0: not at all; None: as pixel_rel)
     sync_correction: bool = True  # move camera 1's pixels to camera 0's capture time (shutter skew)
     threads: bool = True  # detect the two cameras side by side
+    # run(): read and detect pair k+1 on a thread of its own while pair k is tracked and published
+    pipelined: bool = True
+    # Detect on images downscaled by this factor (0 < s <= 1; cv2.resize INTER_AREA), positions mapped
+    # back to full-resolution pixels: for 1280x720 and above, where detection dominates the loop.
+    detect_scale: float = 1.0
     # The point of each 2D box that is triangulated: its centre, or the middle of its bottom edge
     # (a person's feet on the ground). 2D tracking and association always use the box centre.
     anchor: str = "center"
@@ -77,6 +83,20 @@ class PipelineConfig:
     # layer of heights the tracks keep to (two objects on one epipolar line do not), and a 3D track
     # that one camera loses is kept and updated by the other (one view fixes a point of known height).
     ground: bool = False
+
+
+@dataclass
+class Detected:
+    """One pair after detection (StereoPipeline.detect): each camera's Detections (pixels; None =
+    no frame from that camera) with their capture times t0/t1 (seconds; NaN with None)."""
+
+    pair: FramePair | DetectionPair
+    t0: float
+    t1: float
+    det0: Optional[Detections]
+    det1: Optional[Detections]
+    detect_ms: float
+    outside: bool  # boxes from an outside detector (DetectionPair)
 
 
 @dataclass
@@ -129,7 +149,7 @@ class StereoPipeline:
         self.gate = gate if gate is not None else HitCountGate(3, 1.0)
         if self.cfg.ground:
             self.cfg = self._ground_config(self.cfg, calib)
-        self.detectors = [make_detector(self.cfg.detector, **self._detector_options(cam))
+        self.detectors = [make_detector(self.cfg.detector, detect_scale=self.cfg.detect_scale, **self._detector_options(cam))
                           for cam in (calib.cam0, calib.cam1)]
         self.trackers = [ByteTracker(self.cfg.tracker, self.gate, calib.cam0.image_size),
                          ByteTracker(self.cfg.tracker, self.gate, calib.cam1.image_size, gate_key_offset=CAM1_KEY_OFFSET)]
@@ -226,17 +246,25 @@ class StereoPipeline:
     def step(self, pair: FramePair | DetectionPair) -> Frame3D:
         """One stereo time step: images (FramePair, detected here) or an outside detector's boxes
         (DetectionPair: boxes, scores and classes as Detections)."""
-        if isinstance(pair, DetectionPair):
-            c0 = time.perf_counter()
-            d0, d1 = self.detections_from_boxes(pair.boxes0), self.detections_from_boxes(pair.boxes1)
-            return self.step_detections(pair.index, pair.t0, pair.t1, d0, d1, wall=pair.wall,
-                                        detect_ms=(time.perf_counter() - c0) * 1e3)
+        return self.track(self.detect(pair))
+
+    def detect(self, pair: FramePair | DetectionPair) -> Detected:
+        """The detection half of step(): touches only the detectors (the pipelined loop runs it on
+        its own thread, one pair ahead of track())."""
         c0 = time.perf_counter()
+        if isinstance(pair, DetectionPair):
+            d0, d1 = self.detections_from_boxes(pair.boxes0), self.detections_from_boxes(pair.boxes1)
+            return Detected(pair, pair.t0, pair.t1, d0, d1, (time.perf_counter() - c0) * 1e3, outside=True)
         d0, d1 = self._detect(pair)
-        return self.step_detections(pair.index, pair.t0 if pair.img0 is not None else math.nan,
-                                    pair.t1 if pair.img1 is not None else math.nan,
-                                    d0 if pair.img0 is not None else None, d1 if pair.img1 is not None else None,
-                                    wall=pair.wall, detect_ms=(time.perf_counter() - c0) * 1e3, outside=False)
+        return Detected(pair, pair.t0 if pair.img0 is not None else math.nan,
+                        pair.t1 if pair.img1 is not None else math.nan,
+                        d0 if pair.img0 is not None else None, d1 if pair.img1 is not None else None,
+                        (time.perf_counter() - c0) * 1e3, outside=False)
+
+    def track(self, d: Detected) -> Frame3D:
+        """The rest of step() for a detected pair (in pair order: the trackers' state moves on)."""
+        return self.step_detections(d.pair.index, d.t0, d.t1, d.det0, d.det1, wall=d.pair.wall,
+                                    detect_ms=d.detect_ms, outside=d.outside)
 
     def detections_from_boxes(self, boxes: Optional[Boxes2D]) -> Optional[Detections]:
         if boxes is None:
@@ -673,16 +701,20 @@ class RunStats:
     pairs_in: int = 0
     processed: int = 0
     published: int = 0
+    # live, pipelined: detected pairs replaced by a newer one before tracking took them (newest wins)
+    dropped_stale: int = 0
     timings: dict[str, StreamingQuantiles] = field(
         default_factory=lambda: {s: StreamingQuantiles() for s in STAGES + ("latency",)})
     tracks_max: int = 0
     wall_s: float = 0.0
+    pipelined: bool = False
     warnings: list[str] = field(default_factory=list)  # said once each by the pipeline
 
     def summary(self, source_stats: Optional[dict] = None, publisher=None) -> dict:
         out = {"pairs_in": self.pairs_in, "processed": self.processed, "published": self.published,
                "tracks_max": self.tracks_max, "wall_s": round(self.wall_s, 3),
-               "pairs_per_s": self.processed / self.wall_s if self.wall_s > 0 else float("nan")}
+               "pairs_per_s": self.processed / self.wall_s if self.wall_s > 0 else float("nan"),
+               "pipelined": self.pipelined, "dropped_stale": self.dropped_stale}
         for k, v in self.timings.items():
             if len(v):
                 out[f"{k}_ms_median"] = v.quantile(0.5)
@@ -696,54 +728,94 @@ class RunStats:
         return out
 
 
+PIPELINE_QUEUE = 1  # detected pairs that may wait for tracking (one more is being detected)
+STOP_POLL_S = 0.1  # the tracking thread checks stop() at least this often while it waits
+
+
 def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Callable[[Frame3D], None]] = None,
         recorder=None, max_pairs: Optional[int] = None, progress=None,
-        stop: Optional[Callable[[], bool]] = None) -> RunStats:
+        stop: Optional[Callable[[], bool]] = None, pipelined: Optional[bool] = None) -> RunStats:
     """Drive `pipeline` with pairs from `source` until it ends (or Ctrl-C / stop()).
 
     Live sources hand over only their newest pair (a slow loop drops, never queues); recordings
-    and files are lossless. Each processed pair may be recorded, is published, and goes to on_frame.
+    and files are lossless. Each processed pair goes to recorder.write (just before it is
+    tracked), is published, and goes to on_frame, all on the calling thread and in pair order.
     progress: an object with update(n) and close() (a tqdm bar), advanced per processed pair.
+    pipelined (default: the pipeline's config): a thread reads and detects the next pair while
+    this one is tracked and published, through a hand-off of PIPELINE_QUEUE pairs: lossless for
+    files and recordings (same pairs, same order, same tracks as the plain loop), newest-wins for
+    a live source (a stale detected pair is replaced: RunStats.dropped_stale). Latency is always
+    from the pair's capture (or arrival) to its publication.
     """
     st = RunStats()
+    if pipelined is None:
+        pipelined = bool(getattr(getattr(pipeline, "cfg", None), "pipelined", False))
+    st.pipelined = pipelined
+    live = bool(getattr(source, "live", False))
     start = time.perf_counter()
     bar = progress
-    try:
-        while max_pairs is None or st.processed < max_pairs:
+
+    def arrivals(halted: Callable[[], bool]):
+        """Pairs as they are read, with their capture (or arrival) wall time, counted in."""
+        while not halted() and (live or max_pairs is None or st.pairs_in < max_pairs):
             if stop is not None and stop():
-                break
+                return
             pair = source.read(timeout=0.5)
             if pair is None:
-                if getattr(source, "live", False) and not getattr(source, "ended", False):
+                if live and not getattr(source, "ended", False):
                     continue  # a live source had nothing new yet
-                break
-            arrived = time.time()
+                return
             captured = math.isfinite(pair.wall)  # files and recordings have no capture wall time
             if not captured:
-                pair.wall = arrived
+                pair.wall = time.time()
             st.pairs_in += 1
-            if recorder is not None:
-                recorder.write(pair)
-            f3 = pipeline.step(pair)
-            c = time.perf_counter()
-            latency = (time.time() - pair.wall) * 1e3  # the summary's: from arrival where not captured
-            f3.latency_ms = latency if captured else None
-            if publisher is not None:
-                publisher.publish(f3.index, f3.t, f3.tracks, latency_ms=f3.latency_ms)
-                st.published += 1
-            f3.timings["publish"] = (time.perf_counter() - c) * 1e3
-            for k, v in f3.timings.items():
-                st.timings[k].add(v)
-            st.timings["latency"].add(latency)
-            st.processed += 1
-            st.tracks_max = max(st.tracks_max, len(f3.tracks))
-            if on_frame is not None:
-                on_frame(f3)
-            if bar is not None:
-                bar.update(1)
+            yield pair, captured
+
+    def finish(det: Detected, captured: bool) -> None:
+        """Track, publish and hand on one detected pair."""
+        if recorder is not None:
+            recorder.write(det.pair)
+        f3 = pipeline.track(det)
+        c = time.perf_counter()
+        latency = (time.time() - det.pair.wall) * 1e3  # the summary's: from arrival where not captured
+        f3.latency_ms = latency if captured else None
+        if publisher is not None:
+            publisher.publish(f3.index, f3.t, f3.tracks, latency_ms=f3.latency_ms)
+            st.published += 1
+        f3.timings["publish"] = (time.perf_counter() - c) * 1e3
+        for k, v in f3.timings.items():
+            st.timings[k].add(v)
+        st.timings["latency"].add(latency)
+        st.processed += 1
+        st.tracks_max = max(st.tracks_max, len(f3.tracks))
+        if on_frame is not None:
+            on_frame(f3)
+        if bar is not None:
+            bar.update(1)
+
+    stage = None
+    try:
+        if not pipelined:
+            for pair, captured in arrivals(lambda: max_pairs is not None and st.processed >= max_pairs):
+                finish(pipeline.detect(pair), captured)
+        else:
+            handoff = HandOff(PIPELINE_QUEUE, newest_wins=live)
+            stage = ProducerThread(lambda halted: ((pipeline.detect(p), c) for p, c in arrivals(halted)),
+                                   handoff, name="read-detect").start()
+            while max_pairs is None or st.processed < max_pairs:
+                if stop is not None and stop():
+                    break
+                item = handoff.take(timeout=STOP_POLL_S)
+                if item is END:
+                    break
+                if item is not EMPTY:
+                    finish(*item)
     except KeyboardInterrupt:
         log.info("interrupted: shutting down")
     finally:
+        if stage is not None:
+            stage.stop()
+            st.dropped_stale = stage.handoff.dropped
         st.wall_s = time.perf_counter() - start
         st.warnings = list(getattr(pipeline, "warnings", []))
         if bar is not None:

@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Optional
 
+import numpy as np
 import zmq
 
 from ..evaluation.runs import Collector, warmup_s
@@ -35,15 +36,25 @@ def run_scene(scene: str, seconds: float, seed: int = 0, objects: Optional[int] 
         g = HitCountGate(3, 1.0)
     pipe = StereoPipeline(world.calib, config, gate=g)
     col = Collector(pipe)
+    per_track, live = [], []
+
+    def on_frame(f3):
+        col(f3)
+        if f3.tracks:  # association + 3D of this pair, per live (reported) 3D track
+            per_track.append((f3.timings["associate"] + f3.timings["triangulate_kf"]) / len(f3.tracks))
+            live.append(len(f3.tracks))
+
     with _LoopbackSubscriber() as sub:
-        stats = run(src, pipe, publisher=sub.publisher, on_frame=col)
+        stats = run(src, pipe, publisher=sub.publisher, on_frame=on_frame)
     pipe.close()
     m = col.evaluate(gt_columns(src.gt), cfg.frame_rate, warmup_s(config, cfg.frame_rate))["3d"]
     s = stats.summary(src.stats.as_dict())
     return {
         "scene": scene, "gate": kind, "objects": cfg.n_objects, "resolution": f"{width}x{height}",
-        "mode": "live" if realtime else "fast", "pairs_per_s": s["pairs_per_s"], "dropped": src.stats.overwritten,
-        "zmq_received": sub.received,
+        "mode": "live" if realtime else "fast", "pairs_per_s": s["pairs_per_s"],
+        "dropped": src.stats.overwritten + stats.dropped_stale, "zmq_received": sub.received,
+        "live_tracks_median": float(np.median(live)) if live else 0.0,
+        "assoc3d_ms_per_track": float(np.median(per_track)) if per_track else float("nan"),
         **{k: v for k, v in s.items() if k.endswith("_ms_median") or k.endswith("_ms_p99")},
         "IDF1": m["IDF1"], "MOTA": m["MOTA"], "rmse_m": m["rmse_m"], "bound_m": m["bound_m"],
         "false_tracks": m["false_tracks"], "time_to_track_s": m["time_to_track_s_median"],
@@ -108,13 +119,32 @@ def format_rows(rows: list[dict]) -> str:
     """The end-to-end table: throughput, latency, stage medians and accuracy, one row per run."""
     lines = [_row_head() + f"{'pairs/s':>8s} {'lat p50':>8s} {'lat p99':>8s} "
              + " ".join(f"{short:>6s}" for _, short in _COLUMNS)
-             + f" {'IDF1':>6s} {'RMSE cm':>8s} {'bound':>6s} {'false':>5s}"]
+             + f" {'a+3d/tr':>7s} {'IDF1':>6s} {'RMSE cm':>8s} {'bound':>6s} {'false':>5s}"]
     for r in rows:
         lines.append(
             _row_key(r) + f"{r['pairs_per_s']:8.1f} {r['latency_ms_median']:8.2f} {r['latency_ms_p99']:8.2f} "
             + " ".join(f"{r[f'{key}_ms_median']:6.2f}" for key, _ in _COLUMNS)
+            + f" {r['assoc3d_ms_per_track']:7.3f}"
             + f" {r['IDF1']:6.3f} {r['rmse_m'] * 100:8.1f} {r['bound_m'] * 100:6.1f} {r['false_tracks']:5d}")
     return "\n".join(lines)
+
+
+SCALING_TARGET = 1.5  # issue 17: association + 3D per pair per live track, 200 objects vs 10
+
+
+def format_scaling(rows: list[dict]) -> str:
+    """One line: association + 3D ms per pair per live 3D track at 10, 200 (and 1000) objects,
+    as ratios to 10 (fast 640x480 rows with the default gate), or '' without both."""
+    fast = {r["objects"]: r for r in rows if r["mode"] == "fast" and r["resolution"] == "640x480"
+            and r["gate"] == rows[0]["gate"] and r["scene"] in ("default", "crowd")}
+    if 10 not in fast or 200 not in fast:
+        return ""
+    base = fast[10]["assoc3d_ms_per_track"]
+    parts = [f"{n} objects {fast[n]['assoc3d_ms_per_track']:.3f} ms ({fast[n]['live_tracks_median']:.0f} live tracks"
+             + (f", {fast[n]['assoc3d_ms_per_track'] / base:.2f}x of 10)" if n != 10 else ")")
+             for n in sorted(fast)]
+    return (f"association + 3D, ms per pair per live 3D track (median over pairs with tracks): {', '.join(parts)}; "
+            f"target for 200 vs 10: <= {SCALING_TARGET}x")
 
 
 def format_p99(rows: list[dict]) -> str:
@@ -128,12 +158,14 @@ def pipeline_rows(quick: bool, progress=None) -> list[dict]:
     """The bench's runs with the CLI's default gate, plus the hit-count rule on the same 640x480
     scenes so the learned gate's cost and effect are measured in the same run."""
     if quick:
-        plan = [("default", 10, 640, 480, True, 6.0, "default"), ("default", 10, 640, 480, False, 6.0, "default")]
+        plan = [("default", 10, 640, 480, True, 6.0, "default"), ("default", 10, 640, 480, False, 6.0, "default"),
+                ("crowd", 200, 640, 480, False, 3.0, "default")]
     else:
         plan = [("default", 10, 640, 480, True, 12.0, "default"), ("default", 10, 640, 480, True, 12.0, "hits"),
                 ("default", 10, 640, 480, False, 12.0, "default"), ("default", 10, 640, 480, False, 12.0, "hits"),
                 ("default", 10, 1280, 720, False, 8.0, "default"), ("sparse", 1, 640, 480, False, 8.0, "default"),
-                ("swarm", 50, 640, 480, False, 8.0, "default"), ("crowd", 200, 640, 480, False, 6.0, "default")]
+                ("swarm", 50, 640, 480, False, 8.0, "default"), ("crowd", 200, 640, 480, False, 6.0, "default"),
+                ("crowd", 1000, 640, 480, False, 5.0, "default")]
     rows = []
     for scene, n, w, h, live, secs, gate in (progress(plan) if progress else plan):
         rows.append(run_scene(scene, secs, objects=n, width=w, height=h, realtime=live, gate=gate))

@@ -123,15 +123,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {d['resolution']:>9s}: {d['ms_median']:.2f} ms median, {d['ms_p99']:.2f} ms p99, "
               f"recall {d['recall']:.3f}")
 
-    from ..bench.pipeline_bench import format_p99, pipeline_rows
+    from ..bench.pipeline_bench import format_p99, format_scaling, pipeline_rows
     from ..bench.pipeline_bench import format_rows as format_pipeline
 
     res["pipeline"] = pipeline_rows(args.quick, progress=lambda it: progress(it, "pipeline"))
     print("\nstereo pipeline end to end (sim; 'live' = paced at 30 fps, latency = capture -> published; "
           "'fast' = as fast as possible; gate: learn = learned persistence gate (the default), "
-          "hits = min_hits 3; stage times ms median; RMSE of 3D tracks vs ground truth, "
+          "hits = min_hits 3; stage times ms median; a+3d/tr = association + 3D ms per live 3D track; "
+          "RMSE of 3D tracks vs ground truth, "
           "bound = triangulation limit for the 2D noise measured)")
     print(format_pipeline(res["pipeline"]))
+    scaling = format_scaling(res["pipeline"])
+    if scaling:
+        print(scaling)
     print("\nper-stage p99 (ms) of the same runs")
     print(format_p99(res["pipeline"]))
 

@@ -58,6 +58,13 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--anchor", default="center", choices=list(ANCHORS),
                    help="which point of a detection box is the object (triangulated and reported): its centre or "
                    "the middle of its bottom edge (default center; see README 'Your own detector')")
+    g.add_argument("--detect-scale", type=float, default=1.0, metavar="FACTOR",
+                   help="detect on images downscaled by this factor (e.g. 0.5 at 1280x720 and above: about a "
+                   "quarter of the pixels), positions mapped back to full-resolution pixels at sub-pixel accuracy; "
+                   "size options stay in full-resolution pixels (default 1: no downscaling)")
+    g.add_argument("--no-pipelining", action="store_true",
+                   help="read and detect each pair only after the previous one was tracked and published (by "
+                   "default the next pair is read and detected on a thread of its own meanwhile)")
 
 
 def _floats(text: Optional[str], n: int, option: str) -> Optional[tuple]:
@@ -122,6 +129,7 @@ def check_pipeline_args(args: argparse.Namespace) -> None:
     number("--pixel-sigma", getattr(args, "pixel_sigma", None), lambda v: v > 0, "pixels > 0")
     number("--max-coast", getattr(args, "max_coast", None), lambda v: v >= 0, "seconds >= 0")
     number("--box-noise", getattr(args, "box_noise", None), lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+    number("--detect-scale", getattr(args, "detect_scale", None), lambda v: 0 < v <= 1, "a factor in (0, 1]")
 
 
 def pipeline_from_args(args: argparse.Namespace):
@@ -135,7 +143,11 @@ def pipeline_from_args(args: argparse.Namespace):
                          depth_m=depth, ground=getattr(args, "ground", False),
                          # one detection thread per camera, unless each core already runs its own
                          # pipeline (tracker3d batch's worker processes set detect_threads False)
-                         threads=getattr(args, "detect_threads", True))
+                         threads=getattr(args, "detect_threads", True),
+                         # the next pair is detected while this one is tracked, unless asked not to or
+                         # each core already runs its own pipeline (no core is idle to overlap on)
+                         pipelined=getattr(args, "detect_threads", True) and not getattr(args, "no_pipelining", False),
+                         detect_scale=getattr(args, "detect_scale", 1.0))
     return cfg, make_gate(args)
 
 
@@ -231,7 +243,9 @@ def format_summary(summary: dict) -> str:
     lines = [f"pairs in {summary['pairs_in']}, processed {summary['processed']} "
              f"({summary['pairs_per_s']:.1f} pairs/s over {summary['wall_s']:.1f} s), published "
              f"{summary['published']}, most 3D tracks at once {summary['tracks_max']}"
-             + (NO_TRACKS_WHY if summary["processed"] and not summary["tracks_max"] else "")]
+             + (NO_TRACKS_WHY if summary["processed"] and not summary["tracks_max"] else "")
+             + (f"; detected pairs replaced by a newer one before tracking (newest wins) {summary['dropped_stale']}"
+                if summary.get("dropped_stale") else "")]
     src = summary.get("source")
     if src:
         lines.append(format_source(src))

@@ -22,6 +22,15 @@ from calib.triangulate import triangulate
 from ..track2d.tracker import ByteTracker
 
 
+def _sampson(x0, x1, Fx0, Ftx1, both) -> tuple[np.ndarray, np.ndarray]:
+    """Sampson distances (undistorted pixels) of homogeneous points x0 (camera 0) and x1 (camera 1)
+    with their epipolar lines Fx0 = x0 F^T and Ftx1 = x1 F, broadcast over leading axes (last axis
+    3); 0 where not `both` observed. Returns (distances, both)."""
+    num = np.abs(x1[..., 0] * Fx0[..., 0] + x1[..., 1] * Fx0[..., 1] + x1[..., 2] * Fx0[..., 2])
+    den = (Fx0[..., 0] ** 2 + Fx0[..., 1] ** 2) + (Ftx1[..., 0] ** 2 + Ftx1[..., 1] ** 2)
+    return np.where(both, num / np.sqrt(np.maximum(den, 1e-300)), 0.0), both
+
+
 @dataclass
 class AssociationConfig:
     window_s: float = 0.4  # seconds of history used as evidence (at least min_common rows)
@@ -37,6 +46,9 @@ class AssociationConfig:
     # sizes win. None: chosen by the pipeline by where boxes come from (an outside detector's box covers the
     # object: OUTSIDE_SIZE_WEIGHT; our blobs' sizes vary with contrast and merges: 0)
     height_weight: float = 0.0  # cost added at the height limit (see StereoAssociator.height_layer)
+    # Skip pairs whose windowed cost provably fails the gate (from their newest row, vectorised)
+    # before computing it: the same pairs, at a cost that grows with the plausible pairs.
+    prune: bool = True
 
 
 class StereoAssociator:
@@ -59,11 +71,21 @@ class StereoAssociator:
         return h[..., 1:3], h[..., 0], ok & (h[..., 6] > 0)
 
     def cost_matrix(self, trk0: ByteTracker, idx0: np.ndarray, trk1: ByteTracker, idx1: np.ndarray,
-                    t_now: float, dt_frame: float) -> np.ndarray:
-        """(n0, n1) mean Sampson distance over the window (inf without common observations)."""
+                    t_now: float, dt_frame: float, prune_gate: Optional[np.ndarray] = None,
+                    keep: Optional[np.ndarray] = None) -> np.ndarray:
+        """(n0, n1) mean Sampson distance over the window (inf without common observations).
+
+        prune_gate: an (n0, n1) gate (undistorted pixels): a pair whose mean distance provably
+        reaches it is not computed (inf; its count 0) unless `keep` (n0, n1 bool) says so. The
+        proof is cheap: every term is >= 0, so mean >= (distance in the newest row where both
+        tracks observed the object) / (the fewer of the two tracks' observed rows in the window).
+        The other entries are computed exactly as without pruning (the same arithmetic)."""
         c = self.cfg
         n0, n1 = len(idx0), len(idx1)
+        self.last_pruned = 0
         if n0 == 0 or n1 == 0:
+            self.last_count = np.zeros((n0, n1), np.int64)
+            self.last_span = np.zeros((n0, n1))
             return np.full((n0, n1), np.inf)
         # window_s of rows, but never fewer than min_common (at 2 fps, 0.4 s is one interval)
         W = int(max(1, min(trk0.hist.shape[1], max(round(c.window_s / max(dt_frame, 1e-3)) + 1, c.min_common))))
@@ -80,17 +102,58 @@ class StereoAssociator:
         x1 = np.concatenate([u1, np.ones((n1, W, 1))], axis=2)
         Fx0 = x0 @ F.T  # (n0,W,3) epipolar lines in image 1
         Ftx1 = x1 @ F  # (n1,W,3) epipolar lines in image 0
-        num = np.abs(np.einsum("bwk,awk->abw", x1, Fx0))  # (n0,n1,W)
-        den = (Fx0[:, None, :, 0] ** 2 + Fx0[:, None, :, 1] ** 2) + (Ftx1[None, :, :, 0] ** 2 + Ftx1[None, :, :, 1] ** 2)
-        both = ob0[:, None, :] & ob1[None, :, :]
-        d = np.where(both, num / np.sqrt(np.maximum(den, 1e-300)), 0.0)
-        count = both.sum(axis=2)
-        self.last_count = count
+        # Per pair (camera 0 track r, camera 1 track q): (pairs, W) distances over the window's rows.
+        if prune_gate is None:  # every pair, broadcast (same arithmetic per element as gathered)
+            r, q = (a.ravel() for a in np.indices((n0, n1)))
+            d, both = _sampson(x0[:, None], x1[None], Fx0[:, None], Ftx1[None], ob0[:, None] & ob1[None])
+            d, both = d.reshape(n0 * n1, W), both.reshape(n0 * n1, W)
+        else:
+            r, q = np.nonzero(~self._pruned(x0, x1, Fx0, Ftx1, ob0, ob1, prune_gate, keep))
+            self.last_pruned = n0 * n1 - len(r)
+            d, both = _sampson(x0[r], x1[q], Fx0[r], Ftx1[q], ob0[r] & ob1[q])
+        count = both.sum(axis=1)
         # Seconds from the first joint observation in the window to now (camera 0's row times).
-        t_first = np.where(both, t0[:, None, :], np.inf).min(axis=2)
-        self.last_span = np.where(count > 0, t_now - t_first, 0.0)
+        t_first = np.where(both, t0[r], np.inf).min(axis=1)
+        self.last_count = np.zeros((n0, n1), np.int64)
+        self.last_count[r, q] = count
+        self.last_span = np.zeros((n0, n1))
+        self.last_span[r, q] = np.where(count > 0, t_now - t_first, 0.0)
+        out = np.full((n0, n1), np.inf)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(count > 0, d.sum(axis=2) / count, np.inf)
+            out[r, q] = np.where(count > 0, d.sum(axis=1) / count, np.inf)
+        return out
+
+    @staticmethod
+    def _pruned(x0, x1, Fx0, Ftx1, ob0, ob1, gate: np.ndarray, keep: Optional[np.ndarray]) -> np.ndarray:
+        """(n0, n1): pairs whose mean Sampson distance over the window is provably >= gate.
+
+        The mean is sum_w d_w / count, count <= the fewer observed rows of the two tracks (`most`),
+        and every term is >= 0. Two lower bounds of the sum, each cheap:
+        - the newest row alone, where both tracks observed it (n0 x n1 distances);
+        - all rows at once, as one matrix product: with D_w >= every denominator of row w (the
+          largest camera-0 term plus the largest camera-1 term), sum_w |num_w| / sqrt(den_w) >=
+          |sum_w num_w / sqrt(D_w)|, and num_w = x1_w . (F x0_w) is bilinear, so the right side
+          for all pairs is (n0 x 3W) @ (3W x n1). Non-matching tracks keep their offset from the
+          epipolar line over a fraction of a second, so the signed sum hardly cancels.
+        A pair is pruned when either bound reaches the gate, after a margin for rounding."""
+        n0, W = ob0.shape
+        n1 = ob1.shape[0]
+        most = np.minimum(ob0.sum(axis=1)[:, None], ob1.sum(axis=1)[None, :])  # >= the pair's joint rows
+        d, both = _sampson(x0[:, None, -1], x1[None, :, -1], Fx0[:, None, -1], Ftx1[None, :, -1],
+                           ob0[:, None, -1] & ob1[None, :, -1])
+        margin = 1.0 + 1e-9
+        pruned = both & (d >= most * gate * margin)
+        A = np.where(ob0, Fx0[..., 0] ** 2 + Fx0[..., 1] ** 2, 0.0).max(axis=0)  # (W,)
+        B = np.where(ob1, Ftx1[..., 0] ** 2 + Ftx1[..., 1] ** 2, 0.0).max(axis=0)
+        scale = 1.0 / np.sqrt(np.maximum(A + B, 1e-300))
+        y0 = np.where(ob0[..., None], Fx0 * scale[None, :, None], 0.0).reshape(n0, 3 * W)
+        y1 = np.where(ob1[..., None], x1, 0.0).reshape(n1, 3 * W)
+        S = np.abs(y0 @ y1.T)
+        T = np.abs(y0) @ np.abs(y1).T  # the products' magnitudes: bounds the rounding of S
+        pruned |= S - 1e-9 * T >= most * gate * margin
+        if keep is not None:
+            pruned &= ~keep
+        return pruned
 
     def associate(self, trk0: ByteTracker, idx0: np.ndarray, trk1: ByteTracker, idx1: np.ndarray,
                   t_now: float, dt_frame: float, min_common: Optional[int] = None) -> list[tuple[int, int, float]]:
@@ -98,23 +161,26 @@ class StereoAssociator:
         min_common: joint observations a new pair needs (default: the config's)."""
         c = self.cfg
         need = c.min_common if min_common is None else min_common
-        sam = self.cost_matrix(trk0, idx0, trk1, idx1, t_now, dt_frame)
         self.evidence_s = {}
         m0, m1 = trk0.measured(), trk1.measured()
         s0 = np.sqrt(np.maximum(m0[idx0, 2] * m0[idx0, 3], 1e-6))  # box sizes, pixels
         s1 = np.sqrt(np.maximum(m1[idx1, 2] * m1[idx1, 3], 1e-6))
         gate = np.maximum(c.gate_px, c.gate_rel * np.hypot(s0[:, None], s1[None, :]))
+        ids0, ids1 = trk0.ids[idx0], trk1.ids[idx1]
+        col_of = {int(v): j for j, v in enumerate(ids1)}
+        held = [(i, col_of[j]) for i, a in enumerate(ids0) if (j := self.pairs.get(int(a), -1)) in col_of]
+        # Last frame's pairs are never pruned: they are feasible up to 1 / keep_factor gates, or
+        # with no evidence at all (keep_cost).
+        keep = np.zeros((len(idx0), len(idx1)), bool)
+        if held:
+            keep[tuple(np.array(held).T)] = True
+        sam = self.cost_matrix(trk0, idx0, trk1, idx1, t_now, dt_frame, prune_gate=gate if c.prune else None,
+                               keep=keep)
         cost = sam / gate
         if len(idx0) and len(idx1):
             cost[self.last_count < need] = np.inf  # not enough joint evidence yet
-        ids0, ids1 = trk0.ids[idx0], trk1.ids[idx1]
-        col_of = {int(v): j for j, v in enumerate(ids1)}
-        kept = np.zeros(cost.shape, bool)
-        for i, a in enumerate(ids0):
-            j = col_of.get(self.pairs.get(int(a), -1))
-            if j is not None:
-                kept[i, j] = True
-                cost[i, j] = cost[i, j] * c.keep_factor if np.isfinite(cost[i, j]) else c.keep_cost
+        for i, j in held:
+            cost[i, j] = cost[i, j] * c.keep_factor if np.isfinite(cost[i, j]) else c.keep_cost
         feasible = cost < 1.0
         # Reject candidates that triangulate behind a camera or absurdly far (latest positions), or
         # whose boxes, scaled to metres by each camera's depth, differ in size (a wide baseline
@@ -128,7 +194,7 @@ class StereoAssociator:
                 ratio = (s0[r] * z0 / self.calib.cam0.K[0, 0]) / (s1[q] * z1 / self.calib.cam1.K[0, 0])
                 bad = ~tri.valid | (z0 > c.max_depth) | ~(ratio <= c.max_size_ratio) | ~(ratio >= 1.0 / c.max_size_ratio)
                 # Soft preferences among new candidates (a kept pair passed them when it formed).
-                new = ~kept[r, q]
+                new = ~keep[r, q]
                 if c.size_weight:
                     cost[r, q] += new * c.size_weight * (np.log(ratio) / np.log(c.max_size_ratio)) ** 2
                 if self.height_layer is not None:
