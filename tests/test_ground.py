@@ -34,12 +34,33 @@ def _ground_scores(variant: str, ground: bool) -> dict:
 
 def test_ground_mode_finds_more_people_with_fewer_false_tracks_on_the_real_slice():
     """Noisy boxes (jitter, drops, false boxes): the height layer refuses pairs of two people on one
-    epipolar line and claims bridge the view a 2D track lost (measured: MOTA 0.169 -> 0.285)."""
+    epipolar line and 3D tracks claim their detections by projected prediction (measured: MOTA
+    0.169 -> 0.327, IDF1 0.299 -> 0.489, ID switches 90 -> 54)."""
     plain, ground = _ground_scores("noisy", False), _ground_scores("noisy", True)
     assert ground["MOTA"] > plain["MOTA"] + 0.08, (plain, ground)
     assert ground["precision"] > plain["precision"] + 0.05 and ground["recall"] > plain["recall"], (plain, ground)
+    assert ground["IDSW"] < 0.75 * plain["IDSW"], (plain, ground)
     plain, ground = _ground_scores("clean", False), _ground_scores("clean", True)
     assert ground["MOTA"] > plain["MOTA"] + 0.02 and ground["IDF1"] >= plain["IDF1"], (plain, ground)
+
+
+def test_3d_tracks_claiming_first_keep_identities_that_2d_tracks_lose():
+    """On noisy boxes at 2 fps the 2D trackers switch identities often (view IDF1 ~0.47): 3D tracks
+    that claim their detections by projected prediction before any 2D pairing keep theirs better
+    than tracks that follow their 2D pairs and only fill the gaps (measured on the slice: IDF1
+    0.379 -> 0.489, ID switches 86 -> 54)."""
+    d = SLICE / "noisy"
+    scores = {}
+    for first in (False, True):
+        src = DetectionFolder.open_folder(d)
+        cfg = PipelineConfig(threads=False, ground=True,
+                             claim=ClaimConfig(first=first) if first else ClaimConfig(first=False, min_updates=3,
+                                                                                      gate_chi2=13.8))
+        scores[first] = evaluate_source(src, src.calib, d / "gt.csv", cfg, HitCountGate(3, 1.0),
+                                        show_progress=False)["ground"]
+    gaps, first = scores[False], scores[True]
+    assert first["IDF1"] > gaps["IDF1"] + 0.05 and first["IDSW"] < 0.8 * gaps["IDSW"], (gaps, first)
+    assert first["MOTA"] > gaps["MOTA"], (gaps, first)
 
 
 def _no_world_folder(tmp_path):

@@ -307,8 +307,16 @@ class StereoPipeline:
             self._dt = gap if self._gaps == 0 else 0.9 * self._dt + 0.1 * gap
             self._gaps += 1
         self._last_t = t
-        obs = self._associate(t, t1 - t0)
-        claimed = self._claim(t, t1 - t0, obs)
+        self._claim_pred = {}
+        self._claim_taken = (set(), set())
+        first: list[PairObservation] = []
+        busy = (None, None)
+        if self.cfg.claim.enabled and self.cfg.claim.first:
+            first = self._claim(t, t1 - t0, [], first=True)
+            busy = self._busy_2d(first)
+        obs = self._associate(t, t1 - t0, *busy)
+        claimed = first + self._claim(t, t1 - t0, obs, skip={o.track3d for o in first})
+        obs = first + obs
         self.last_obs = obs  # this step's pairs (for analysis)
         c4 = time.perf_counter()
         self._triangulate(obs)
@@ -414,14 +422,25 @@ class StereoPipeline:
             uv[has] -= trk.kf.x[row[has], 4:6] * skew
         return uv, np.sqrt(np.maximum(wh[:, 0] * wh[:, 1], 0.0)), owner, row
 
-    def _claim(self, t: float, skew: float, obs: list[PairObservation]) -> list[PairObservation]:
+    def _busy_2d(self, claimed: list[PairObservation]) -> tuple[np.ndarray, np.ndarray]:
+        """Per camera, the 2D tracks not free for new pairs after 3D tracks claimed first: those
+        whose detection a 3D track took, and unmatched ones a live 3D track follows."""
+        out = []
+        for c, trk in enumerate(self.trackers):
+            taken = {int(getattr(o, f"id{c}")) for o in claimed if getattr(o, f"seen{c}")}
+            followed = {int(tr.pair[c]) for tr in self.tracker3d.tracks}
+            out.append(np.fromiter((int(i) in taken or (not m and int(i) in followed)
+                                    for i, m in zip(trk.ids, trk.matched)), bool, len(trk)))
+        return out[0], out[1]
+
+    def _claim(self, t: float, skew: float, obs: list[PairObservation], first: bool = False,
+               skip: frozenset | set = frozenset()) -> list[PairObservation]:
         """Fill the gaps of the 2D pairs (stereo.claim): a live 3D track that its own pair did not
         serve in a view this frame (its 2D track missed, broke or switched objects, or its pair
         ended) claims a detection there that no pair uses. A claim in a view its pair did not see
         joins that pair's observation; a track with no pair this frame gets an observation of its
         own. Returns the observations of those tracks (claimed or joined)."""
         tracks = self.tracker3d.tracks
-        self._claim_pred = {}
         if not self.cfg.claim.enabled or not tracks:
             return []
         pair_obs = {(o.id0, o.id1): o for o in obs}
@@ -435,6 +454,8 @@ class StereoPipeline:
                 served[k] = (o.seen0, o.seen1)
             elif tr.pair[0] in in0 or tr.pair[1] in in1:
                 served[k] = True  # a new pair shares one of its 2D tracks: it takes the track over
+            if tr.id in skip:
+                served[k] = True  # it claimed before the pairs were made
         followed = [{int(tr.pair[c]) for tr in tracks} for c in (0, 1)]
         # Only tracks with stereo history claim: a young track may be a wrong pair (a ghost).
         established = np.array([tr.updates >= self.cfg.claim.min_updates for tr in tracks])
@@ -449,7 +470,13 @@ class StereoPipeline:
             # Free: detections of no 2D track that a pair uses now or a live 3D track follows.
             by_pairs = set(int(getattr(o, f"id{c}")) for o in obs if getattr(o, f"seen{c}"))
             used = by_pairs | followed[c]
-            free = np.fromiter((int(i) < 0 or int(i) not in used for i in owner), bool, len(owner))
+            taken = self._claim_taken[c]
+            if first:  # before any pair: every detection is free, the predictions decide
+                free = np.ones(len(owner), bool)
+            else:
+                free = np.fromiter((int(i) < 0 or int(i) not in used for i in owner), bool, len(owner))
+            if taken:
+                free[list(taken)] = False
             want = np.flatnonzero(~served[:, c] & established)
             det = np.full(len(tracks), -1, np.int64)
             d2 = np.full(len(tracks), np.inf)
@@ -457,10 +484,10 @@ class StereoPipeline:
             trk = self.trackers[c]
             row_of = {int(i): r for r, i in enumerate(trk.ids)}
             mine_c = []
-            for k in want:
+            for k in want if not first else ():
                 r = row_of.get(int(tracks[k].pair[c]), -1)
                 d = int(trk.det_index[r]) if r >= 0 else -1
-                if d >= 0 and int(owner[d]) not in by_pairs:
+                if d >= 0 and int(owner[d]) not in by_pairs and d not in taken:
                     det[k], d2[k] = d, 0.0
                     mine_c.append(k)
             want = np.setdiff1d(want, mine_c)
@@ -470,11 +497,14 @@ class StereoPipeline:
                 with np.errstate(invalid="ignore", divide="ignore"):
                     size_pred = np.where(z > 0, cam.K[0, 0] * size_m[want] / z, 0.0)
                 sigma = np.maximum(self.cfg.pixel_sigma, self.pixel_rel * size[fd])
-                cl = claim_view(uv_pred, S, size_pred, cam.undistort_points(uv[fd]), sigma, size[fd], self.cfg.claim)
+                own = np.array([tracks[k].pair[c] for k in want])[:, None] == owner[fd][None, :]
+                cl = claim_view(uv_pred, S, size_pred, cam.undistort_points(uv[fd]), sigma, size[fd], self.cfg.claim,
+                                own=own)
                 hit = cl.det >= 0
                 det[want[hit]] = fd[cl.det[hit]]
                 d2[want[hit]] = cl.d2[hit]
             views.append((det, d2, uv, size, owner))
+            taken.update(int(d) for d in det[det >= 0])
         out = []
         for k, tr in enumerate(tracks):
             got = [views[c][0][k] for c in (0, 1)]
@@ -534,7 +564,9 @@ class StereoPipeline:
             o.xyz = o.cov = None
             o.size_m = 0.0
 
-    def _associate(self, t: float, skew: float) -> list[PairObservation]:
+    def _associate(self, t: float, skew: float, busy0: Optional[np.ndarray] = None,
+                   busy1: Optional[np.ndarray] = None) -> list[PairObservation]:
+        """Pairs of eligible 2D tracks (busy0/busy1: masks of 2D tracks left out, see _busy_2d)."""
         trk0, trk1 = self.trackers
         # Eligible: persistent tracks, and, under a hit-count rule, tracks already in a pair while
         # they live (the rule drops a track for min_hits frames after one missed detection, 1.5 s at
@@ -556,6 +588,9 @@ class StereoPipeline:
             need = min(self.associator.cfg.min_common, rule.min_hits - 1)
             elig0 |= trk0.matched & (trk0.hits >= rule.min_hits - 1)
             elig1 |= trk1.matched & (trk1.hits >= rule.min_hits - 1)
+        if busy0 is not None:
+            elig0 &= ~busy0
+            elig1 &= ~busy1
         idx0, idx1 = np.flatnonzero(elig0), np.flatnonzero(elig1)
         self.associator.height_layer = self._height_layer()
         pairs = self.associator.associate(trk0, idx0, trk1, idx1, t, self._dt, min_common=need)
