@@ -200,6 +200,8 @@ class StereoPipeline:
         self.truncated_rel = self.pixel_rel if c.truncated_rel is None else c.truncated_rel
         if c.track3d.max_pos_rel is None:
             self.tracker3d.max_pos_rel = BOX_POS_REL if self.pixel_rel > 0 else 0.0
+        for trk in self.trackers:
+            trk.outside = self.outside_boxes
         if c.association.size_weight is None:
             self.associator.cfg = replace(c.association, size_weight=OUTSIDE_SIZE_WEIGHT if self.outside_boxes else 0.0)
 
@@ -225,6 +227,7 @@ class StereoPipeline:
                          ByteTracker(self.cfg.tracker, self.gate, self.calib.cam1.image_size,
                                      gate_key_offset=CAM1_KEY_OFFSET)]
         for before, after in zip(old, self.trackers):
+            after.outside = before.outside
             before.gate.forget((before.ids + before.gate_key_offset).tolist())
             after.next_id = before.next_id  # 2D ids stay unique over the run
         self.tracker3d.finish()

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             raise Tracker3DError("--gate persistence with --det needs --image-size WxH (positions are normalised by it)")
         args.gate = args.gate or "hits"
     args.gate = args.gate or DEFAULT_GATE
-    tracker = ByteTracker(cfg, make_gate(args), image_size=size)
+    tracker = ByteTracker(cfg, make_gate(args), image_size=size, outside=bool(args.det))
     if args.fps is not None and not args.fps > 0:
         raise Tracker3DError(f"--fps {args.fps}: expected a positive frame rate")
     if args.fps is None and (args.det or not str(args.video).isdigit()):
