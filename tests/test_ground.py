@@ -143,3 +143,41 @@ def test_claims_take_the_detection_the_prediction_explains_within_the_gates():
     assert np.all(cl.d2 <= ClaimConfig().gate_chi2)
     alone = claim_view(uv[:1], S[:1], size_pred[:1], dets[1:2], np.full(1, 5.0), sizes[1:2], ClaimConfig())
     assert alone.det.tolist() == [-1], "a detection 400 px away is not the track's"
+
+
+def _person_box(cam, Xc: np.ndarray, height_m: float = 1.75, width_m: float = 0.6) -> np.ndarray:
+    """x0, y0, x1, y1 of a person-sized box centred on the camera-frame point Xc (pixels)."""
+    u, v = cam.project(Xc[None])[0]
+    h, w = cam.K[1, 1] * height_m / Xc[2], cam.K[0, 0] * width_m / Xc[2]
+    return np.array([u - w / 2, v - h / 2, u + w / 2, v + h / 2])
+
+
+def test_on_the_ground_two_cameras_confirm_at_first_sight_but_a_flash_never_shows():
+    """At 2 fps the hit-count rule needs 1-1.5 s per 2D track; on the ground a pair of 2D tracks
+    seen for the first time is paired at once (cameras agreeing at the tracks' height are the
+    evidence), yet reported only from its second stereo update: a person-sized box pair that
+    appears for one frame, at the people's height, starts a 3D track that is never reported."""
+    d = SLICE / "clean"
+    src = DetectionFolder.open_folder(d)
+    calib = src.calib
+    pipe = StereoPipeline(calib, PipelineConfig(threads=False, ground=True), gate=HitCountGate(3, 1.0))
+    X = calib.R_world @ np.array([4.5, 10.0, 0.92]) + calib.t_world.reshape(3)  # 3.5 m from anyone, in both views
+    X1 = calib.R @ X + calib.T.reshape(3)
+    flash_frame, born, shown, first_sight = 12, False, False, 0
+    for pair in src:
+        if pair.index == flash_frame:
+            for side, cam, Xc in (("boxes0", calib.cam0, X), ("boxes1", calib.cam1, X1)):
+                b = getattr(pair, side)
+                b.boxes = np.vstack([b.boxes, _person_box(cam, Xc)])
+                b.scores = np.append(b.scores, 1.0)
+        pipe.step(pair)
+        near = [tr for tr in pipe.tracker3d.tracks if np.linalg.norm(tr.xyz - X) < 0.5]
+        if pair.index == flash_frame:
+            born = bool(near)
+        shown |= any(tr in pipe.tracker3d.reported() for tr in near)
+        # Pairs of 2D tracks on their first hit happen on real data too (people entering both views).
+        first_sight += sum(1 for o in pipe.last_obs if o.track3d is None and o.xyz is not None and
+                           pipe.trackers[0].hits[pipe.trackers[0].ids == o.id0].max(initial=0) == 1)
+    assert born, "the flash pair is paired and triangulated at first sight"
+    assert not shown, "a one-frame flash is never reported"
+    assert first_sight > 0

@@ -586,11 +586,16 @@ class StereoPipeline:
         # eligible too, and a pair needs that many joint observations: two cameras agreeing over
         # min_hits - 1 frames is the missing hit's evidence. (2D outputs still wait for the rule.)
         rule = hit_count_rule(self.gate)
+        # On the ground (--ground) two cameras agreeing at first sight on a point at the tracks'
+        # height, of one size, are that evidence: any 2D track observed now may pair, on one joint
+        # observation. A one-frame flash still never shows: a 3D track is reported from its second
+        # stereo update (Track3DConfig.min_updates).
         need = None
         if rule is not None and rule.min_hits > 2 and (rule.min_hits - 1) * self._dt >= rule.window_s - 1e-9:
-            need = min(self.associator.cfg.min_common, rule.min_hits - 1)
-            elig0 |= trk0.matched & (trk0.hits >= rule.min_hits - 1)
-            elig1 |= trk1.matched & (trk1.hits >= rule.min_hits - 1)
+            floor = 1 if self.cfg.ground else rule.min_hits - 1
+            need = min(self.associator.cfg.min_common, floor)
+            elig0 |= trk0.matched & (trk0.hits >= floor)
+            elig1 |= trk1.matched & (trk1.hits >= floor)
         if busy0 is not None:
             elig0 &= ~busy0
             elig1 &= ~busy1
