@@ -24,6 +24,7 @@ from calib import StereoCalibration, load_calibration
 
 from .base import Pacer
 from .errors import StreamError
+from .mot import MotFormat, read_mot_table
 from .pairing import StereoSource
 from .recording import read_frames_csv
 
@@ -80,47 +81,28 @@ class DetectionPair:
         return self.t1 - self.t0 if (self.boxes0 is not None and self.boxes1 is not None) else float("nan")
 
 
+DET_FORMAT = MotFormat("detection file", DET_FIELDS, " frame,id,x,y,w,h[,conf,class]", positive_size=True)
+
+
 def read_det_file(path: str | os.PathLike) -> dict[int, Boxes2D]:
     """A MOTChallenge detection file as {1-based frame: Boxes2D}. Columns: frame, id (ignored),
     x, y, w, h (pixels, top-left + size), conf (default 1; -1 = not given = 1), class (column 8: an
-    integer id, -1 or absent = none). StreamError names the file, line and field on bad content."""
-    path = Path(path)
-    if not path.is_file():
-        raise StreamError(f"{path}: detection file not found")
-    rows: dict[int, list] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = [p for p in line.replace("\t", ",").replace(" ", ",").split(",") if p != ""]
-            if len(parts) < 6:
-                raise StreamError(f"{path}:{n}: expected at least 6 comma-separated fields "
-                                  f"frame,id,x,y,w,h[,conf,class], got {len(parts)}")
-            vals = []
-            for k, p in enumerate(parts[:8]):
-                try:
-                    v = float(p)
-                except ValueError:
-                    raise StreamError(f"{path}:{n}: field '{DET_FIELDS[k]}': expected a number, got {p!r}") from None
-                if not math.isfinite(v):
-                    raise StreamError(f"{path}:{n}: field '{DET_FIELDS[k]}': expected a finite number, got {p!r}")
-                vals.append(v)
-            if vals[0] < 1 or vals[0] != int(vals[0]):
-                raise StreamError(f"{path}:{n}: field 'frame': expected an integer >= 1, got {parts[0]}")
-            if vals[4] <= 0 or vals[5] <= 0:
-                raise StreamError(f"{path}:{n}: fields 'w','h': expected a positive box size, got {parts[4]},{parts[5]}")
-            # conf -1 is MOTChallenge's "not given" (a tracker's output used as detections): score 1,
-            # as read_mot does; clipped to 0 it made every box low-score
-            conf = vals[6] if len(vals) > 6 and vals[6] != -1 else 1.0
-            cls = int(vals[7]) if len(vals) > 7 and vals[7] >= 0 else None
-            rows.setdefault(int(vals[0]), []).append((vals[2], vals[3], vals[4], vals[5], conf, cls))
+    integer id, -1 or absent = none). StreamError names the file, line and field on bad content
+    (the parsing is streams.mot's)."""
+    a = read_mot_table(path, DET_FORMAT)
+    # conf -1 is MOTChallenge's "not given" (a tracker's output used as detections): score 1,
+    # as read_mot does; clipped to 0 it made every box low-score
+    conf = np.clip(np.where(a[:, 6] == -1, 1.0, a[:, 6]), 0.0, 1.0)
+    frames = a[:, 0].astype(np.int64)
+    order = np.argsort(frames, kind="stable")  # each frame's rows in file order
+    uniq, first, counts = np.unique(frames, return_index=True, return_counts=True)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     out = {}
-    for fr, r in rows.items():
-        a = np.array([x[:5] for x in r], dtype=np.float64)
-        cls = [x[5] for x in r]
-        out[fr] = Boxes2D.from_xywh(a[:, :4], np.clip(a[:, 4], 0.0, 1.0),
-                                    None if all(c is None for c in cls) else [-1 if c is None else c for c in cls])
+    for k in np.argsort(first, kind="stable"):  # frames in the order they first appear
+        m = order[starts[k]:starts[k] + counts[k]]
+        cls = a[m, 7]
+        out[int(uniq[k])] = Boxes2D.from_xywh(a[m, 2:6], conf[m],
+                                              None if (cls < 0).all() else [-1 if c < 0 else int(c) for c in cls])
     return out
 
 

@@ -105,3 +105,27 @@ def test_cli_track2d_video_and_eval_recording(tmp_path, capsys):
     assert m["3d"]["IDF1"] > 0.8
     assert main(["eval"]) == 2
     assert "give a recording DIR" in capsys.readouterr().err
+
+
+def test_mot_and_detection_files_share_one_parser_each_with_its_own_names(tmp_path):
+    from streams.detections import read_det_file
+    from streams.errors import StreamError
+
+    p = tmp_path / "det.txt"
+    p.write_text("# a comment\n2 -1 10 20 30 40 0.5\n1,-1,1,2,3,4,-1,7\n\n2\t-1\t5\t5\t5\t5\n")
+    m, d = read_mot(p), read_det_file(p)
+    assert m.frame.tolist() == [2, 1, 2] and m.cls.tolist() == [-1, 7, -1]
+    assert list(d) == [2, 1]  # frames in the order they first appear
+    np.testing.assert_allclose(d[2].boxes, [[10, 20, 40, 60], [5, 5, 10, 10]])
+    assert d[2].scores.tolist() == [0.5, 1.0] and list(d[1].classes) == [7]
+    np.testing.assert_allclose(m.detections(2, m.frames()).boxes, d[2].boxes)
+    p.write_text("1,-1,nan,2,3,4\n")  # not finite: each reader names the field its own way
+    with pytest.raises(Tracker3DError, match=r"det.txt:1: field 'bb_left': expected a finite number"):
+        read_mot(p)
+    with pytest.raises(StreamError, match=r"det.txt:1: field 'x': expected a finite number"):
+        read_det_file(p)
+    p.unlink()
+    with pytest.raises(Tracker3DError, match="MOT file not found"):
+        read_mot(p)
+    with pytest.raises(StreamError, match="detection file not found"):
+        read_det_file(p)

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -23,8 +23,10 @@ from streams.frames import FramePair
 from .detect import make_detector
 from .detect.detections import Detections
 from .detect.sizeprior import area_range_px
+from .errors import Tracker3DError
 from .handoff import EMPTY, END, HandOff, ProducerThread
 from .stereo.associate import AssociationConfig, StereoAssociator
+from .stereo.claim import ClaimConfig, claim_view, project_predictions
 from .stereo.track3d import PairObservation, Track3D, Track3DConfig, Tracker3D
 from .track2d.tracker import ByteTracker, TrackerConfig
 
@@ -37,6 +39,13 @@ CAM1_KEY_OFFSET = 1 << 40  # cam1 track ids in the shared gate batch
 # size between views and frames (WildTrack person boxes: 0.05 makes their triangulations consistent).
 BOX_NOISE_REL = 0.05
 BOX_POS_REL = 4.0  # with box noise, a 3D track may be as uncertain as this many of its triangulations
+OUTSIDE_SIZE_WEIGHT = 0.5  # an outside detector's boxes: weight of size consistency in the association cost
+# Objects on the ground (--ground): the vertical's acceleration noise (m/s^2: a walker's box centre
+# bobs a few centimetres), the height layer's weight in the association cost, and how uncertain a
+# track kept by one view may be and still be reported (metres).
+GROUND_VERTICAL_ACCEL = 0.02
+GROUND_HEIGHT_WEIGHT = 0.5
+GROUND_REPORT_POS_STD = 0.5
 
 
 @dataclass
@@ -44,6 +53,7 @@ class PipelineConfig:
     detector: str = "bg"
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     association: AssociationConfig = field(default_factory=AssociationConfig)
+    claim: ClaimConfig = field(default_factory=ClaimConfig)  # live 3D tracks claim detections first
     track3d: Track3DConfig = field(default_factory=Track3DConfig)
     pixel_sigma: float = 0.25  # centroid noise used for triangulation covariance (our detector: 0.1-0.3 px) ...
     # ... or this fraction of the box size (sqrt(w h)), if larger. None: chosen by where the boxes come
@@ -68,6 +78,11 @@ class PipelineConfig:
     detector_options: dict = field(default_factory=dict)
     object_size_m: Optional[tuple[float, float, float, float]] = None
     depth_m: Optional[tuple[float, float]] = None
+    # Objects move on the ground of the calibration's world frame (z up): people, vehicles, animals
+    # walking. Their height stays put (planar motion), a cross-camera pair must triangulate in the
+    # layer of heights the tracks keep to (two objects on one epipolar line do not), and a 3D track
+    # that one camera loses is kept and updated by the other (one view fixes a point of known height).
+    ground: bool = False
 
 
 @dataclass
@@ -132,6 +147,8 @@ class StereoPipeline:
         if self.cfg.anchor not in ANCHORS:
             raise ValueError(f"anchor {self.cfg.anchor!r}: expected one of {', '.join(ANCHORS)}")
         self.gate = gate if gate is not None else HitCountGate(3, 1.0)
+        if self.cfg.ground:
+            self.cfg = self._ground_config(self.cfg, calib)
         self.detectors = [make_detector(self.cfg.detector, detect_scale=self.cfg.detect_scale, **self._detector_options(cam))
                           for cam in (calib.cam0, calib.cam1)]
         self.trackers = [ByteTracker(self.cfg.tracker, self.gate, calib.cam0.image_size),
@@ -161,6 +178,19 @@ class StereoPipeline:
         self.outside_boxes = False  # set by the first DetectionPair: boxes from an outside detector
         self._apply_box_noise()
 
+    @staticmethod
+    def _ground_config(c: PipelineConfig, calib: StereoCalibration) -> PipelineConfig:
+        """The config with ground mode's settings filled in where the config leaves them open."""
+        if not calib.has_world:
+            raise Tracker3DError("--ground: the calibration has no world frame (fields R_world and t_world, world z up); "
+                                 "add them (see README 'Objects on the ground') or leave --ground out")
+        t3 = replace(c.track3d,
+                     vertical_accel_std=GROUND_VERTICAL_ACCEL if c.track3d.vertical_accel_std is None
+                     else c.track3d.vertical_accel_std,
+                     report_pos_std=GROUND_REPORT_POS_STD if c.track3d.report_pos_std is None else c.track3d.report_pos_std)
+        assoc = replace(c.association, height_weight=c.association.height_weight or GROUND_HEIGHT_WEIGHT)
+        return replace(c, track3d=t3, association=assoc, claim=replace(c.claim, enabled=True))
+
     def _apply_box_noise(self) -> None:
         """Resolve the box-noise fractions (None = by where the boxes come from) for triangulation
         and the 3D tracks' deletion rule."""
@@ -170,6 +200,10 @@ class StereoPipeline:
         self.truncated_rel = self.pixel_rel if c.truncated_rel is None else c.truncated_rel
         if c.track3d.max_pos_rel is None:
             self.tracker3d.max_pos_rel = BOX_POS_REL if self.pixel_rel > 0 else 0.0
+        for trk in self.trackers:
+            trk.outside = self.outside_boxes
+        if c.association.size_weight is None:
+            self.associator.cfg = replace(c.association, size_weight=OUTSIDE_SIZE_WEIGHT if self.outside_boxes else 0.0)
 
     def warn_once(self, key: str, text: str) -> None:
         """Log `text` as a warning the first time `key` is seen; it also goes in the run summary."""
@@ -193,6 +227,7 @@ class StereoPipeline:
                          ByteTracker(self.cfg.tracker, self.gate, self.calib.cam1.image_size,
                                      gate_key_offset=CAM1_KEY_OFFSET)]
         for before, after in zip(old, self.trackers):
+            after.outside = before.outside
             before.gate.forget((before.ids + before.gate_key_offset).tolist())
             after.next_id = before.next_id  # 2D ids stay unique over the run
         self.tracker3d.finish()
@@ -275,10 +310,20 @@ class StereoPipeline:
             self._dt = gap if self._gaps == 0 else 0.9 * self._dt + 0.1 * gap
             self._gaps += 1
         self._last_t = t
-        obs = self._associate(t, t1 - t0)
+        self._claim_pred = {}
+        self._claim_taken = (set(), set())
+        first: list[PairObservation] = []
+        busy = (None, None)
+        if self.cfg.claim.enabled and self.cfg.claim.first:
+            first = self._claim(t, t1 - t0, [], first=True)
+            busy = self._busy_2d(first)
+        obs = self._associate(t, t1 - t0, *busy)
+        claimed = first + self._claim(t, t1 - t0, obs, skip={o.track3d for o in first})
+        obs = first + obs
         self.last_obs = obs  # this step's pairs (for analysis)
         c4 = time.perf_counter()
         self._triangulate(obs)
+        self._check_claims(claimed)
         self._watch_pairing(t, sum(o.xyz is not None for o in obs))
         self.tracker3d.update(t, obs, frame=index)
         raw = {}
@@ -360,7 +405,171 @@ class StereoPipeline:
         trk0.apply_gate(persistent[:n0], scores[:n0])
         trk1.apply_gate(persistent[n0:], scores[n0:])
 
-    def _associate(self, t: float, skew: float) -> list[PairObservation]:
+    def _view_points(self, c: int, skew: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Camera c's detections this frame: anchor points (distorted pixels, camera 1's moved to
+        camera 0's time with their 2D track's velocity), sizes sqrt(w h) (pixels), the 2D track id
+        that took each (-1: none) and that track's row (-1)."""
+        trk = self.trackers[c]
+        dets = trk.last_detections
+        m = len(dets)
+        owner, row = np.full(m, -1, np.int64), np.full(m, -1, np.int64)
+        took = np.flatnonzero(trk.det_index >= 0)
+        owner[trk.det_index[took]] = trk.ids[took]
+        row[trk.det_index[took]] = took
+        wh = dets.boxes[:, 2:] - dets.boxes[:, :2] if m else np.zeros((0, 2))
+        down = 0.5 if self.cfg.anchor == "bottom" else 0.0
+        uv = dets.centroids + np.column_stack([np.zeros(m), down * wh[:, 1]]) if m else np.zeros((0, 2))
+        if c == 1 and m and self.cfg.sync_correction and math.isfinite(skew) and skew != 0:
+            has = row >= 0
+            uv = uv.copy()
+            uv[has] -= trk.kf.x[row[has], 4:6] * skew
+        return uv, np.sqrt(np.maximum(wh[:, 0] * wh[:, 1], 0.0)), owner, row
+
+    def _busy_2d(self, claimed: list[PairObservation]) -> tuple[np.ndarray, np.ndarray]:
+        """Per camera, the 2D tracks not free for new pairs after 3D tracks claimed first: those
+        whose detection a 3D track took, and unmatched ones a live 3D track follows."""
+        out = []
+        for c, trk in enumerate(self.trackers):
+            taken = {int(getattr(o, f"id{c}")) for o in claimed if getattr(o, f"seen{c}")}
+            followed = {int(tr.pair[c]) for tr in self.tracker3d.tracks}
+            out.append(np.fromiter((int(i) in taken or (not m and int(i) in followed)
+                                    for i, m in zip(trk.ids, trk.matched)), bool, len(trk)))
+        return out[0], out[1]
+
+    def _claim(self, t: float, skew: float, obs: list[PairObservation], first: bool = False,
+               skip: frozenset | set = frozenset()) -> list[PairObservation]:
+        """Fill the gaps of the 2D pairs (stereo.claim): a live 3D track that its own pair did not
+        serve in a view this frame (its 2D track missed, broke or switched objects, or its pair
+        ended) claims a detection there that no pair uses. A claim in a view its pair did not see
+        joins that pair's observation; a track with no pair this frame gets an observation of its
+        own. Returns the observations of those tracks (claimed or joined)."""
+        tracks = self.tracker3d.tracks
+        if not self.cfg.claim.enabled or not tracks:
+            return []
+        pair_obs = {(o.id0, o.id1): o for o in obs}
+        in0, in1 = {o.id0 for o in obs}, {o.id1 for o in obs}
+        served = np.zeros((len(tracks), 2), bool)
+        mine: list[Optional[PairObservation]] = []
+        for k, tr in enumerate(tracks):
+            o = pair_obs.get(tr.pair)
+            mine.append(o)
+            if o is not None:
+                served[k] = (o.seen0, o.seen1)
+            elif tr.pair[0] in in0 or tr.pair[1] in in1:
+                served[k] = True  # a new pair shares one of its 2D tracks: it takes the track over
+            if tr.id in skip:
+                served[k] = True  # it claimed before the pairs were made
+        followed = [{int(tr.pair[c]) for tr in tracks} for c in (0, 1)]
+        # Only tracks with stereo history claim: a young track may be a wrong pair (a ghost).
+        established = np.array([tr.updates >= self.cfg.claim.min_updates for tr in tracks])
+        if served.all():
+            return []
+        X, P = self.tracker3d.predicted(t)
+        size_m = np.array([tr.size_m for tr in tracks])
+        cal = self.calib
+        views = []
+        for c, (cam, R, T) in enumerate(((cal.cam0, np.eye(3), np.zeros(3)), (cal.cam1, cal.R, cal.T.reshape(3)))):
+            uv, size, owner, row = self._view_points(c, skew)
+            # Free: detections of no 2D track that a pair uses now or a live 3D track follows.
+            by_pairs = set(int(getattr(o, f"id{c}")) for o in obs if getattr(o, f"seen{c}"))
+            used = by_pairs | followed[c]
+            taken = self._claim_taken[c]
+            if first:  # before any pair: every detection is free, the predictions decide
+                free = np.ones(len(owner), bool)
+            else:
+                free = np.fromiter((int(i) < 0 or int(i) not in used for i in owner), bool, len(owner))
+            if taken:
+                free[list(taken)] = False
+            want = np.flatnonzero(~served[:, c] & established)
+            det = np.full(len(tracks), -1, np.int64)
+            d2 = np.full(len(tracks), np.inf)
+            # Its own 2D track's detection first (the pair broke only because the other view's did).
+            trk = self.trackers[c]
+            row_of = {int(i): r for r, i in enumerate(trk.ids)}
+            mine_c = []
+            for k in want if not first else ():
+                r = row_of.get(int(tracks[k].pair[c]), -1)
+                d = int(trk.det_index[r]) if r >= 0 else -1
+                if d >= 0 and int(owner[d]) not in by_pairs and d not in taken:
+                    det[k], d2[k] = d, 0.0
+                    mine_c.append(k)
+            want = np.setdiff1d(want, mine_c)
+            fd = np.flatnonzero(free)
+            if len(want) and len(fd):
+                uv_pred, S, z = project_predictions(cam.K, R, T, X[want], P[want], self.cfg.claim.min_depth)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    size_pred = np.where(z > 0, cam.K[0, 0] * size_m[want] / z, 0.0)
+                sigma = np.maximum(self.cfg.pixel_sigma, self.pixel_rel * size[fd])
+                own = np.array([tracks[k].pair[c] for k in want])[:, None] == owner[fd][None, :]
+                cl = claim_view(uv_pred, S, size_pred, cam.undistort_points(uv[fd]), sigma, size[fd], self.cfg.claim,
+                                own=own)
+                hit = cl.det >= 0
+                det[want[hit]] = fd[cl.det[hit]]
+                d2[want[hit]] = cl.d2[hit]
+            views.append((det, d2, uv, size, owner))
+            taken.update(int(d) for d in det[det >= 0])
+        out = []
+        for k, tr in enumerate(tracks):
+            got = [views[c][0][k] for c in (0, 1)]
+            if got[0] < 0 and got[1] < 0:
+                continue
+            o = mine[k]
+            if o is None:
+                o = PairObservation(-1, -1, False, False, None, None, tr.persistence, track3d=tr.id)
+                o.view_size_px = (0.0, 0.0)
+                obs.append(o)
+            sizes = list(o.view_size_px)
+            d2 = [0.0, 0.0]
+            for c in (0, 1):
+                d = got[c]
+                if d < 0:
+                    continue
+                det_, d2c, uv, size, owner = views[c]
+                setattr(o, f"seen{c}", True)
+                setattr(o, f"uv{c}", uv[d].copy())
+                if o.track3d is not None:
+                    setattr(o, f"id{c}", int(owner[d]))
+                sizes[c] = float(size[d])
+                d2[c] = float(d2c[k])
+            o.view_size_px = (sizes[0], sizes[1])
+            o.size_px = float(np.sqrt((sizes[0] ** 2 + sizes[1] ** 2) / max(1, (sizes[0] > 0) + (sizes[1] > 0))))
+            o.sigma_px = max(self.cfg.pixel_sigma, self.pixel_rel * max(sizes))
+            o.claim_d2 = (d2[0], d2[1])
+            o.claimed = (got[0] >= 0, got[1] >= 0)
+            self._claim_pred[tr.id] = (X[k], P[k], o)
+            out.append(o)
+        return out
+
+    def _truncated_box(self, c: int, d: int) -> bool:
+        trk = self.trackers[c]
+        b = trk.last_detections.boxes[d]
+        return self._truncated((b[:2] + b[2:]) / 2, b[2:] - b[:2], self.calib.cam0 if c == 0 else self.calib.cam1)
+
+    def _check_claims(self, claimed: list[PairObservation]) -> None:
+        """A claim whose triangulation (with the other view) contradicts the track's prediction is
+        withdrawn: the other view alone updates the track."""
+        gate = self.tracker3d.cfg.gate_chi2
+        for o in claimed:
+            if o.xyz is None or not (o.seen0 and o.seen1):
+                continue
+            tid = o.track3d if o.track3d is not None else next(
+                (k for k, v in self._claim_pred.items() if v[2] is o), None)
+            x, P, _ = self._claim_pred[tid]
+            y = o.xyz - x
+            layer = self.associator.height_layer
+            in_layer = layer is None or abs(float(o.xyz @ layer[0]) - layer[1] - layer[2]) <= layer[3]
+            if in_layer and float(y @ np.linalg.solve(P + o.cov, y)) <= gate:
+                continue
+            # Drop the claimed view (if both were claimed: the one that fits worse).
+            c = 0 if o.claimed[0] and (not o.claimed[1] or o.claim_d2[0] >= o.claim_d2[1]) else 1
+            setattr(o, f"seen{c}", False)
+            setattr(o, f"uv{c}", None)
+            o.xyz = o.cov = None
+            o.size_m = 0.0
+
+    def _associate(self, t: float, skew: float, busy0: Optional[np.ndarray] = None,
+                   busy1: Optional[np.ndarray] = None) -> list[PairObservation]:
+        """Pairs of eligible 2D tracks (busy0/busy1: masks of 2D tracks left out, see _busy_2d)."""
         trk0, trk1 = self.trackers
         # Eligible: persistent tracks, and, under a hit-count rule, tracks already in a pair while
         # they live (the rule drops a track for min_hits frames after one missed detection, 1.5 s at
@@ -377,12 +586,21 @@ class StereoPipeline:
         # eligible too, and a pair needs that many joint observations: two cameras agreeing over
         # min_hits - 1 frames is the missing hit's evidence. (2D outputs still wait for the rule.)
         rule = hit_count_rule(self.gate)
+        # On the ground (--ground) two cameras agreeing at first sight on a point at the tracks'
+        # height, of one size, are that evidence: any 2D track observed now may pair, on one joint
+        # observation. A one-frame flash still never shows: a 3D track is reported from its second
+        # stereo update (Track3DConfig.min_updates).
         need = None
         if rule is not None and rule.min_hits > 2 and (rule.min_hits - 1) * self._dt >= rule.window_s - 1e-9:
-            need = min(self.associator.cfg.min_common, rule.min_hits - 1)
-            elig0 |= trk0.matched & (trk0.hits >= rule.min_hits - 1)
-            elig1 |= trk1.matched & (trk1.hits >= rule.min_hits - 1)
+            floor = 1 if self.cfg.ground else rule.min_hits - 1
+            need = min(self.associator.cfg.min_common, floor)
+            elig0 |= trk0.matched & (trk0.hits >= floor)
+            elig1 |= trk1.matched & (trk1.hits >= floor)
+        if busy0 is not None:
+            elig0 &= ~busy0
+            elig1 &= ~busy1
         idx0, idx1 = np.flatnonzero(elig0), np.flatnonzero(elig1)
+        self.associator.height_layer = self._height_layer()
         pairs = self.associator.associate(trk0, idx0, trk1, idx1, t, self._dt, min_common=need)
         obs = []
         m0, m1 = trk0.measured(), trk1.measured()
@@ -396,11 +614,32 @@ class StereoPipeline:
             o = PairObservation(int(trk0.ids[i]), int(trk1.ids[j]), bool(trk0.matched[i]), bool(trk1.matched[j]),
                                 uv0, uv1, float(min(trk0.gate_score[i], trk1.gate_score[j])))
             o.evidence_s = self.associator.evidence_s.get((i, j), 0.0)
+            o.view_size_px = (float(np.sqrt(max(m0[i, 2] * m0[i, 3], 0.0))), float(np.sqrt(max(m1[j, 2] * m1[j, 3], 0.0))))
             o.size_px = float(np.sqrt(max(m0[i, 2] * m0[i, 3], 0.0) + max(m1[j, 2] * m1[j, 3], 0.0)) / math.sqrt(2))
             o.truncated = self._truncated(m0[i, :2], m0[i, 2:4], self.calib.cam0) or \
                 self._truncated(m1[j, :2], m1[j, 2:4], self.calib.cam1)
             obs.append(o)
         return obs
+
+    # Objects on the ground (planar motion): the layer of heights their tracks keep to.
+    HEIGHT_LAYER_MIN_TRACKS = 3  # reported tracks before the layer is known
+    HEIGHT_LAYER_MIN_TOL = 0.15  # metres: the layer's half-width at least ...
+    HEIGHT_LAYER_MADS = 4.0  # ... or this many robust standard deviations of the tracks' heights
+
+    def _height_layer(self) -> Optional[tuple[np.ndarray, float, float, float]]:
+        """(up, offset, height, tolerance) of the layer of heights the reported 3D tracks keep to,
+        world metres, when motion is planar and enough tracks are known; else None."""
+        t3 = self.tracker3d
+        if not t3.planar:
+            return None
+        rep = [tr for tr in t3.reported() if tr.state == "tracked"]
+        if len(rep) < self.HEIGHT_LAYER_MIN_TRACKS:
+            return None
+        off = float(t3.up @ np.asarray(self.calib.t_world, float).reshape(3))
+        h = np.array([tr.kf.x[:3, 0] for tr in rep]) @ t3.up - off
+        med = float(np.median(h))
+        tol = max(self.HEIGHT_LAYER_MIN_TOL, self.HEIGHT_LAYER_MADS * 1.4826 * float(np.median(np.abs(h - med))))
+        return t3.up, off, med, tol
 
     def _truncated(self, uv: np.ndarray, wh: np.ndarray, cam) -> bool:
         """A blob touching the image border is cut off: its centroid is biased inwards."""
@@ -417,9 +656,14 @@ class StereoPipeline:
                           for o in both])
         tri = triangulate(self.calib, np.array([o.uv0 for o in both]), np.array([o.uv1 for o in both]),
                           pixel_sigma=sigma)
+        cal = self.calib
         for k, o in enumerate(both):
             if tri.valid[k]:
                 o.xyz, o.cov = tri.xyz[k], tri.cov[k]
+                z0, z1 = o.xyz[2], (cal.R @ o.xyz + cal.T.reshape(3))[2]
+                s0, s1 = o.view_size_px
+                if s0 > 0 and s1 > 0 and z0 > 0 and z1 > 0:
+                    o.size_m = 0.5 * (s0 * z0 / cal.cam0.K[0, 0] + s1 * z1 / cal.cam1.K[0, 0])
 
     def smoothed_states(self) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
         """After the input ended (and keep_log): {(3D id, frame): (state, covariance)} smoothed by RTS."""

@@ -122,6 +122,30 @@ def run_roboflow(stream: Stream, kind: str, params: dict) -> tuple[dict[int, Fra
     return out, ms
 
 
+ROBOFLOW_KINDS = ("SORT", "ByteTrack", "OC-SORT")
+
+
+def track_boxes(kind: str, frames: list[tuple[np.ndarray, np.ndarray]], frame_rate: float,
+                **params) -> list[FrameObjects]:
+    """Roboflow `trackers`' SORT, ByteTrack or OC-SORT (`kind`, ROBOFLOW_KINDS; `params` to its
+    constructor) frame by frame over (xyxy boxes, confidences) per frame: per frame the tracks it
+    reports (tracker_id >= 0) with their boxes."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        import supervision as sv
+        from trackers import ByteTrackTracker, OCSORTTracker, SORTTracker
+    cls = {"SORT": SORTTracker, "ByteTrack": ByteTrackTracker, "OC-SORT": OCSORTTracker}[kind]
+    tracker = cls(frame_rate=frame_rate, **params)
+    out = []
+    for boxes, conf in frames:
+        res = tracker.update(sv.Detections(xyxy=np.asarray(boxes, np.float32).reshape(-1, 4),
+                                           confidence=np.asarray(conf, np.float32).reshape(-1)))
+        keep = res.tracker_id >= 0 if len(res) else np.zeros(0, bool)
+        out.append(FrameObjects(res.tracker_id[keep].astype(int) if len(res) else np.zeros(0, int),
+                                boxes=res.xyxy[keep] if len(res) else np.zeros((0, 4))))
+    return out
+
+
 BYTETRACK_SWEEP = {
     "track_activation_threshold": (0.3, 0.5, 0.7),
     "minimum_iou_threshold": (0.05, 0.1, 0.3),

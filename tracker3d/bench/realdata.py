@@ -10,9 +10,10 @@ Rows per variant, all computed here against the folder's ground truth (trackeval
   the ground truth, so it is printed once. Beside them a naive baseline on the same detections
   (`naive_3d`: per-frame cross-view matching on the epipolar distance, triangulation, IDs linked
   to the previous frame within 1 m).
-- 2D, view 0 (IoU 0.5 against gt0.txt): the stereo pipeline's camera-0 tracks, the 2D tracker
-  alone as `tracker3d track2d --det det0.txt --fps F` runs it, and SORT (roboflow `trackers`,
-  max_age 1, min_hits 3, IoU 0.3) on the same det0.txt when it is installed.
+- 2D, views 0 and 1 (IoU 0.5 against gt0.txt, gt1.txt): the stereo pipeline's tracks of that
+  camera, the 2D tracker alone as `tracker3d track2d --det detC.txt --fps F` runs it (with the
+  detection's box and with `--box filtered`), and, when roboflow `trackers` is installed, SORT
+  (max_age 1, min_hits 3, IoU 0.3), ByteTrack and OC-SORT (defaults) on the same detC.txt.
 """
 from __future__ import annotations
 
@@ -20,22 +21,26 @@ import argparse
 import contextlib
 import io
 import tempfile
-import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from calib import triangulate
-from streams.detections import DetectionFolder, is_detections_folder, read_det_file
+from streams.detections import (
+    Boxes2D,
+    DetectionFolder,
+    is_detections_folder,
+    read_det_file,
+)
 
 from ..errors import Tracker3DError
 from ..evaluation.eval2d import FrameObjects, evaluate_2d, mot_frames
 from ..evaluation.runs import evaluate_source, view_gt_frames
 from ..evaluation.world import evaluate_world, read_world_gt, world_gt_frames
 from ..track2d.mot import read_mot
-from .peers import have_trackers
+from .peers import ROBOFLOW_KINDS, have_trackers, track_boxes
 
 VARIANTS = ("clean", "noisy")
 SORT_PARAMS = {"lost_track_buffer": 1, "minimum_consecutive_frames": 3, "minimum_iou_threshold": 0.3}
@@ -53,17 +58,17 @@ def variant_dirs(root: str | Path) -> list[tuple[str, Path]]:
     return found
 
 
-def _command_defaults():
-    """The pipeline configuration and gate that `tracker3d eval DIR` uses without options."""
+def _command_defaults(options: Sequence[str] = ()):
+    """The pipeline configuration and gate that `tracker3d eval DIR [options]` uses."""
     from ..commands.common import add_pipeline_args, pipeline_from_args
 
     p = argparse.ArgumentParser()
     add_pipeline_args(p)
-    return pipeline_from_args(p.parse_args([]))
+    return pipeline_from_args(p.parse_args(list(options)))
 
 
-def ours_3d(d: Path) -> dict:
-    config, gate = _command_defaults()
+def ours_3d(d: Path, options: Sequence[str] = ()) -> dict:
+    config, gate = _command_defaults(options)
     src = DetectionFolder.open_folder(d)
     views = [d / f"gt{c}.txt" for c in (0, 1)]
     return evaluate_source(src, src.calib, d / "gt.csv", config, gate, show_progress=False,
@@ -142,69 +147,68 @@ def naive_3d(d: Path, max_px: float = NAIVE_EPIPOLAR_PX, link_m: float = NAIVE_L
     return evaluate_world(tracks, gt, frames)
 
 
-def track2d_alone(d: Path, fps: float) -> dict:
-    """`tracker3d track2d --det det0.txt --fps F` (its defaults), scored against gt0.txt."""
+def track2d_alone(d: Path, fps: float, cam: int = 0, box: str = "detection") -> dict:
+    """`tracker3d track2d --det detC.txt --fps F --box BOX` (its defaults), scored against gtC.txt."""
     from ..commands import track2d as cmd
 
     p = argparse.ArgumentParser()
     cmd.add_parser(p.add_subparsers())
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "tracks.txt"
-        args = p.parse_args(["track2d", "--det", str(d / "det0.txt"), "--fps", str(fps), "--out", str(out)])
+        args = p.parse_args(["track2d", "--det", str(d / f"det{cam}.txt"), "--fps", str(fps), "--out", str(out),
+                             "--box", box])
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             args.func(args)
         tracks = {f - 1: o for f, o in mot_frames(read_mot(out)).items()}
-    return _score_view(d, tracks)
+    return _score_view(d, tracks, cam)
 
 
-def _score_view(d: Path, tracks: dict[int, FrameObjects]) -> dict:
+def _score_view(d: Path, tracks: dict[int, FrameObjects], cam: int = 0) -> dict:
     frames = [row[0] for row in DetectionFolder.open_folder(d).rows]
-    return evaluate_2d(view_gt_frames(d / "gt0.txt"), tracks, frames=frames, kind="iou")
+    return evaluate_2d(view_gt_frames(d / f"gt{cam}.txt"), tracks, frames=frames, kind="iou")
 
 
-def sort_view0(d: Path) -> dict:
-    """SORT (roboflow trackers) on det0.txt, frame by frame (it knows no time)."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        import supervision as sv
-        from trackers import SORTTracker
-    tracker = SORTTracker(frame_rate=30.0, **SORT_PARAMS)  # buffer in frames: 1 at frame_rate 30
-    dets = read_det_file(d / "det0.txt")
-    tracks = {}
-    for idx in [row[0] for row in DetectionFolder.open_folder(d).rows]:
-        b = dets.get(idx + 1)
-        xyxy = b.boxes.astype(np.float32) if b is not None else np.zeros((0, 4), np.float32)
-        conf = b.scores.astype(np.float32) if b is not None else np.zeros(0, np.float32)
-        res = tracker.update(sv.Detections(xyxy=xyxy, confidence=conf))
-        keep = res.tracker_id >= 0 if len(res) else np.zeros(0, bool)
-        tracks[idx] = FrameObjects(res.tracker_id[keep].astype(int) if len(res) else np.zeros(0, int),
-                                   boxes=res.xyxy[keep] if len(res) else np.zeros((0, 4)))
-    return _score_view(d, tracks)
+def peer_view(d: Path, cam: int, kind: str, fps: float) -> dict:
+    """A roboflow tracker on detC.txt, frame by frame (they know no time): SORT with the paper's
+    settings at frame_rate 30 (its buffer: 1 frame), ByteTrack and OC-SORT with their defaults at
+    the data's rate."""
+    dets = read_det_file(d / f"det{cam}.txt")
+    idx = [row[0] for row in DetectionFolder.open_folder(d).rows]
+    empty = Boxes2D.empty()
+    frames = [(dets.get(i + 1, empty).boxes, dets.get(i + 1, empty).scores) for i in idx]
+    out = track_boxes(kind, frames, 30.0 if kind == "SORT" else fps, **(SORT_PARAMS if kind == "SORT" else {}))
+    return _score_view(d, dict(zip(idx, out)), cam)
 
 
 def wildtrack_rows(root: str | Path, progress: Optional[Callable] = None) -> list[dict]:
     """Rows {variant, what, method, metrics...} for each variant folder under root."""
     rows = []
     todo = variant_dirs(root)
-    sort_ok = have_trackers()
+    peers = ROBOFLOW_KINDS if have_trackers() else ()
     for name, d in (progress(todo) if progress else todo):
         res = ours_3d(d)
         fps = float(DetectionFolder.open_folder(d).fps)
         rows.append({"variant": name, "what": "3D ground plane", "method": "tracker3d", **res["ground"]})
+        rows.append({"variant": name, "what": "3D ground plane", "method": "tracker3d --ground",
+                     **ours_3d(d, ["--ground"])["ground"]})
         rows.append({"variant": name, "what": "3D ground plane", "method": "naive per-frame matching",
                      **naive_3d(d)["ground"]})
         if name == todo[0][0]:  # the oracle uses only the ground truth: the same for every variant
             for anchor in ("center", "bottom"):
                 rows.append({"variant": "gt", "what": "3D ground plane", "method": f"oracle, box {anchor}s",
                              **oracle_3d(d, anchor)["ground"]})
-        if "2d_cam0" in res:
-            rows.append({"variant": name, "what": "2D view 0", "method": "tracker3d (stereo pipeline)",
-                         **res["2d_cam0"]})
-            rows.append({"variant": name, "what": "2D view 0", "method": f"tracker3d track2d --fps {fps:g}",
-                         **track2d_alone(d, fps)})
-            if sort_ok:
-                rows.append({"variant": name, "what": "2D view 0", "method": "SORT (max_age 1, min_hits 3)",
-                             **sort_view0(d)})
+        for cam in (0, 1):
+            if f"2d_cam{cam}" not in res:
+                continue
+            what = f"2D view {cam}"
+            rows.append({"variant": name, "what": what, "method": "tracker3d (stereo pipeline)", **res[f"2d_cam{cam}"]})
+            rows.append({"variant": name, "what": what, "method": f"tracker3d track2d --fps {fps:g}",
+                         **track2d_alone(d, fps, cam)})
+            rows.append({"variant": name, "what": what, "method": "track2d --box filtered",
+                         **track2d_alone(d, fps, cam, "filtered")})
+            for kind in peers:
+                method = "SORT (max_age 1, min_hits 3)" if kind == "SORT" else f"{kind} (default)"
+                rows.append({"variant": name, "what": what, "method": method, **peer_view(d, cam, kind, fps)})
     return rows
 
 

@@ -4,9 +4,11 @@ package registries ship (see tests/data/motmetrics_tud/README.md and tests/data/
 1. Trackers on real boxes with public ground truth: TUD-Campus and TUD-Stadtmitte (MOTChallenge
    2D MOT 2015 gt.txt, from the motmetrics 1.4.0 wheel), detections = the boxes of the real
    tracker result the wheel ships (IDs dropped, conf 1; that result as shipped is a row too). Ours as `tracker3d track2d --det
-   DET --fps F` runs it (F from the folder's seqinfo.ini), SORT (max_age 1, min_hits 3, IoU 0.3:
-   the SORT paper's settings), ByteTrack and OC-SORT (roboflow `trackers` defaults at the
-   sequence's frame rate), all scored here with trackeval at IoU 0.5 against gt.txt.
+   DET --fps F` runs it (F from the folder's seqinfo.ini; rows with the detection's box and
+   with `--box filtered`), SORT (max_age 1, min_hits 3, IoU 0.3: the SORT paper's settings),
+   ByteTrack and OC-SORT (roboflow `trackers` defaults at the sequence's frame rate), all scored
+   here with trackeval at IoU 0.5 against gt.txt; then all again on the same boxes with a CNN
+   detector's jitter added (those boxes are already smoothed by the tracker that made them).
 2. Detectors on real video: OpenCV's vtest.avi (PETS 2009 S2.L1 view 1, 795 frames, 768x576,
    10 fps; Debian opencv-doc 4.6.0+dfsg-12), which ships no ground truth: per detector, ms per
    frame (one OpenCV thread), detections per frame, the time of the first detection (the
@@ -21,7 +23,6 @@ import contextlib
 import io
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -30,7 +31,7 @@ import numpy as np
 from ..errors import Tracker3DError
 from ..evaluation.eval2d import FrameObjects, evaluate_2d, mot_frames
 from ..track2d.mot import read_mot, read_seqinfo, write_mot
-from .peers import have_trackers
+from .peers import ROBOFLOW_KINDS, have_trackers, track_boxes
 
 TUD = ("TUD-Campus", "TUD-Stadtmitte")
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
@@ -56,8 +57,24 @@ def _score(folder: Path, tracks: dict[int, FrameObjects], n: int) -> dict:
     return evaluate_2d(gt, tracks, frames=list(range(n)), kind="iou")
 
 
-def ours(folder: Path, dets: dict[int, np.ndarray], n: int, fps: Optional[float] = None) -> dict:
-    """`tracker3d track2d --det det.txt` (with --fps F when given; else from seqinfo.ini)."""
+def jittered(dets: dict[int, np.ndarray], rel: float, seed: int = 0) -> dict[int, np.ndarray]:
+    """The boxes with a detector's jitter added (seeded): centre moved by N(0, rel/2) of the
+    width and height, width and height each scaled by exp(N(0, rel)), independently."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for f in sorted(dets):
+        b = dets[f]
+        w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        cx = (b[:, 0] + b[:, 2]) / 2 + rng.normal(0, rel / 2, len(b)) * w
+        cy = (b[:, 1] + b[:, 3]) / 2 + rng.normal(0, rel / 2, len(b)) * h
+        w, h = w * np.exp(rng.normal(0, rel, len(b))), h * np.exp(rng.normal(0, rel, len(b)))
+        out[f] = np.column_stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    return out
+
+
+def ours(folder: Path, dets: dict[int, np.ndarray], n: int, fps: Optional[float] = None,
+         box: str = "detection") -> dict:
+    """`tracker3d track2d --det det.txt --box BOX` (with --fps F when given; else from seqinfo.ini)."""
     from ..commands import track2d as cmd
 
     p = argparse.ArgumentParser()
@@ -66,7 +83,7 @@ def ours(folder: Path, dets: dict[int, np.ndarray], n: int, fps: Optional[float]
         det = Path(tmp) / "det.txt"
         write_mot(det, [(f, -1, b[0], b[1], b[2] - b[0], b[3] - b[1], 1.0) for f in sorted(dets) for b in dets[f]])
         out = Path(tmp) / "tracks.txt"
-        argv = ["track2d", "--det", str(det), "--out", str(out)] + (["--fps", str(fps)] if fps else [])
+        argv = ["track2d", "--det", str(det), "--out", str(out), "--box", box] + (["--fps", str(fps)] if fps else [])
         args = p.parse_args(argv)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             args.func(args)
@@ -76,37 +93,33 @@ def ours(folder: Path, dets: dict[int, np.ndarray], n: int, fps: Optional[float]
 
 def roboflow(folder: Path, dets: dict[int, np.ndarray], n: int, kind: str, fps: float) -> dict:
     """SORT / ByteTrack / OC-SORT from roboflow `trackers`, frame by frame on the same boxes."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        import supervision as sv
-        from trackers import ByteTrackTracker, OCSORTTracker, SORTTracker
-    tracker = {"SORT": lambda: SORTTracker(frame_rate=fps, **SORT_PAPER),
-               "ByteTrack": lambda: ByteTrackTracker(frame_rate=fps),
-               "OC-SORT": lambda: OCSORTTracker(frame_rate=fps)}[kind]()
-    tracks = {}
-    for f in range(1, n + 1):
-        b = dets.get(f, np.zeros((0, 4)))
-        res = tracker.update(sv.Detections(xyxy=b.astype(np.float32), confidence=np.ones(len(b), np.float32)))
-        keep = res.tracker_id >= 0 if len(res) else np.zeros(0, bool)
-        tracks[f - 1] = FrameObjects(res.tracker_id[keep].astype(int) if len(res) else np.zeros(0, int),
-                                     boxes=res.xyxy[keep] if len(res) else np.zeros((0, 4)))
-    return _score(folder, tracks, n)
+    empty = np.zeros((0, 4))
+    frames = [(dets.get(f, empty), np.ones(len(dets.get(f, empty)))) for f in range(1, n + 1)]
+    out = track_boxes(kind, frames, fps, **(SORT_PAPER if kind == "SORT" else {}))
+    return _score(folder, dict(enumerate(out)), n)
 
 
-def tracker_rows(root: Path = DATA / "motmetrics_tud", progress: Optional[Callable] = None) -> list[dict]:
-    """Rows {sequence, method, metrics...} for ours, SORT, ByteTrack, OC-SORT on each TUD sequence."""
+JITTER = 0.1  # the jittered copy of each sequence: boxes jitter like a CNN detector's (see jittered)
+
+
+def tracker_rows(root: Path = DATA / "motmetrics_tud", progress: Optional[Callable] = None,
+                 jitter: Optional[float] = JITTER) -> list[dict]:
+    """Rows {sequence, method, metrics...} for ours (detection and filtered boxes), SORT, ByteTrack
+    and OC-SORT on each TUD sequence, and again on its boxes jittered by `jitter` (None: not)."""
     rows = []
-    peers = ("SORT", "ByteTrack", "OC-SORT") if have_trackers() else ()
+    peers = ROBOFLOW_KINDS if have_trackers() else ()
     for seq in (progress(TUD) if progress else TUD):
         folder = root / seq
         info = read_seqinfo(folder / "seqinfo.ini")
         n, fps = info["seqLength"], info["frameRate"]
-        dets = tud_detections(folder)
+        real = tud_detections(folder)
         own = {f - 1: o for f, o in mot_frames(read_mot(folder / "test.txt")).items()}
         rows.append({"sequence": seq, "method": "test.txt as shipped", **_score(folder, own, n)})
-        rows.append({"sequence": seq, "method": "tracker3d track2d", **ours(folder, dets, n, fps)})
-        for kind in peers:
-            rows.append({"sequence": seq, "method": kind, **roboflow(folder, dets, n, kind, fps)})
+        for name, dets in [(seq, real)] + ([(f"{seq} +{jitter:g} jitter", jittered(real, jitter))] if jitter else []):
+            rows.append({"sequence": name, "method": "tracker3d track2d", **ours(folder, dets, n, fps)})
+            rows.append({"sequence": name, "method": "track2d --box filtered", **ours(folder, dets, n, fps, "filtered")})
+            for kind in peers:
+                rows.append({"sequence": name, "method": kind, **roboflow(folder, dets, n, kind, fps)})
     return rows
 
 
@@ -270,8 +283,8 @@ def format_tracked(rows: list[dict]) -> str:
 
 
 def format_trackers(rows: list[dict]) -> str:
-    head = f"{'sequence':15s} {'method':18s} {'MOTA':>6s} {'IDF1':>6s} {'HOTA':>6s} {'IDSW':>5s} {'FP':>5s} {'FN':>5s}"
-    return "\n".join([head] + [f"{r['sequence']:15s} {r['method']:18s} {100 * r['MOTA']:6.1f} {100 * r['IDF1']:6.1f} "
+    head = f"{'sequence':26s} {'method':22s} {'MOTA':>6s} {'IDF1':>6s} {'HOTA':>6s} {'IDSW':>5s} {'FP':>5s} {'FN':>5s}"
+    return "\n".join([head] + [f"{r['sequence']:26s} {r['method']:22s} {100 * r['MOTA']:6.1f} {100 * r['IDF1']:6.1f} "
                                f"{100 * r['HOTA']:6.1f} {r['IDSW']:5d} {r['FP']:5d} {r['FN']:5d}" for r in rows])
 
 

@@ -58,7 +58,7 @@ def run_wildtrack(args: argparse.Namespace) -> int:
     rows = wildtrack_rows(args.wildtrack, progress=lambda it: progress(it, "wildtrack"))
     res["wildtrack"] = rows
     print(f"WildTrack C1-C2 ({args.wildtrack}): 3D ground plane = x, y within 0.5 m, persons seen in either view; "
-          "2D view 0 = IoU 0.5 against gt0.txt; percent")
+          "2D view C = IoU 0.5 against gtC.txt; percent")
     print(format_rows(rows))
     if not have_trackers():
         print("SORT rows skipped: roboflow `trackers` is not installed (make install-bench)")
@@ -76,7 +76,8 @@ def run_real(args: argparse.Namespace) -> int:
     print(f"machine: {res['machine']}\n")
     res["trackers"] = rf.tracker_rows(progress=lambda it: progress(it, "trackers"))
     print("2D trackers on real boxes (TUD-Campus, TUD-Stadtmitte: MOT15 ground truth; detections = the boxes of "
-          "the tracker result motmetrics 1.4.0 ships, IDs dropped; IoU 0.5; percent)")
+          "the tracker result motmetrics 1.4.0 ships, IDs dropped; '+0.1 jitter': the same boxes with a detector's "
+          "jitter added, centre N(0, 5 %) and width, height x exp(N(0, 10 %)) each, seed 0; IoU 0.5; percent)")
     print(rf.format_trackers(res["trackers"]))
     from ..bench.peers import have_trackers
 

@@ -51,6 +51,10 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
                    "--pixel-sigma; boxes cut by the image border are triangulated with it, and a 3D track may be as "
                    "uncertain as 4 of its triangulations (wide baselines). Default: 0.05 for detection files and "
                    "streams (an outside detector's boxes), 0 for our own detectors (exact blob centroids)")
+    g.add_argument("--ground", action="store_true",
+                   help="objects move on the ground of the calibration's world frame (z up): people, vehicles, "
+                   "animals walking. Heights stay put, cross-camera pairs must triangulate at the tracks' height, and a "
+                   "track one camera loses is kept by the other (needs R_world/t_world in the calibration)")
     g.add_argument("--anchor", default="center", choices=list(ANCHORS),
                    help="which point of a detection box is the object (triangulated and reported): its centre or "
                    "the middle of its bottom edge (default center; see README 'Your own detector')")
@@ -136,7 +140,7 @@ def pipeline_from_args(args: argparse.Namespace):
                          track3d=Track3DConfig(model=args.model, max_coast_s=args.max_coast,
                                                max_pos_rel=None if box is None else (BOX_POS_REL if box > 0 else 0.0)),
                          anchor=getattr(args, "anchor", "center"), detector_options=kw, object_size_m=size,
-                         depth_m=depth,
+                         depth_m=depth, ground=getattr(args, "ground", False),
                          # one detection thread per camera, unless each core already runs its own
                          # pipeline (tracker3d batch's worker processes set detect_threads False)
                          threads=getattr(args, "detect_threads", True),

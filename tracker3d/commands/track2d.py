@@ -14,7 +14,7 @@ from streams.recording import read_frames_csv
 from ..detect import make_detector
 from ..errors import Tracker3DError
 from ..progress import progress
-from ..run2d import run_2d, run_mot
+from ..run2d import BOX_KINDS, run_2d, run_mot
 from ..track2d.mot import read_mot, read_seqinfo, write_mot
 from ..track2d.tracker import ByteTracker, TrackerConfig
 from .common import DEFAULT_GATE, detector_options, make_gate
@@ -50,6 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output tracks in MOTChallenge format")
     p.add_argument("--no-backfill", action="store_true", help="only rows from the frame a track is confirmed on (as a "
                    "live tracker reports); by default a confirmed track also gets rows for its earlier detections")
+    p.add_argument("--box", choices=BOX_KINDS, default="detection", help="output box: the matched detection's own box "
+                   "(default), or the track's SORT-style filtered box (centre, scale and aspect ratio filtered): better "
+                   "for a detector whose boxes jitter (see README)")
     p.add_argument("--det-out", help="also write the detections (MOT det format; with --video)")
     p.set_defaults(func=run)
 
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             raise Tracker3DError("--gate persistence with --det needs --image-size WxH (positions are normalised by it)")
         args.gate = args.gate or "hits"
     args.gate = args.gate or DEFAULT_GATE
-    tracker = ByteTracker(cfg, make_gate(args), image_size=size)
+    tracker = ByteTracker(cfg, make_gate(args), image_size=size, outside=bool(args.det))
     if args.fps is not None and not args.fps > 0:
         raise Tracker3DError(f"--fps {args.fps}: expected a positive frame rate")
     if args.fps is None and (args.det or not str(args.video).isdigit()):
@@ -109,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         index = mot.frames()
         last = int(mot.frame.max()) if len(mot.frame) else 0
         res = run_mot(lambda f: mot.detections(f, index), last, args.fps, tracker,
-                      progress=lambda it: progress(it, "track2d", unit="frame"), backfill=not args.no_backfill)
+                      progress=lambda it: progress(it, "track2d", unit="frame"), backfill=not args.no_backfill,
+                      box=args.box)
         write_mot(args.out, res.rows)
         print(f"wrote {args.out}: {len({r[1] for r in res.rows})} tracks over {last} frames")
         return 0
@@ -120,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"frame rate {src.fps:.4g} fps from the video's header")
     detector = make_detector(args.detector, **detector_options(args)[0])
     res = run_2d(((f.index, f.t, f.image) for f in src), detector, tracker, keep_detections=bool(args.det_out),
-                 progress=lambda it: progress(it, "track2d", unit="frame"), backfill=not args.no_backfill)
+                 progress=lambda it: progress(it, "track2d", unit="frame"), backfill=not args.no_backfill,
+                 box=args.box)
     src.close()
     if not res.track_ms:
         raise Tracker3DError(f"{args.video}: no frames")

@@ -140,6 +140,17 @@ class BackgroundSubtractionDetector:
             return src
         return apply_gain(src, self.gain)
 
+    def _still(self, mask: np.ndarray) -> np.ndarray:
+        """Full-resolution mask (255) of the pixels more than 2 pixels from any foreground of
+        `mask` (at `scale`): where the slow background may learn."""
+        h, w = mask.shape
+        if self.scale == 0.5 and self._size == (2 * w, 2 * h):
+            # Each small pixel is a 2x2 block: growing the blocks by 2 full pixels is growing the
+            # small mask by 1 pixel, so dilate and invert at a quarter of the pixels (identical).
+            return cv2.resize(cv2.bitwise_not(cv2.dilate(mask, None)), self._size, interpolation=cv2.INTER_NEAREST)
+        full_mask = mask if self.scale == 1.0 else cv2.resize(mask, self._size, interpolation=cv2.INTER_NEAREST)
+        return cv2.bitwise_not(cv2.dilate(full_mask, None, iterations=2))
+
     def detect(self, image: np.ndarray, t: float) -> Detections:
         check_image(image, self._size)
         if self._size is None:
@@ -170,11 +181,11 @@ class BackgroundSubtractionDetector:
 
         def weight(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
             d = np.abs(src[y0:y1, x0:x1].astype(np.float32) - bg[y0:y1, x0:x1])
-            return d if d.ndim == 2 else d.sum(axis=2) * (1.0 / 3.0)
+            # The channel mean; written out, 3x faster than d.sum(axis=2) and the same sums.
+            return d if d.ndim == 2 else (d[..., 0] + d[..., 1] + d[..., 2]) * (1.0 / 3.0)
 
         if warm or self._frames % 2 == 0:  # every other frame, at twice the rate, after the warm-up
-            full_mask = mask if self.scale == 1.0 else cv2.resize(mask, self._size, interpolation=cv2.INTER_NEAREST)
-            still = cv2.bitwise_not(cv2.dilate(full_mask, None, iterations=2))
+            still = self._still(mask)
             alpha = 1.0 / self._frames if warm else min(1.0, 2 * self.bg_alpha)
             cv2.accumulateWeighted(src, self._bg, alpha, mask=still)
         if warm:  # no background yet: anything reported now would be a ghost later

@@ -25,8 +25,7 @@ def illumination_gain(frame: np.ndarray, background: np.ndarray, fg_small: np.nd
     median over the frame (1.0 if the frame has too few). Clipped to `clip`. A median of ratios
     ignores whatever moves, as long as it covers under half a cell."""
     s, c = GAIN_STEP_PX, GAIN_CELL
-    f = np.ascontiguousarray(frame[::s, ::s])
-    b = np.ascontiguousarray(background[::s, ::s])
+    f, b = _every(frame, s), _every(background, s)
     if f.ndim == 3:
         f = cv2.cvtColor(f, cv2.COLOR_BGR2GRAY).astype(np.float32)
         b = cv2.cvtColor(b, cv2.COLOR_BGR2GRAY)
@@ -52,6 +51,16 @@ def illumination_gain(frame: np.ndarray, background: np.ndarray, fg_small: np.nd
     res = cv2.medianBlur(field - np.float32(overall), 3) if min(field.shape) >= 3 else field - np.float32(overall)
     field = np.float32(overall) + np.where(np.abs(res) > LOCAL_MIN, res, 0.0).astype(np.float32)
     return np.clip(field, *clip)
+
+
+def _every(image: np.ndarray, step: int) -> np.ndarray:
+    """image[::step, ::step], contiguous. When step divides both sides, OpenCV's nearest-neighbour
+    resize picks exactly those pixels, about 4x faster than numpy's strided copy of a large
+    float image (it is cold in the cache here)."""
+    h, w = image.shape[:2]
+    if h % step == 0 and w % step == 0:
+        return cv2.resize(image, (w // step, h // step), interpolation=cv2.INTER_NEAREST)
+    return np.ascontiguousarray(image[::step, ::step])
 
 
 def apply_gain(image: np.ndarray, field: np.ndarray) -> np.ndarray:

@@ -42,6 +42,10 @@ class AssociationConfig:
     keep_cost: float = 0.9  # cost of an existing pair with no fresh evidence (both tracks alive)
     max_depth: float = 200.0  # candidate pairs triangulating beyond this (metres) are rejected
     max_size_ratio: float = 2.0  # the two views' metric sizes (sqrt of box area x depth / f) differ at most this much
+    size_weight: Optional[float] = None  # cost added at the size-ratio limit (squared log ratio, scaled): consistent
+    # sizes win. None: chosen by the pipeline by where boxes come from (an outside detector's box covers the
+    # object: OUTSIDE_SIZE_WEIGHT; our blobs' sizes vary with contrast and merges: 0)
+    height_weight: float = 0.0  # cost added at the height limit (see StereoAssociator.height_layer)
     # Skip pairs whose windowed cost provably fails the gate (from their newest row, vectorised)
     # before computing it: the same pairs, at a cost that grows with the plausible pairs.
     prune: bool = True
@@ -53,6 +57,10 @@ class StereoAssociator:
         self.cfg = config or AssociationConfig()
         self.pairs: dict[int, int] = {}  # cam0 track id -> cam1 track id, from the last frame
         self.evidence_s: dict[tuple[int, int], float] = {}  # (row0, row1) of each pair -> seconds of joint evidence
+        # Objects on the ground keep to a layer of heights: (up (3,) unit vertical in camera 0's frame,
+        # offset (up . x0 - offset = height, metres), the layer's height, its tolerance), or None.
+        # A candidate pair triangulating outside the layer is two objects on one epipolar line.
+        self.height_layer: Optional[tuple[np.ndarray, float, float, float]] = None
 
     def _window(self, trk: ByteTracker, idx: np.ndarray, W: int):
         """Last W rows of tracks idx: uv (n,W,2), t (n,W), observed (n,W) (False where absent)."""
@@ -185,8 +193,17 @@ class StereoAssociator:
             with np.errstate(invalid="ignore"):
                 ratio = (s0[r] * z0 / self.calib.cam0.K[0, 0]) / (s1[q] * z1 / self.calib.cam1.K[0, 0])
                 bad = ~tri.valid | (z0 > c.max_depth) | ~(ratio <= c.max_size_ratio) | ~(ratio >= 1.0 / c.max_size_ratio)
+                # Soft preferences among new candidates (a kept pair passed them when it formed).
+                new = ~keep[r, q]
+                if c.size_weight:
+                    cost[r, q] += new * c.size_weight * (np.log(ratio) / np.log(c.max_size_ratio)) ** 2
+                if self.height_layer is not None:
+                    up, off, h_ref, tol = self.height_layer
+                    dev = np.abs(tri.xyz @ up - off - h_ref) / tol
+                    bad |= ~(dev <= 1.0)
+                    cost[r, q] += new * c.height_weight * dev ** 2
             cost[r[bad], q[bad]] = np.inf
-            feasible[r[bad], q[bad]] = False
+            feasible = cost < 1.0
         pairs = []
         rows = feasible.any(axis=1).nonzero()[0]
         cols = feasible.any(axis=0).nonzero()[0]

@@ -46,7 +46,16 @@ class Track3DConfig:
     min_updates: int = 2  # stereo updates before a track is reported (a 3-frame glint never is) ...
     report_evidence_s: float = 0.5  # ... unless its first pair was seen jointly this long (the association's
     # window): at low frame rates min_common joint observations span a second, no glint
-    duplicate_m: float = 0.15  # a younger track this close to an older one is a duplicate (deleted)
+    report_pos_std: Optional[float] = None  # m: a track without a stereo update now is reported only while
+    # its position is at most this uncertain (sqrt of the trace), None: always
+    duplicate_m: float = 0.15  # a younger track this close to an older one is a duplicate (deleted) ...
+    duplicate_chi2: float = 0.0  # ... or whose position differs by less than this Mahalanobis^2 (0: off)
+    # Planar motion (people, vehicles, animals on the ground): the vertical (the calibration world's
+    # z axis) gets this acceleration noise instead of accel_std/jerk_std, so a track's height stays
+    # put and one view's pixel alone fixes its position: a one-view update then keeps it alive like
+    # a stereo one. None: isotropic (no ground). Needs `up`, set by the pipeline from the calibration.
+    vertical_accel_std: Optional[float] = None  # m/s^2 (CV) or m/s^3 (CA)
+    init_vertical_vel_std: float = 0.1  # m/s: with planar motion, a new track's vertical speed uncertainty
 
 
 @dataclass
@@ -66,6 +75,12 @@ class PairObservation:
     truncated: bool = False  # a view's blob touches the image border (not triangulated)
     size_px: float = 0.0  # the boxes' size, rms over the views of sqrt(w h), pixels
     evidence_s: float = 0.0  # seconds over which the association saw the pair jointly
+    track3d: Optional[int] = None  # the 3D track that claimed these detections (claim.py), or None: a 2D pair
+    sigma_px: Optional[float] = None  # pixel noise of a one-view update (None: the config's pixel_sigma)
+    size_m: float = 0.0  # the object's size in metres (sqrt of box area x depth / f), both views seen
+    view_size_px: tuple[float, float] = (0.0, 0.0)  # each view's box size sqrt(w h), pixels
+    claim_d2: tuple[float, float] = (math.inf, math.inf)  # a claim's Mahalanobis^2 in each view
+    claimed: tuple[bool, bool] = (False, False)  # which views' pixels a 3D track claimed (not its 2D pair's)
 
 
 @dataclass
@@ -83,6 +98,7 @@ class Track3D:
     uv0: Optional[np.ndarray] = None
     uv1: Optional[np.ndarray] = None
     evidence_s: float = 0.0  # seconds of joint 2D evidence of the pair that started it
+    size_m: float = 0.0  # object size (sqrt of box area, scaled to metres by depth); 0 = unknown
     # For RTS smoothing: per step (t, x, P, F, Q) after the update.
     log_t: list = field(default_factory=list)
     log_frame: list = field(default_factory=list)
@@ -129,6 +145,12 @@ class Tracker3D:
         self.intervals = np.zeros(0)  # the last frame intervals, seconds
         self.suppressed: dict[tuple[int, int], float] = {}  # pair -> time until which it starts no track
         self.max_pos_rel = self.cfg.max_pos_rel or 0.0  # the pipeline resolves None
+        self.up: Optional[np.ndarray] = None  # unit vertical (world z) in camera 0's frame, for planar motion
+        if self.cfg.vertical_accel_std is not None:
+            if not calib.has_world:
+                raise ValueError("planar motion needs a calibration with a world frame (R_world, t_world) "
+                                 "whose z axis is the vertical")
+            self.up = np.asarray(calib.R_world, float)[:, 2].copy()
 
     # ---- model -------------------------------------------------------------------------------------
     def _FQ(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -155,11 +177,35 @@ class Tracker3D:
                                                             [dt ** 4 / 8, dt ** 3 / 3, dt * dt / 2],
                                                             [dt ** 3 / 6, dt * dt / 2, dt]])
         k = blk.shape[0]
+        # Per-axis shape of the noise: isotropic, or (planar) the vertical scaled down.
+        A = np.eye(3)
+        if self.cfg.vertical_accel_std is not None and self.up is not None:
+            u = self.up.reshape(3, 1)
+            A = A - (1.0 - (self.cfg.vertical_accel_std ** 2) / q) * (u @ u.T)
         Q = np.zeros((self.dim, self.dim))
         for a in range(k):
             for b in range(k):
-                Q[a * 3:(a + 1) * 3, b * 3:(b + 1) * 3] = np.eye(3) * blk[a, b]
+                Q[a * 3:(a + 1) * 3, b * 3:(b + 1) * 3] = A * blk[a, b]
         return F, Q
+
+    @property
+    def planar(self) -> bool:
+        return self.cfg.vertical_accel_std is not None and self.up is not None
+
+    def predicted(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Every live track's position (n,3, camera 0 frame, metres) and its covariance (n,3,3)
+        predicted to time t (seconds), without changing the tracks."""
+        n = len(self.tracks)
+        if n == 0:
+            return np.zeros((0, 3)), np.zeros((0, 3, 3))
+        x = np.array([tr.kf.x[:, 0] for tr in self.tracks])
+        P = np.array([tr.kf.P for tr in self.tracks])
+        dt = 0.0 if self.t is None else max(0.0, t - self.t)
+        if dt > 0:
+            F, Q = self._FQ(dt)
+            x = x @ F.T
+            P = F @ P @ F.T + Q
+        return x[:, :3], P[:, :3, :3]
 
     def _new_kf(self, xyz: np.ndarray, cov: np.ndarray) -> KalmanFilter:
         kf = KalmanFilter(dim_x=self.dim, dim_z=3)
@@ -167,6 +213,9 @@ class Tracker3D:
         kf.x[:3, 0] = xyz
         kf.P = np.eye(self.dim) * self.cfg.init_vel_std ** 2
         kf.P[:3, :3] = cov
+        if self.planar:  # on the ground the vertical speed starts near zero too
+            u = self.up.reshape(3, 1)
+            kf.P[3:6, 3:6] -= (self.cfg.init_vel_std ** 2 - self.cfg.init_vertical_vel_std ** 2) * (u @ u.T)
         if self.dim == 9:
             kf.P[6:, 6:] = np.eye(3) * 25.0
         kf.H = np.hstack([np.eye(3), np.zeros((3, self.dim - 3))])
@@ -186,11 +235,23 @@ class Tracker3D:
         for tr in self.tracks:
             if dt > 0:
                 tr.kf.predict(F=F, Q=Q)
-        by_pair = {tr.pair: tr for tr in self.tracks}
-        by_id0 = {tr.pair[0]: tr for tr in self.tracks}
-        by_id1 = {tr.pair[1]: tr for tr in self.tracks}
         used: set[int] = set()
         rest = []
+        by_id = {tr.id: tr for tr in self.tracks}
+        claims = [p for p in pairs if p.track3d is not None]
+        if claims:
+            pairs = [p for p in pairs if p.track3d is None]
+            for p in claims:
+                tr = by_id.get(p.track3d)
+                if tr is None or tr.id in used:
+                    continue
+                used.add(tr.id)
+                tr.pair = (p.id0 if p.seen0 and p.id0 >= 0 else tr.pair[0],
+                           p.id1 if p.seen1 and p.id1 >= 0 else tr.pair[1])
+                self._observe(tr, p, t)
+        by_pair = {tr.pair: tr for tr in self.tracks if tr.id not in used}
+        by_id0 = {tr.pair[0]: tr for tr in self.tracks}
+        by_id1 = {tr.pair[1]: tr for tr in self.tracks}
         # First the pairs that continue their own 3D track, so that a new pair's takeover (below)
         # never takes a track whose pair is here this frame (it would get two updates, and its own
         # pair's object none).
@@ -222,7 +283,7 @@ class Tracker3D:
         for tr, seen in zip(self.tracks, in_view):
             if tr.last_t < t:
                 tr.state = "coasting"
-            lost = t - tr.last_stereo_t > max_coast or not seen or \
+            lost = t - (tr.last_t if self.planar else tr.last_stereo_t) > max_coast or not seen or \
                 np.sqrt(np.trace(tr.kf.P[:3, :3])) > max(self.cfg.max_pos_std, self.max_pos_rel * tr.meas_std)
             if lost:
                 tr.state = "lost"
@@ -246,9 +307,18 @@ class Tracker3D:
         if len(self.tracks) < 2:
             return
         X = np.array([tr.kf.x[:3, 0] for tr in self.tracks])
-        d = np.linalg.norm(X[:, None] - X[None], axis=2)
+        diff = X[:, None] - X[None]
+        d = np.linalg.norm(diff, axis=2)
+        close = d < self.cfg.duplicate_m
+        if self.cfg.duplicate_chi2 > 0:
+            # Statistically one place: their difference is within its own uncertainty.
+            P = np.array([tr.kf.P[:3, :3] for tr in self.tracks])
+            S = P[:, None] + P[None]
+            with np.errstate(invalid="ignore"):
+                m2 = np.einsum("abi,abi->ab", diff, np.linalg.solve(S + np.eye(3) * 1e-12, diff[..., None])[..., 0])
+            close |= m2 < self.cfg.duplicate_chi2
         drop = set()
-        for i, j in zip(*np.nonzero(np.triu(d < self.cfg.duplicate_m, 1))):
+        for i, j in zip(*np.nonzero(np.triu(close, 1))):
             a, b = self.tracks[i], self.tracks[j]
             young = a if (a.updates, -a.born_t) < (b.updates, -b.born_t) else b
             if young.updates < 10 and young.id not in drop:
@@ -270,9 +340,11 @@ class Tracker3D:
         """Tracks with enough stereo updates that were seen recently: by both cameras or by one
         this frame (state 'coasting', until max_coast_s), or by none for at most report_coast_s."""
         t = self.t if self.t is not None else 0.0
+        lim = self.cfg.report_pos_std
         return [tr for tr in self.tracks if (tr.updates >= self.cfg.min_updates
                                              or tr.evidence_s >= self.cfg.report_evidence_s)
-                and (t - tr.last_t <= self.cfg.report_coast_s)]
+                and (t - tr.last_t <= self.cfg.report_coast_s)
+                and (lim is None or tr.last_stereo_t == t or np.sqrt(np.trace(tr.kf.P[:3, :3])) <= lim)]
 
     def _in_view(self, tracks: list[Track3D], margin: float = 20.0) -> np.ndarray:
         """For each track: is its predicted position in front of and inside at least one image?"""
@@ -315,7 +387,7 @@ class Tracker3D:
     def _start(self, p: PairObservation, t: float) -> Track3D:
         tr = Track3D(self.next_id, self._new_kf(p.xyz, p.cov), (p.id0, p.id1), t, t, t, updates=1,
                      persistence=p.persistence, uv0=p.uv0, uv1=p.uv1, meas_std=float(np.sqrt(np.trace(p.cov))),
-                     evidence_s=p.evidence_s)
+                     evidence_s=p.evidence_s, size_m=p.size_m)
         self.next_id += 1
         self.tracks.append(tr)
         return tr
@@ -327,6 +399,8 @@ class Tracker3D:
                 return  # inconsistent: coast this frame
             tr.kf.update(p.xyz.reshape(3, 1), R=p.cov)
             tr.meas_std = float(np.sqrt(np.trace(p.cov)))
+            if p.size_m > 0:
+                tr.size_m = p.size_m if tr.size_m <= 0 else 0.7 * tr.size_m + 0.3 * p.size_m
             tr.updates += 1
             tr.last_t = tr.last_stereo_t = t
             tr.state = "tracked"
@@ -347,7 +421,7 @@ class Tracker3D:
             H[:, :3] = J[0] @ R_
             z = cam.undistort_points(np.asarray(uv).reshape(1, 2))[0]
             y = z - pred[0]
-            Rm = np.eye(2) * self.cfg.pixel_sigma ** 2
+            Rm = np.eye(2) * (self.cfg.pixel_sigma if p.sigma_px is None else p.sigma_px) ** 2
             S = H @ tr.kf.P @ H.T + Rm
             if float(y @ np.linalg.solve(S, y)) > self.cfg.gate_chi2_2d:
                 continue

@@ -1,6 +1,8 @@
-"""MOTChallenge text files: det.txt, gt.txt and tracker output.
+"""MOTChallenge text files: det.txt, gt.txt and tracker output, as tracker3d uses them.
 
 Rows: `frame, id, bb_left, bb_top, bb_width, bb_height, conf, ...` (frames 1-based, pixels).
+Reading and writing the text is streams.mot's (one parser for these files and for detections
+folders); here: the rows as columns (`MotRows`), as Detections, and seqinfo.ini.
 """
 from __future__ import annotations
 
@@ -10,8 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from streams.mot import MotFormat, read_mot_table, write_mot
+
 from ..detect.detections import Detections
 from ..errors import Tracker3DError
+
+__all__ = ["MotRows", "read_mot", "read_seqinfo", "write_mot"]
 
 
 @dataclass
@@ -43,42 +49,15 @@ class MotRows:
                                      np.where(conf == -1, 1.0, np.clip(conf, 0, 1)))
 
 
+MOT_FORMAT = MotFormat("MOT file", ("frame", "id", "bb_left", "bb_top", "bb_width", "bb_height", "conf", "column 8"),
+                       error=Tracker3DError)
+
+
 def read_mot(path: str | os.PathLike) -> MotRows:
-    """Read det.txt / gt.txt / tracks.txt; Tracker3DError names the line and field on bad content."""
-    path = Path(path)
-    if not path.is_file():
-        raise Tracker3DError(f"{path}: MOT file not found")
-    rows = []
-    names = ("frame", "id", "bb_left", "bb_top", "bb_width", "bb_height", "conf")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = [p for p in line.replace(" ", ",").replace("\t", ",").split(",") if p != ""]
-            if len(parts) < 6:
-                raise Tracker3DError(f"{path}:{n}: expected at least 6 comma-separated fields, got {len(parts)}")
-            vals = []
-            for k, p in enumerate(parts[:8]):
-                try:
-                    vals.append(float(p))
-                except ValueError:
-                    name = names[k] if k < len(names) else f"column {k + 1}"
-                    raise Tracker3DError(f"{path}:{n}: field '{name}': expected a number, got {p!r}") from None
-            if vals[0] < 1 or vals[0] != int(vals[0]):
-                raise Tracker3DError(f"{path}:{n}: field 'frame': expected an integer >= 1, got {parts[0]}")
-            while len(vals) < 8:
-                vals.append(1.0 if len(vals) == 6 else -1.0)
-            rows.append(vals[:8])
-    a = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
+    """Read det.txt / gt.txt / tracks.txt; Tracker3DError names the line and field on bad content
+    (the parsing is streams.mot's, shared with detections folders)."""
+    a = read_mot_table(path, MOT_FORMAT)
     return MotRows(a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2:6], a[:, 6], a[:, 7].astype(int))
-
-
-def write_mot(path: str | os.PathLike, rows: list[tuple]) -> None:
-    """Write tracker output rows (frame, id, x, y, w, h, conf) as MOTChallenge text (-1 for x,y,z)."""
-    with open(path, "w", encoding="utf-8") as f:
-        for fr, tid, x, y, w, h, conf in rows:
-            f.write(f"{int(fr)},{int(tid)},{x:.3f},{y:.3f},{w:.3f},{h:.3f},{conf:.4f},-1,-1,-1\n")
 
 
 def read_seqinfo(path: str | os.PathLike) -> dict:

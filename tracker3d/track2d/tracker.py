@@ -38,7 +38,10 @@ class TrackerConfig:
     high_thresh: float = 0.5  # first-stage detections
     low_thresh: float = 0.1  # below this a detection is ignored
     new_track_thresh: float = 0.5  # an unmatched detection above this starts a track
-    iou_cost: float = 0.8  # 1 - IoU accepted in the high stage (ByteTrack's match_thresh)
+    iou_cost: float = 0.8  # 1 - IoU accepted in the high stage (ByteTrack's match_thresh) ...
+    outside_iou_cost: Optional[float] = 0.6  # ... for an outside detector's whole-object boxes (ByteTracker
+    # outside=True: detection files, streams): a person box that overlaps a neighbour's by a fifth is not
+    # evidence, the centre gate still matches it. None: iou_cost
     iou_buffer: float = 0.0  # boxes grow by this fraction of their size on each side for IoU (BIoU)
     low_iou_cost: float = 0.5  # ... in the low stage
     gate_chi2: float = 13.8  # centre Mahalanobis gate, chi2(2) at 99.9 %
@@ -157,8 +160,9 @@ class ByteTracker:
     """
 
     def __init__(self, config: Optional[TrackerConfig] = None, gate: Optional[Gate] = None,
-                 image_size: Optional[tuple[int, int]] = None, gate_key_offset: int = 0):
+                 image_size: Optional[tuple[int, int]] = None, gate_key_offset: int = 0, outside: bool = False):
         self.cfg = config or TrackerConfig()
+        self.outside = outside  # boxes from an outside detector (see TrackerConfig.outside_iou_cost)
         self.gate = gate if gate is not None else HitCountGate(3, 1.0)
         self.image_size = image_size
         # Added to track ids in gate calls, so trackers that share one gate keep distinct keys.
@@ -326,7 +330,8 @@ class ByteTracker:
         # times its size between frames); at high rates max_jump per frame is the bound.
         size = np.maximum(np.maximum(x[:, 2], x[:, 3]), c.min_size_px) * max(c.max_jump, c.max_jump_per_s * self.dt)
         too_far = dx * dx + dy * dy > (size * size)[:, None]
-        hi = np.minimum(one_minus_iou * (1.0 / c.iou_cost), np.sqrt(d2 * (1.0 / c.gate_chi2)))
+        iou_cost = c.outside_iou_cost if self.outside and c.outside_iou_cost is not None else c.iou_cost
+        hi = np.minimum(one_minus_iou * (1.0 / iou_cost), np.sqrt(d2 * (1.0 / c.gate_chi2)))
         hi[too_far] = np.inf
         if not with_low:
             return hi, None
