@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 from filterpy.kalman import rts_smoother
+from scipy.spatial import cKDTree
 
 from calib import StereoCalibration
 from calib.triangulate import _project_ideal
@@ -335,18 +336,20 @@ class Tracker3D:
         if len(self.tracks) < 2:
             return
         X = self.bank.x[:, :3]
-        diff = X[:, None] - X[None]
-        d = np.linalg.norm(diff, axis=2)
-        close = d < self.cfg.duplicate_m
         if self.cfg.duplicate_chi2 > 0:
+            diff = X[:, None] - X[None]
+            close = np.linalg.norm(diff, axis=2) < self.cfg.duplicate_m
             # Statistically one place: their difference is within its own uncertainty.
             P = self.bank.P[:, :3, :3]
             S = P[:, None] + P[None]
             with np.errstate(invalid="ignore"):
                 m2 = np.einsum("abi,abi->ab", diff, np.linalg.solve(S + np.eye(3) * 1e-12, diff[..., None])[..., 0])
             close |= m2 < self.cfg.duplicate_chi2
+            pairs = zip(*np.nonzero(np.triu(close, 1)))
+        else:
+            pairs = self._close_pairs(X, self.cfg.duplicate_m)
         drop = set()
-        for i, j in zip(*np.nonzero(np.triu(close, 1))):
+        for i, j in pairs:
             a, b = self.tracks[i], self.tracks[j]
             young = a if (a.updates, -a.born_t) < (b.updates, -b.born_t) else b
             if young.updates < 10 and young.id not in drop:
@@ -355,6 +358,22 @@ class Tracker3D:
         if drop:  # with keep_log their reported frames are RTS-smoothed like every other track's
             self._keep(np.array([tr.id not in drop for tr in self.tracks], bool))
         self.suppressed = {k: v for k, v in self.suppressed.items() if v >= t}
+
+    @staticmethod
+    def _close_pairs(X: np.ndarray, r: float) -> list[tuple[int, int]]:
+        """Index pairs i < j (in row-major order) of points X (n,3) closer than r, through a k-d
+        tree (a slightly wider query, then the exact distance), not all n^2 distances."""
+        if not np.isfinite(X).all():  # a k-d tree takes finite points only
+            close = np.linalg.norm(X[:, None] - X[None], axis=2) < r
+            return list(zip(*np.nonzero(np.triu(close, 1))))
+        cand = cKDTree(X).query_pairs(r * (1 + 1e-6) + 1e-12, output_type="ndarray")
+        if not len(cand):
+            return []
+        cand = np.sort(cand, axis=1)
+        cand = cand[np.lexsort((cand[:, 1], cand[:, 0]))]
+        i, j = cand[:, 0], cand[:, 1]
+        keep = np.linalg.norm(X[i] - X[j], axis=1) < r
+        return list(zip(i[keep].tolist(), j[keep].tolist()))
 
     def finish(self) -> None:
         """End of input: every live track is finished (for smoothing)."""
@@ -399,16 +418,25 @@ class Tracker3D:
     def _takeover_d2(self, rest: list[PairObservation], by_id0, by_id1,
                      t: float) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """For each new pair with a point (by id()): its takeover candidates' rows, in the order they
-        are tried (the tracks sharing its 2D tracks, then every track without a stereo update now),
-        and their Mahalanobis^2 from the pair's point, all in one batch."""
+        are tried (the tracks sharing its 2D tracks, then every track without a stereo update now
+        that a cheap bound does not rule out), and their Mahalanobis^2 from the pair's point, all
+        in one batch."""
         pts = [p for p in rest if p.xyz is not None]
         if not pts or not self.tracks:
             return {}
-        coasting = [i for i, tr in enumerate(self.tracks) if tr.last_stereo_t < t]
+        coasting = np.array([i for i, tr in enumerate(self.tracks) if tr.last_stereo_t < t], np.int64)
+        # A coasting track cannot be within the gate where |y|^2 > gate x trace(S) (trace(S) bounds
+        # S's largest eigenvalue): those are never tried, saving their solves.
+        Z = np.array([p.xyz for p in pts])
+        y2 = ((Z[:, None, :] - self.bank.x[coasting, :3][None]) ** 2).sum(-1)
+        tr_S = np.trace(self.bank.P[coasting, :3, :3], axis1=1, axis2=2)[None] + \
+            np.array([np.trace(p.cov) for p in pts])[:, None]
+        near = ~(y2 > self.cfg.gate_chi2 * tr_S * (1 + 1e-6))
         cands, z, R = [], [], []
-        for p in pts:
-            rows = [tr.kf.row for tr in (by_id0.get(p.id0), by_id1.get(p.id1)) if tr is not None] + coasting
-            cands.append(np.array(rows, np.int64))
+        for p, m in zip(pts, near):
+            shared = [tr.kf.row for tr in (by_id0.get(p.id0), by_id1.get(p.id1)) if tr is not None]
+            rows = np.concatenate([np.array(shared, np.int64), coasting[m]])
+            cands.append(rows)
             z.append(np.broadcast_to(p.xyz, (len(rows), 3)))
             R.append(np.broadcast_to(p.cov, (len(rows), 3, 3)))
         d2 = self.bank.position_d2(np.concatenate(cands), np.concatenate(z), np.concatenate(R))
