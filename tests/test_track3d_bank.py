@@ -188,3 +188,58 @@ def test_tracker3d_states_equal_a_filterpy_replay_of_its_updates(model):
             np.testing.assert_allclose(Ps_s, ref_P, **TOL)
             smoothed += 1
     assert smoothed >= 20
+
+
+def test_duplicate_pairs_from_the_kd_tree_are_all_close_pairs_in_order():
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1, 1, size=(400, 3))
+    X[50] = X[7] + [0.1499999, 0, 0]  # just inside 0.15 m
+    X[60] = X[8] + [0.1500001, 0, 0]  # just outside
+    close = np.linalg.norm(X[:, None] - X[None], axis=2) < 0.15
+    want = list(zip(*np.nonzero(np.triu(close, 1))))
+    got = Tracker3D._close_pairs(X, 0.15)
+    assert got == [(int(i), int(j)) for i, j in want] and (7, 50) in got and (8, 60) not in got
+    X[3] = np.nan  # a non-finite state does not break it
+    assert Tracker3D._close_pairs(X, 0.15) == [p for p in got if 3 not in p]
+
+
+def test_a_takeover_picks_the_nearest_candidate_within_the_gate_as_a_full_search_does():
+    """The bound that spares most candidates' solves never drops the one a full search picks."""
+    rig = make_rig()
+    rng = np.random.default_rng(5)
+    t3 = Tracker3D(rig)
+    pairs = [PairObservation(i, i, True, True, np.zeros(2), np.zeros(2), 0.9,
+                             xyz=np.array([rng.uniform(-4, 4), rng.uniform(-1, 1), rng.uniform(3, 12)]),
+                             cov=_spd(rng, 1, 3, 0.03)[0]) for i in range(150)]
+    t3.update(0.0, pairs)
+    t3.update(1 / 30, [])  # all coast
+    rest = [PairObservation(1000 + i, 1000 + i, True, True, np.zeros(2), np.zeros(2), 0.9,
+                            xyz=p.xyz + rng.normal(size=3) * rng.choice([0.02, 0.1, 1.0]), cov=_spd(rng, 1, 3, 0.03)[0])
+            for i, p in enumerate(pairs[:60])]
+    cands = t3._takeover_d2(rest, {}, {}, t3.t)
+    rows = np.arange(len(t3.tracks))
+    picked = 0
+    for p in rest:
+        full = t3.bank.position_d2(rows, np.repeat(p.xyz[None], len(rows), 0), np.repeat(p.cov[None], len(rows), 0))
+        r, d2 = cands[id(p)]
+        assert len(r) < len(rows) / 2  # most are ruled out without a solve
+        if full.min() < t3.cfg.gate_chi2:
+            assert r[np.argmin(d2)] == np.argmin(full) and d2.min() == full.min()
+            picked += 1
+        else:
+            assert not len(d2) or d2.min() >= t3.cfg.gate_chi2
+    assert 10 < picked < 60
+
+
+def test_states_of_live_and_finished_tracks_are_their_filters_states():
+    rig = make_rig()
+    t3 = Tracker3D(rig, keep_log=True)
+    for k in range(5):
+        obs = [PairObservation(i, i, True, True, np.zeros(2), np.zeros(2), 0.9, xyz=np.array([0.5 * i, 0.0, 4.0 + 0.01 * k]),
+                               cov=np.eye(3) * 1e-3) for i in range(3 if k < 4 else 2)]
+        t3.update(k / 30, obs)
+    X, V, C = t3.states(t3.tracks)
+    assert np.array_equal(X, [tr.xyz for tr in t3.tracks]) and np.array_equal(C, [tr.cov for tr in t3.tracks])
+    t3.finish()
+    X, V, C = t3.states(t3.finished)
+    assert len(X) == 3 and np.array_equal(V, [tr.vel for tr in t3.finished])

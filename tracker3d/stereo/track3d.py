@@ -1,4 +1,5 @@
-"""3D tracks: a filterpy Kalman filter per object on triangulated stereo pairs.
+"""3D tracks: a Kalman filter per object on triangulated stereo pairs, all of them rows of one
+KalmanBank (stereo.bank: stacked arrays, filterpy's arithmetic) predicted and updated in batch.
 
 Camera 0 frame, metres, seconds. Each frame, every 3D track is predicted to the pair's time; a
 track whose 2D pair saw it in both views is updated with the triangulated point (its first-order
@@ -210,6 +211,17 @@ class Tracker3D:
             x = x @ F.T
             P = F @ P @ F.T + Q
         return x[:, :3].copy(), P[:, :3, :3].copy()
+
+    def states(self, tracks: list[Track3D]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Live tracks' positions (n,3), velocities (n,3) and position covariances (n,3,3), camera 0
+        frame, metres and seconds (copies)."""
+        if all(tr.kf.bank is self.bank for tr in tracks):
+            rows = np.array([tr.kf.row for tr in tracks], np.int64)
+            x, P = self.bank.x[rows], self.bank.P[rows]
+        else:  # finished tracks among them: their own copies
+            x = np.array([tr.kf.x[:, 0] for tr in tracks]).reshape(-1, self.dim)
+            P = np.array([tr.kf.P for tr in tracks]).reshape(-1, self.dim, self.dim)
+        return np.ascontiguousarray(x[:, :3]), np.ascontiguousarray(x[:, 3:6]), np.ascontiguousarray(P[:, :3, :3])
 
     def _init_state(self, xyz: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A new track's state (dim,) and covariance (dim, dim) at a triangulated point."""
