@@ -328,13 +328,13 @@ class StereoPipeline:
         self.tracker3d.update(t, obs, frame=index)
         raw = {}
         by_pair = {(o.id0, o.id1): o for o in obs}
-        tracks = []
         self._note_classes_3d()
-        for tr in self.tracker3d.reported():
+        reported = self.tracker3d.reported()
+        for tr in reported:
             o = by_pair.get(tr.pair)
             if o is not None and o.xyz is not None:
                 raw[tr.id] = o.xyz
-            tracks.append(self._message_track(tr, t))
+        tracks = self._message_tracks(reported, t)
         c5 = time.perf_counter()
         tm.update(detect=detect_ms, track2d=(c2 - c1) * 1e3, gate=(c3 - c2) * 1e3,
                   associate=(c4 - c3) * 1e3, triangulate_kf=(c5 - c4) * 1e3)
@@ -636,7 +636,7 @@ class StereoPipeline:
         if len(rep) < self.HEIGHT_LAYER_MIN_TRACKS:
             return None
         off = float(t3.up @ np.asarray(self.calib.t_world, float).reshape(3))
-        h = np.array([tr.kf.x[:3, 0] for tr in rep]) @ t3.up - off
+        h = t3.states(rep)[0] @ t3.up - off
         med = float(np.median(h))
         tol = max(self.HEIGHT_LAYER_MIN_TOL, self.HEIGHT_LAYER_MADS * 1.4826 * float(np.median(np.abs(h - med))))
         return t3.up, off, med, tol
@@ -678,26 +678,34 @@ class StereoPipeline:
     def state_fields(self, xyz: np.ndarray, vel: np.ndarray, cov: np.ndarray) -> dict:
         """A camera-0-frame state as the message's xyz/vel/cov fields, in the published frame
         (world when the calibration has one), rounded for the wire."""
+        return self.states_fields(xyz[None], vel[None], cov[None])[0]
+
+    def states_fields(self, xyz: np.ndarray, vel: np.ndarray, cov: np.ndarray) -> list[dict]:
+        """state_fields of n states at once: positions and velocities (n,3), covariances (n,3,3)."""
         if self.calib.has_world:
             Rw = self.calib.R_world.T
-            xyz, vel, cov = self.calib.to_world(xyz[None])[0], Rw @ vel, Rw @ cov @ Rw.T
-        return {"xyz": [round(float(v), 5) for v in xyz], "vel": [round(float(v), 4) for v in vel],
-                "cov": [[float(f"{v:.6g}") for v in row] for row in cov]}
+            xyz, vel, cov = self.calib.to_world(xyz), (Rw @ vel[:, :, None])[:, :, 0], Rw @ cov @ Rw.T
+        return [{"xyz": [round(v, 5) for v in x], "vel": [round(v, 4) for v in w],
+                 "cov": [[float(f"{v:.6g}") for v in row] for row in c]}
+                for x, w, c in zip(xyz.tolist(), vel.tolist(), cov.tolist())]
 
     @property
     def frame_id(self) -> str:
         return "world" if self.calib.has_world else "cam0"
 
-    def _message_track(self, tr: Track3D, t: float) -> dict:
-        return {
-            "id": tr.id, **self.state_fields(tr.xyz, tr.vel, tr.cov), "persistence": round(float(tr.persistence), 4),
+    def _message_tracks(self, tracks: list[Track3D], t: float) -> list[dict]:
+        """The message's track entries of live 3D tracks (their states converted in one batch)."""
+        if not tracks:
+            return []
+        return [{
+            "id": tr.id, **fields, "persistence": round(float(tr.persistence), 4),
             "age_s": round(float(t - tr.born_t), 4), "state": tr.state,
             "cam0": {"track": int(tr.pair[0]), "uv": [round(float(v), 2) for v in tr.uv0]}
             if tr.uv0 is not None and tr.pair[0] >= 0 else None,
             "cam1": {"track": int(tr.pair[1]), "uv": [round(float(v), 2) for v in tr.uv1]}
             if tr.uv1 is not None and tr.pair[1] >= 0 else None,
             **({"class": c} if (c := self.track_class(tr)) is not None else {}),
-        }
+        } for tr, fields in zip(tracks, self.states_fields(*self.tracker3d.states(tracks)))]
 
 
 class StreamingQuantiles:

@@ -1,4 +1,5 @@
-"""3D tracks: a filterpy Kalman filter per object on triangulated stereo pairs.
+"""3D tracks: a Kalman filter per object on triangulated stereo pairs, all of them rows of one
+KalmanBank (stereo.bank: stacked arrays, filterpy's arithmetic) predicted and updated in batch.
 
 Camera 0 frame, metres, seconds. Each frame, every 3D track is predicted to the pair's time; a
 track whose 2D pair saw it in both views is updated with the triangulated point (its first-order
@@ -17,10 +18,13 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-from filterpy.kalman import KalmanFilter, rts_smoother
+from filterpy.kalman import rts_smoother
+from scipy.spatial import cKDTree
 
 from calib import StereoCalibration
 from calib.triangulate import _project_ideal
+
+from .bank import BankRow, KalmanBank
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +90,7 @@ class PairObservation:
 @dataclass
 class Track3D:
     id: int
-    kf: KalmanFilter
+    kf: BankRow  # its filter (x (dim, 1), P (dim, dim)): a row of the tracker's KalmanBank while it lives
     pair: tuple[int, int]
     born_t: float
     last_t: float  # last update with any view
@@ -137,6 +141,7 @@ class Tracker3D:
         if self.cfg.model not in ("cv", "ca"):
             raise ValueError(f"3D model {self.cfg.model!r}: expected cv or ca")
         self.dim = 6 if self.cfg.model == "cv" else 9
+        self.bank = KalmanBank(self.dim)  # row i: the filter of tracks[i]
         self.tracks: list[Track3D] = []
         self.finished: list[Track3D] = []  # deleted tracks (kept when keep_log)
         self.keep_log = keep_log
@@ -151,7 +156,9 @@ class Tracker3D:
                 raise ValueError("planar motion needs a calibration with a world frame (R_world, t_world) "
                                  "whose z axis is the vertical")
             self.up = np.asarray(calib.R_world, float)[:, 2].copy()
-
+        # This frame's observations, applied in batch (_flush): track id -> (track, pair, its Mahalanobis^2 or None)
+        self._pending: dict[int, tuple[Track3D, PairObservation, Optional[float]]] = {}
+        self._flushed = False  # a track's state changed since this frame's prediction (precomputed gates stale)
     # ---- model -------------------------------------------------------------------------------------
     def _FQ(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
         if self.cfg.model == "cv":
@@ -195,36 +202,52 @@ class Tracker3D:
     def predicted(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Every live track's position (n,3, camera 0 frame, metres) and its covariance (n,3,3)
         predicted to time t (seconds), without changing the tracks."""
-        n = len(self.tracks)
-        if n == 0:
+        if not self.tracks:
             return np.zeros((0, 3)), np.zeros((0, 3, 3))
-        x = np.array([tr.kf.x[:, 0] for tr in self.tracks])
-        P = np.array([tr.kf.P for tr in self.tracks])
+        x, P = self.bank.x, self.bank.P
         dt = 0.0 if self.t is None else max(0.0, t - self.t)
         if dt > 0:
             F, Q = self._FQ(dt)
             x = x @ F.T
             P = F @ P @ F.T + Q
-        return x[:, :3], P[:, :3, :3]
+        return x[:, :3].copy(), P[:, :3, :3].copy()
 
-    def _new_kf(self, xyz: np.ndarray, cov: np.ndarray) -> KalmanFilter:
-        kf = KalmanFilter(dim_x=self.dim, dim_z=3)
-        kf.x = np.zeros((self.dim, 1))
-        kf.x[:3, 0] = xyz
-        kf.P = np.eye(self.dim) * self.cfg.init_vel_std ** 2
-        kf.P[:3, :3] = cov
+    def states(self, tracks: list[Track3D]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Live tracks' positions (n,3), velocities (n,3) and position covariances (n,3,3), camera 0
+        frame, metres and seconds (copies)."""
+        if all(tr.kf.bank is self.bank for tr in tracks):
+            rows = np.array([tr.kf.row for tr in tracks], np.int64)
+            x, P = self.bank.x[rows], self.bank.P[rows]
+        else:  # finished tracks among them: their own copies
+            x = np.array([tr.kf.x[:, 0] for tr in tracks]).reshape(-1, self.dim)
+            P = np.array([tr.kf.P for tr in tracks]).reshape(-1, self.dim, self.dim)
+        return np.ascontiguousarray(x[:, :3]), np.ascontiguousarray(x[:, 3:6]), np.ascontiguousarray(P[:, :3, :3])
+
+    def _init_state(self, xyz: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A new track's state (dim,) and covariance (dim, dim) at a triangulated point."""
+        x = np.zeros(self.dim)
+        x[:3] = xyz
+        P = np.eye(self.dim) * self.cfg.init_vel_std ** 2
+        P[:3, :3] = cov
         if self.planar:  # on the ground the vertical speed starts near zero too
             u = self.up.reshape(3, 1)
-            kf.P[3:6, 3:6] -= (self.cfg.init_vel_std ** 2 - self.cfg.init_vertical_vel_std ** 2) * (u @ u.T)
+            P[3:6, 3:6] -= (self.cfg.init_vel_std ** 2 - self.cfg.init_vertical_vel_std ** 2) * (u @ u.T)
         if self.dim == 9:
-            kf.P[6:, 6:] = np.eye(3) * 25.0
-        kf.H = np.hstack([np.eye(3), np.zeros((3, self.dim - 3))])
-        return kf
+            P[6:, 6:] = np.eye(3) * 25.0
+        return x, P
+
+    def _pos_std(self) -> np.ndarray:
+        """Each live track's position uncertainty sqrt(trace(P_pos)), metres (n,)."""
+        return np.sqrt(np.trace(self.bank.P[:, :3, :3], axis1=1, axis2=2))
 
     # ---- per frame ---------------------------------------------------------------------------------
     def update(self, t: float, pairs: list[PairObservation], frame: int = -1) -> list[Track3D]:
         """Advance to time t (seconds) with this frame's associated pairs; returns live tracks.
-        frame (the pair's index) labels the smoothing log."""
+        frame (the pair's index) labels the smoothing log.
+
+        Decisions (which pair updates which track) are taken pair by pair on the predicted states;
+        the updates they call for are applied together afterwards (_flush), as each track gets at
+        most one observation per frame."""
         dt = 0.0 if self.t is None else max(0.0, t - self.t)
         if dt > 0:
             self.intervals = np.append(self.intervals[-15:], dt)
@@ -232,9 +255,9 @@ class Tracker3D:
         F, Q = self._FQ(dt)
         max_coast = max(self.cfg.max_coast_s,
                         self.cfg.max_coast_frames * (float(np.median(self.intervals)) if len(self.intervals) else 0.0))
-        for tr in self.tracks:
-            if dt > 0:
-                tr.kf.predict(F=F, Q=Q)
+        if dt > 0:
+            self.bank.predict(F, Q)
+        self._pending, self._flushed = {}, False
         used: set[int] = set()
         rest = []
         by_id = {tr.id: tr for tr in self.tracks}
@@ -248,110 +271,143 @@ class Tracker3D:
                 used.add(tr.id)
                 tr.pair = (p.id0 if p.seen0 and p.id0 >= 0 else tr.pair[0],
                            p.id1 if p.seen1 and p.id1 >= 0 else tr.pair[1])
-                self._observe(tr, p, t)
+                self._observe(tr, p)
         by_pair = {tr.pair: tr for tr in self.tracks if tr.id not in used}
         by_id0 = {tr.pair[0]: tr for tr in self.tracks}
         by_id1 = {tr.pair[1]: tr for tr in self.tracks}
         # First the pairs that continue their own 3D track, so that a new pair's takeover (below)
         # never takes a track whose pair is here this frame (it would get two updates, and its own
         # pair's object none).
-        for p in pairs:
-            tr = by_pair.get((p.id0, p.id1))
-            if tr is not None and p.xyz is not None and self._mahalanobis(tr, p.xyz, p.cov) > self.cfg.gate_chi2:
-                # The pair now sees something else (both 2D tracks switched objects): the 3D track
-                # lets go of it and coasts; the pair continues another track or starts a new one.
-                used.add(tr.id)
-                tr.pair = (-1, -1)
-                tr = None
+        own = [by_pair.get((p.id0, p.id1)) for p in pairs]
+        gated = [k for k, (p, tr) in enumerate(zip(pairs, own)) if tr is not None and p.xyz is not None]
+        d2_own = dict(zip(gated, self._gate_d2([own[k] for k in gated], [pairs[k] for k in gated])))
+        for k, (p, tr) in enumerate(zip(pairs, own)):
+            d2 = None
+            if tr is not None and p.xyz is not None:
+                if tr.id in self._pending:  # a second pair with the same 2D ids: see its first update
+                    self._flush(t)
+                d2 = d2_own[k] if not self._flushed else self._mahalanobis(tr, p.xyz, p.cov)
+                if d2 > self.cfg.gate_chi2:
+                    # The pair now sees something else (both 2D tracks switched objects): the 3D track
+                    # lets go of it and coasts; the pair continues another track or starts a new one.
+                    used.add(tr.id)
+                    tr.pair = (-1, -1)
+                    tr = None
             if tr is None:
                 rest.append(p)
                 continue
             used.add(tr.id)
-            self._observe(tr, p, t)
+            self._observe(tr, p, d2)
+        takeover = self._takeover_d2(rest, by_id0, by_id1, t)
+        used_row = np.array([tr.id in used for tr in self.tracks], bool)
         for p in rest:  # new pairs: a 2D ID switch continues a track, or a new track starts
-            tr = self._takeover(p, by_id0, by_id1, used)
+            tr, d2 = self._takeover(p, takeover.get(id(p)), used_row)
             if tr is None:
                 if p.xyz is not None and self.suppressed.get((p.id0, p.id1), -math.inf) < t:
                     self._start(p, t)
                 continue
             used.add(tr.id)
-            self._observe(tr, p, t)
+            self._observe(tr, p, d2)
+        self._flush(t)
         self._drop_duplicates(t)
         # Coast or delete.
-        alive = []
-        in_view = self._in_view(self.tracks)
-        for tr, seen in zip(self.tracks, in_view):
+        in_view = self._in_view()
+        pos_std = self._pos_std()
+        alive = np.zeros(len(self.tracks), bool)
+        for i, (tr, seen) in enumerate(zip(self.tracks, in_view)):
             if tr.last_t < t:
                 tr.state = "coasting"
             lost = t - (tr.last_t if self.planar else tr.last_stereo_t) > max_coast or not seen or \
-                np.sqrt(np.trace(tr.kf.P[:3, :3])) > max(self.cfg.max_pos_std, self.max_pos_rel * tr.meas_std)
+                pos_std[i] > max(self.cfg.max_pos_std, self.max_pos_rel * tr.meas_std)
             if lost:
                 tr.state = "lost"
-                if self.keep_log:
-                    self.finished.append(tr)
                 continue
+            alive[i] = True
             if self.keep_log:
                 tr.log_t.append(t)
                 tr.log_frame.append(frame)
-                tr.log_x.append(tr.kf.x[:, 0].copy())
-                tr.log_P.append(tr.kf.P.copy())
+                tr.log_x.append(self.bank.x[i].copy())
+                tr.log_P.append(self.bank.P[i].copy())
                 tr.log_F.append(F.copy())
                 tr.log_Q.append(Q.copy())
-            alive.append(tr)
-        self.tracks = alive
+        self._keep(alive)
         return self.tracks
+
+    def _keep(self, alive: np.ndarray) -> None:
+        """Keep the tracks (and bank rows) where alive; the others are finished (kept when keep_log)."""
+        if alive.all():
+            return
+        if self.keep_log:
+            self.finished.extend(tr for tr, a in zip(self.tracks, alive) if not a)
+        self.bank.keep(alive)
+        self.tracks = [tr for tr, a in zip(self.tracks, alive) if a]
 
     def _drop_duplicates(self, t: float) -> None:
         """Two 3D tracks on one object (a split blob or a second pairing of the same 2D track in
         one camera): the younger one goes, and its pair starts no new track for a second."""
         if len(self.tracks) < 2:
             return
-        X = np.array([tr.kf.x[:3, 0] for tr in self.tracks])
-        diff = X[:, None] - X[None]
-        d = np.linalg.norm(diff, axis=2)
-        close = d < self.cfg.duplicate_m
+        X = self.bank.x[:, :3]
         if self.cfg.duplicate_chi2 > 0:
+            diff = X[:, None] - X[None]
+            close = np.linalg.norm(diff, axis=2) < self.cfg.duplicate_m
             # Statistically one place: their difference is within its own uncertainty.
-            P = np.array([tr.kf.P[:3, :3] for tr in self.tracks])
+            P = self.bank.P[:, :3, :3]
             S = P[:, None] + P[None]
             with np.errstate(invalid="ignore"):
                 m2 = np.einsum("abi,abi->ab", diff, np.linalg.solve(S + np.eye(3) * 1e-12, diff[..., None])[..., 0])
             close |= m2 < self.cfg.duplicate_chi2
+            pairs = zip(*np.nonzero(np.triu(close, 1)))
+        else:
+            pairs = self._close_pairs(X, self.cfg.duplicate_m)
         drop = set()
-        for i, j in zip(*np.nonzero(np.triu(close, 1))):
+        for i, j in pairs:
             a, b = self.tracks[i], self.tracks[j]
             young = a if (a.updates, -a.born_t) < (b.updates, -b.born_t) else b
             if young.updates < 10 and young.id not in drop:
                 drop.add(young.id)
                 self.suppressed[young.pair] = t + 1.0
-        if drop:
-            if self.keep_log:  # their reported frames are RTS-smoothed like every other track's
-                self.finished.extend(tr for tr in self.tracks if tr.id in drop)
-            self.tracks = [tr for tr in self.tracks if tr.id not in drop]
+        if drop:  # with keep_log their reported frames are RTS-smoothed like every other track's
+            self._keep(np.array([tr.id not in drop for tr in self.tracks], bool))
         self.suppressed = {k: v for k, v in self.suppressed.items() if v >= t}
+
+    @staticmethod
+    def _close_pairs(X: np.ndarray, r: float) -> list[tuple[int, int]]:
+        """Index pairs i < j (in row-major order) of points X (n,3) closer than r, through a k-d
+        tree (a slightly wider query, then the exact distance), not all n^2 distances."""
+        if not np.isfinite(X).all():  # a k-d tree takes finite points only
+            close = np.linalg.norm(X[:, None] - X[None], axis=2) < r
+            return list(zip(*np.nonzero(np.triu(close, 1))))
+        cand = cKDTree(X).query_pairs(r * (1 + 1e-6) + 1e-12, output_type="ndarray")
+        if not len(cand):
+            return []
+        cand = np.sort(cand, axis=1)
+        cand = cand[np.lexsort((cand[:, 1], cand[:, 0]))]
+        i, j = cand[:, 0], cand[:, 1]
+        keep = np.linalg.norm(X[i] - X[j], axis=1) < r
+        return list(zip(i[keep].tolist(), j[keep].tolist()))
 
     def finish(self) -> None:
         """End of input: every live track is finished (for smoothing)."""
-        if self.keep_log:
-            self.finished.extend(self.tracks)
-        self.tracks = []
+        self._keep(np.zeros(len(self.tracks), bool))
 
     def reported(self) -> list[Track3D]:
         """Tracks with enough stereo updates that were seen recently: by both cameras or by one
         this frame (state 'coasting', until max_coast_s), or by none for at most report_coast_s."""
         t = self.t if self.t is not None else 0.0
         lim = self.cfg.report_pos_std
-        return [tr for tr in self.tracks if (tr.updates >= self.cfg.min_updates
-                                             or tr.evidence_s >= self.cfg.report_evidence_s)
+        pos_std = self._pos_std() if lim is not None else np.zeros(len(self.tracks))
+        return [tr for tr, s in zip(self.tracks, pos_std) if (tr.updates >= self.cfg.min_updates
+                                                             or tr.evidence_s >= self.cfg.report_evidence_s)
                 and (t - tr.last_t <= self.cfg.report_coast_s)
-                and (lim is None or tr.last_stereo_t == t or np.sqrt(np.trace(tr.kf.P[:3, :3])) <= lim)]
+                and (lim is None or tr.last_stereo_t == t or s <= lim)]
 
-    def _in_view(self, tracks: list[Track3D], margin: float = 20.0) -> np.ndarray:
-        """For each track: is its predicted position in front of and inside at least one image?"""
-        if not tracks:
-            return np.zeros(0, bool)
-        X = np.array([tr.kf.x[:3, 0] for tr in tracks])
+    def _in_view(self, margin: float = 20.0) -> np.ndarray:
+        """For each live track: is its position in front of and inside at least one image?"""
+        X = self.bank.x[:, :3]
         seen = np.zeros(len(X), bool)
+        if not len(X):
+            return seen
         for cam, Xc in ((self.calib.cam0, X), (self.calib.cam1, X @ self.calib.R.T + self.calib.T)):
             front = Xc[:, 2] > 0.05
             if front.any():
@@ -361,76 +417,142 @@ class Tracker3D:
                 seen[np.flatnonzero(front)[ok]] = True
         return seen
 
-    def _mahalanobis(self, tr: Track3D, xyz: np.ndarray, cov: np.ndarray) -> float:
-        y = xyz - tr.kf.x[:3, 0]
-        S = tr.kf.P[:3, :3] + cov
-        return float(y @ np.linalg.solve(S, y))
+    def _gate_d2(self, tracks: list[Track3D], obs: list[PairObservation]) -> np.ndarray:
+        """Mahalanobis^2 of each observation's triangulated point from its track's position."""
+        if not tracks:
+            return np.zeros(0)
+        return self.bank.position_d2(np.array([tr.kf.row for tr in tracks]), np.array([p.xyz for p in obs]),
+                                     np.array([p.cov for p in obs]))
 
-    def _takeover(self, p: PairObservation, by_id0, by_id1, used) -> Optional[Track3D]:
-        """A new pair that shares a 2D track with a 3D track, or continues a coasting one."""
-        if p.xyz is None:
-            return None
-        cands = [by_id0.get(p.id0), by_id1.get(p.id1)]
-        cands += [tr for tr in self.tracks if tr.last_stereo_t < (self.t or 0.0)]
-        best, best_d = None, self.cfg.gate_chi2
-        for tr in cands:
-            if tr is None or tr.id in used:
-                continue
-            d = self._mahalanobis(tr, p.xyz, p.cov)
-            if d < best_d:
-                best, best_d = tr, d
-        if best is not None:
-            log.debug("3D track %d re-paired %s -> %s", best.id, best.pair, (p.id0, p.id1))
-            best.pair = (p.id0, p.id1)
-        return best
+    def _mahalanobis(self, tr: Track3D, xyz: np.ndarray, cov: np.ndarray) -> float:
+        return float(self.bank.position_d2(np.array([tr.kf.row]), xyz[None], cov[None])[0])
+
+    def _takeover_d2(self, rest: list[PairObservation], by_id0, by_id1,
+                     t: float) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """For each new pair with a point (by id()): its takeover candidates' rows, in the order they
+        are tried (the tracks sharing its 2D tracks, then every track without a stereo update now
+        that a cheap bound does not rule out), and their Mahalanobis^2 from the pair's point, all
+        in one batch."""
+        pts = [p for p in rest if p.xyz is not None]
+        if not pts or not self.tracks:
+            return {}
+        coasting = np.array([i for i, tr in enumerate(self.tracks) if tr.last_stereo_t < t], np.int64)
+        # A coasting track cannot be within the gate where |y|^2 > gate x trace(S) (trace(S) bounds
+        # S's largest eigenvalue): those are never tried, saving their solves.
+        Z = np.array([p.xyz for p in pts])
+        y2 = ((Z[:, None, :] - self.bank.x[coasting, :3][None]) ** 2).sum(-1)
+        tr_S = np.trace(self.bank.P[coasting, :3, :3], axis1=1, axis2=2)[None] + \
+            np.array([np.trace(p.cov) for p in pts])[:, None]
+        near = ~(y2 > self.cfg.gate_chi2 * tr_S * (1 + 1e-6))
+        cands, z, R = [], [], []
+        for p, m in zip(pts, near):
+            shared = [tr.kf.row for tr in (by_id0.get(p.id0), by_id1.get(p.id1)) if tr is not None]
+            rows = np.concatenate([np.array(shared, np.int64), coasting[m]])
+            cands.append(rows)
+            z.append(np.broadcast_to(p.xyz, (len(rows), 3)))
+            R.append(np.broadcast_to(p.cov, (len(rows), 3, 3)))
+        d2 = self.bank.position_d2(np.concatenate(cands), np.concatenate(z), np.concatenate(R))
+        out, k = {}, 0
+        for p, rows in zip(pts, cands):
+            out[id(p)] = (rows, d2[k:k + len(rows)])
+            k += len(rows)
+        return out
+
+    def _takeover(self, p: PairObservation, cands: Optional[tuple[np.ndarray, np.ndarray]],
+                  used_row: np.ndarray) -> tuple[Optional[Track3D], Optional[float]]:
+        """A new pair that shares a 2D track with a 3D track, or continues a coasting one: the
+        nearest candidate not used this frame within the gate (the first of equals), and its
+        Mahalanobis^2. Marks it used."""
+        if cands is None or not len(cands[0]):
+            return None, None
+        rows, d2 = cands
+        d = np.where(used_row[rows] | np.isnan(d2), np.inf, d2)
+        j = int(np.argmin(d))
+        if not d[j] < self.cfg.gate_chi2:
+            return None, None
+        best = self.tracks[rows[j]]
+        used_row[rows[j]] = True
+        log.debug("3D track %d re-paired %s -> %s", best.id, best.pair, (p.id0, p.id1))
+        best.pair = (p.id0, p.id1)
+        return best, float(d2[j])
 
     def _start(self, p: PairObservation, t: float) -> Track3D:
-        tr = Track3D(self.next_id, self._new_kf(p.xyz, p.cov), (p.id0, p.id1), t, t, t, updates=1,
+        x0, P0 = self._init_state(p.xyz, p.cov)
+        tr = Track3D(self.next_id, self.bank.add(x0[None], P0[None])[0], (p.id0, p.id1), t, t, t, updates=1,
                      persistence=p.persistence, uv0=p.uv0, uv1=p.uv1, meas_std=float(np.sqrt(np.trace(p.cov))),
                      evidence_s=p.evidence_s, size_m=p.size_m)
         self.next_id += 1
         self.tracks.append(tr)
         return tr
 
-    def _observe(self, tr: Track3D, p: PairObservation, t: float) -> None:
+    def _observe(self, tr: Track3D, p: PairObservation, d2: Optional[float] = None) -> None:
+        """Queue track tr's update with observation p (d2: its Mahalanobis^2 if known); _flush applies it."""
         tr.persistence = p.persistence
-        if p.xyz is not None:
-            if self._mahalanobis(tr, p.xyz, p.cov) > self.cfg.gate_chi2:
-                return  # inconsistent: coast this frame
-            tr.kf.update(p.xyz.reshape(3, 1), R=p.cov)
-            tr.meas_std = float(np.sqrt(np.trace(p.cov)))
-            if p.size_m > 0:
-                tr.size_m = p.size_m if tr.size_m <= 0 else 0.7 * tr.size_m + 0.3 * p.size_m
-            tr.updates += 1
-            tr.last_t = tr.last_stereo_t = t
-            tr.state = "tracked"
-            tr.uv0, tr.uv1 = p.uv0, p.uv1
+        if tr.id in self._pending:
+            self._flush(self.t)
+        self._pending[tr.id] = (tr, p, d2)
+
+    def _flush(self, t: float) -> None:
+        """Apply the queued observations together: stereo updates with the triangulated point,
+        then one-view extended-Kalman updates, camera 0's before camera 1's."""
+        pending = list(self._pending.values())
+        self._pending = {}
+        if not pending:
             return
-        # One view: extended Kalman update with that camera's (undistorted) pixel.
-        for cam_i, seen, uv in ((0, p.seen0, p.uv0), (1, p.seen1, p.uv1)):
-            if not seen or uv is None:
+        self._flushed = True
+        stereo = [(tr, p, d2) for tr, p, d2 in pending if p.xyz is not None]
+        if stereo:
+            todo = [k for k, (_, _, d2) in enumerate(stereo) if d2 is None]
+            d2 = np.array([s[2] if s[2] is not None else np.nan for s in stereo])
+            d2[todo] = self._gate_d2([stereo[k][0] for k in todo], [stereo[k][1] for k in todo])
+            ok = [s for s, d in zip(stereo, d2) if not d > self.cfg.gate_chi2]  # beyond: coast this frame
+            if ok:
+                self.bank.update_position(np.array([tr.kf.row for tr, _, _ in ok]), np.array([p.xyz for _, p, _ in ok]),
+                                          np.array([p.cov for _, p, _ in ok]))
+            for tr, p, _ in ok:
+                tr.meas_std = float(np.sqrt(np.trace(p.cov)))
+                if p.size_m > 0:
+                    tr.size_m = p.size_m if tr.size_m <= 0 else 0.7 * tr.size_m + 0.3 * p.size_m
+                tr.updates += 1
+                tr.last_t = tr.last_stereo_t = t
+                tr.state = "tracked"
+                tr.uv0, tr.uv1 = p.uv0, p.uv1
+        views = [(tr, p) for tr, p, _ in pending if p.xyz is None]
+        for cam_i in (0, 1):
+            self._observe_view(cam_i, [(tr, p) for tr, p in views if (p.seen0 if cam_i == 0 else p.seen1)
+                                       and (p.uv0 if cam_i == 0 else p.uv1) is not None], t)
+
+    def _observe_view(self, cam_i: int, items: list[tuple[Track3D, PairObservation]], t: float) -> None:
+        """One view: extended Kalman updates with that camera's (undistorted) pixels, gated."""
+        if not items:
+            return
+        cam = self.calib.cam0 if cam_i == 0 else self.calib.cam1
+        rows = np.array([tr.kf.row for tr, _ in items])
+        X = self.bank.x[rows, :3]
+        if cam_i == 0:
+            R_, Xc = np.eye(3), X
+        else:
+            R_ = self.calib.R
+            Xc = (R_ @ X[:, :, None])[:, :, 0] + self.calib.T.reshape(3)
+        front = ~(Xc[:, 2] <= 0.05)
+        if not front.any():
+            return
+        items = [it for it, f in zip(items, front) if f]
+        rows = rows[front]
+        pred, J = _project_ideal(cam.K, Xc[front])
+        H = np.zeros((len(rows), 2, self.dim))
+        H[:, :, :3] = J @ R_
+        uv = [p.uv0 if cam_i == 0 else p.uv1 for _, p in items]
+        y = cam.undistort_points(np.array([np.asarray(u, float).reshape(2) for u in uv])) - pred
+        sigma = np.array([self.cfg.pixel_sigma if p.sigma_px is None else p.sigma_px for _, p in items])
+        Rm = np.eye(2) * (sigma ** 2)[:, None, None]
+        ok = self.bank.update_linearised(rows, y, H, Rm, gate_chi2=self.cfg.gate_chi2_2d)
+        for (tr, _), u, good in zip(items, uv, ok):
+            if not good:
                 continue
-            cam = self.calib.cam0 if cam_i == 0 else self.calib.cam1
-            X = tr.kf.x[:3, 0]
-            R_, T_ = (np.eye(3), np.zeros(3)) if cam_i == 0 else (self.calib.R, self.calib.T)
-            Xc = R_ @ X + T_
-            if Xc[2] <= 0.05:
-                continue
-            pred, J = _project_ideal(cam.K, Xc[None])
-            H = np.zeros((2, self.dim))
-            H[:, :3] = J[0] @ R_
-            z = cam.undistort_points(np.asarray(uv).reshape(1, 2))[0]
-            y = z - pred[0]
-            Rm = np.eye(2) * (self.cfg.pixel_sigma if p.sigma_px is None else p.sigma_px) ** 2
-            S = H @ tr.kf.P @ H.T + Rm
-            if float(y @ np.linalg.solve(S, y)) > self.cfg.gate_chi2_2d:
-                continue
-            K = tr.kf.P @ H.T @ np.linalg.inv(S)
-            tr.kf.x = tr.kf.x + K @ y.reshape(2, 1)
-            tr.kf.P = (np.eye(self.dim) - K @ H) @ tr.kf.P
             tr.last_t = t
             tr.state = "coasting"  # one view: reported, but flagged
             if cam_i == 0:
-                tr.uv0 = uv
+                tr.uv0 = u
             else:
-                tr.uv1 = uv
+                tr.uv1 = u
