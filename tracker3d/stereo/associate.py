@@ -51,6 +51,12 @@ class AssociationConfig:
     prune: bool = True
 
 
+def _col_median(a: np.ndarray) -> np.ndarray:
+    """Median of each column ignoring NaN (np.nanmedian's result; np.median's speed when there is
+    no NaN, which is the rule: nanmedian cost 0.5 ms a pair at 10 objects)."""
+    return np.nanmedian(a, axis=0) if np.isnan(a).any() else np.median(a, axis=0)
+
+
 class StereoAssociator:
     def __init__(self, calib: StereoCalibration, config: Optional[AssociationConfig] = None):
         self.calib = calib
@@ -91,7 +97,7 @@ class StereoAssociator:
         uv0, t0, ob0 = self._window(trk0, idx0, W)
         uv1, t1, ob1 = self._window(trk1, idx1, W)
         # Camera 1's rows moved to camera 0's capture times (rows align: one per pair).
-        dt = (np.nanmedian(t0, axis=0) - np.nanmedian(t1, axis=0))  # (W,) per-row shutter offset
+        dt = _col_median(t0) - _col_median(t1)  # (W,) per-row shutter offset
         dt = np.where(np.isfinite(dt), dt, 0.0)
         uv1 = uv1 + trk1.kf.x[idx1, None, 4:6] * dt[None, :, None]
         u0 = self.calib.cam0.undistort_points(uv0.reshape(-1, 2)).reshape(n0, W, 2)
