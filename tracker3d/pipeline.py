@@ -438,11 +438,16 @@ class StereoPipeline:
 
     def _claim(self, t: float, skew: float, obs: list[PairObservation], first: bool = False,
                skip: frozenset | set = frozenset()) -> list[PairObservation]:
-        """Fill the gaps of the 2D pairs (stereo.claim): a live 3D track that its own pair did not
-        serve in a view this frame (its 2D track missed, broke or switched objects, or its pair
-        ended) claims a detection there that no pair uses. A claim in a view its pair did not see
-        joins that pair's observation; a track with no pair this frame gets an observation of its
-        own. Returns the observations of those tracks (claimed or joined)."""
+        """Live 3D tracks claim detections by projected prediction (stereo.claim).
+
+        first=True (before any 2D pairing, obs empty): every track with claim.min_updates stereo
+        updates claims in both views among all detections; the detections it takes are kept in
+        self._claim_taken. first=False (after pairing): the gaps of the 2D pairs: a track its own
+        pair did not serve in a view (its 2D track missed, broke or switched objects, or its pair
+        ended) takes its own 2D track's detection, or claims one that no pair, no followed 2D track
+        and no earlier claim uses; a claim in a view its pair did not see joins that pair's
+        observation. skip: tracks that claimed first. A track with no pair gets an observation of
+        its own (appended to obs). Returns the observations of the tracks that claimed or joined."""
         tracks = self.tracker3d.tracks
         if not self.cfg.claim.enabled or not tracks:
             return []
@@ -460,7 +465,7 @@ class StereoPipeline:
             if tr.id in skip:
                 served[k] = True  # it claimed before the pairs were made
         followed = [{int(tr.pair[c]) for tr in tracks} for c in (0, 1)]
-        # Only tracks with stereo history claim: a young track may be a wrong pair (a ghost).
+        # Tracks claim once they have this many stereo updates (1, the default: all of them).
         established = np.array([tr.updates >= self.cfg.claim.min_updates for tr in tracks])
         if served.all():
             return []
@@ -500,9 +505,7 @@ class StereoPipeline:
                 with np.errstate(invalid="ignore", divide="ignore"):
                     size_pred = np.where(z > 0, cam.K[0, 0] * size_m[want] / z, 0.0)
                 sigma = np.maximum(self.cfg.pixel_sigma, self.pixel_rel * size[fd])
-                own = np.array([tracks[k].pair[c] for k in want])[:, None] == owner[fd][None, :]
-                cl = claim_view(uv_pred, S, size_pred, cam.undistort_points(uv[fd]), sigma, size[fd], self.cfg.claim,
-                                own=own)
+                cl = claim_view(uv_pred, S, size_pred, cam.undistort_points(uv[fd]), sigma, size[fd], self.cfg.claim)
                 hit = cl.det >= 0
                 det[want[hit]] = fd[cl.det[hit]]
                 d2[want[hit]] = cl.d2[hit]
@@ -524,19 +527,20 @@ class StereoPipeline:
                 d = got[c]
                 if d < 0:
                     continue
-                det_, d2c, uv, size, owner = views[c]
+                _, d2c, uv, size, owner = views[c]
                 setattr(o, f"seen{c}", True)
                 setattr(o, f"uv{c}", uv[d].copy())
                 if o.track3d is not None:
                     setattr(o, f"id{c}", int(owner[d]))
                 sizes[c] = float(size[d])
                 d2[c] = float(d2c[k])
+                o.truncated = o.truncated or self._truncated_box(c, d)
             o.view_size_px = (sizes[0], sizes[1])
             o.size_px = float(np.sqrt((sizes[0] ** 2 + sizes[1] ** 2) / max(1, (sizes[0] > 0) + (sizes[1] > 0))))
             o.sigma_px = max(self.cfg.pixel_sigma, self.pixel_rel * max(sizes))
             o.claim_d2 = (d2[0], d2[1])
             o.claimed = (got[0] >= 0, got[1] >= 0)
-            self._claim_pred[tr.id] = (X[k], P[k], o)
+            self._claim_pred[id(o)] = (X[k], P[k])  # the track's prediction, for _check_claims
             out.append(o)
         return out
 
@@ -552,9 +556,7 @@ class StereoPipeline:
         for o in claimed:
             if o.xyz is None or not (o.seen0 and o.seen1):
                 continue
-            tid = o.track3d if o.track3d is not None else next(
-                (k for k, v in self._claim_pred.items() if v[2] is o), None)
-            x, P, _ = self._claim_pred[tid]
+            x, P = self._claim_pred[id(o)]
             y = o.xyz - x
             layer = self.associator.height_layer
             in_layer = layer is None or abs(float(o.xyz @ layer[0]) - layer[1] - layer[2]) <= layer[3]
