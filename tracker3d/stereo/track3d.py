@@ -52,8 +52,7 @@ class Track3DConfig:
     # window): at low frame rates min_common joint observations span a second, no glint
     report_pos_std: Optional[float] = None  # m: a track without a stereo update now is reported only while
     # its position is at most this uncertain (sqrt of the trace), None: always
-    duplicate_m: float = 0.15  # a younger track this close to an older one is a duplicate (deleted) ...
-    duplicate_chi2: float = 0.0  # ... or whose position differs by less than this Mahalanobis^2 (0: off)
+    duplicate_m: float = 0.15  # a younger track this close to an older one is a duplicate (deleted)
     # Planar motion (people, vehicles, animals on the ground): the vertical (the calibration world's
     # z axis) gets this acceleration noise instead of accel_std/jerk_std, so a track's height stays
     # put and one view's pixel alone fixes its position: a one-view update then keeps it alive like
@@ -347,21 +346,8 @@ class Tracker3D:
         one camera): the younger one goes, and its pair starts no new track for a second."""
         if len(self.tracks) < 2:
             return
-        X = self.bank.x[:, :3]
-        if self.cfg.duplicate_chi2 > 0:
-            diff = X[:, None] - X[None]
-            close = np.linalg.norm(diff, axis=2) < self.cfg.duplicate_m
-            # Statistically one place: their difference is within its own uncertainty.
-            P = self.bank.P[:, :3, :3]
-            S = P[:, None] + P[None]
-            with np.errstate(invalid="ignore"):
-                m2 = np.einsum("abi,abi->ab", diff, np.linalg.solve(S + np.eye(3) * 1e-12, diff[..., None])[..., 0])
-            close |= m2 < self.cfg.duplicate_chi2
-            pairs = zip(*np.nonzero(np.triu(close, 1)))
-        else:
-            pairs = self._close_pairs(X, self.cfg.duplicate_m)
         drop = set()
-        for i, j in pairs:
+        for i, j in self._close_pairs(self.bank.x[:, :3], self.cfg.duplicate_m):
             a, b = self.tracks[i], self.tracks[j]
             young = a if (a.updates, -a.born_t) < (b.updates, -b.born_t) else b
             if young.updates < 10 and young.id not in drop:
