@@ -3,6 +3,7 @@ claim detections in the view their 2D pair lost; measured on the real WildTrack 
 (tests/data/wildtrack_c1c2_slice, 2 fps) and on exact geometry from its real calibration."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from conftest import DATA
 from calib import load_calibration
 from persistence import HitCountGate
 from streams.detections import DetectionFolder
+from tracker3d.cli import main
 from tracker3d.errors import Tracker3DError
 from tracker3d.evaluation.runs import evaluate_source
 from tracker3d.pipeline import GROUND_VERTICAL_ACCEL, PipelineConfig, StereoPipeline
@@ -24,11 +26,11 @@ from tracker3d.stereo.track3d import PairObservation, Track3DConfig, Tracker3D
 SLICE = DATA / "wildtrack_c1c2_slice"
 
 
-def _ground_scores(variant: str, ground: bool) -> dict:
+def _ground_scores(variant: str, ground: bool, offline: bool = False) -> dict:
     d = SLICE / variant
     src = DetectionFolder.open_folder(d)
     res = evaluate_source(src, src.calib, d / "gt.csv", PipelineConfig(threads=False, ground=ground),
-                          HitCountGate(3, 1.0), show_progress=False)
+                          HitCountGate(3, 1.0), show_progress=False, offline=offline)
     return res["ground"]
 
 
@@ -160,7 +162,8 @@ def test_on_the_ground_two_cameras_confirm_at_first_sight_but_a_flash_never_show
     d = SLICE / "clean"
     src = DetectionFolder.open_folder(d)
     calib = src.calib
-    pipe = StereoPipeline(calib, PipelineConfig(threads=False, ground=True), gate=HitCountGate(3, 1.0))
+    pipe = StereoPipeline(calib, PipelineConfig(threads=False, ground=True), gate=HitCountGate(3, 1.0), keep_log=True)
+    reported: set[int] = set()
     X = calib.R_world @ np.array([4.5, 10.0, 0.92]) + calib.t_world.reshape(3)  # 3.5 m from anyone, in both views
     X1 = calib.R @ X + calib.T.reshape(3)
     flash_frame, born, shown, first_sight = 12, False, False, 0
@@ -174,6 +177,7 @@ def test_on_the_ground_two_cameras_confirm_at_first_sight_but_a_flash_never_show
         near = [tr for tr in pipe.tracker3d.tracks if np.linalg.norm(tr.xyz - X) < 0.5]
         if pair.index == flash_frame:
             born = bool(near)
+        reported.update(tr.id for tr in pipe.tracker3d.reported())
         shown |= any(tr in pipe.tracker3d.reported() for tr in near)
         # Pairs of 2D tracks on their first hit happen on real data too (people entering both views).
         first_sight += sum(1 for o in pipe.last_obs if o.track3d is None and o.xyz is not None and
@@ -181,3 +185,31 @@ def test_on_the_ground_two_cameras_confirm_at_first_sight_but_a_flash_never_show
     assert born, "the flash pair is paired and triangulated at first sight"
     assert not shown, "a one-frame flash is never reported"
     assert first_sight > 0
+    offline = pipe.offline_states(set(reported))
+    assert not any(np.linalg.norm(x[:3] - X) < 0.5 for x, _ in offline.values()), "nor is it in the offline tracks"
+    assert {i for i, _ in offline} == set(reported), "every reported track is in the offline tracks"
+
+
+def test_offline_tracks_gain_the_frames_before_confirmation_on_the_real_slice():
+    """Offline (eval/replay --offline), a confirmed track also covers the stereo frames before
+    its confirmation, RTS-smoothed (measured on the slice: clean MOTA 0.642 -> 0.656, noisy
+    0.380 -> 0.408, precision within a point)."""
+    for variant in ("clean", "noisy"):
+        live, off = _ground_scores(variant, True), _ground_scores(variant, True, offline=True)
+        assert off["recall"] > live["recall"] + 0.015 and off["MOTA"] > live["MOTA"] + 0.01, (variant, live, off)
+        assert off["precision"] > live["precision"] - 0.01, (variant, live, off)
+
+
+def test_replay_offline_writes_every_reported_track_over_more_frames(tmp_path):
+    d = SLICE / "clean"
+    counts, ids = {}, {}
+    for mode in ("", "--offline"):
+        out = tmp_path / f"tracks{mode}.jsonl"
+        assert main(["replay", str(d), "--ground", "--gate", "hits", "--out", str(out)] + ([mode] if mode else [])) == 0
+        msgs = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(msgs) == len(DetectionFolder.open_folder(d))
+        counts[mode] = sum(len(m["tracks"]) for m in msgs)
+        ids[mode] = {t["id"] for m in msgs for t in m["tracks"]}
+        assert all(t["state"] in ("tracked", "coasting") and len(t["xyz"]) == 3 for m in msgs for t in m["tracks"])
+    assert ids["--offline"] == ids[""], "the same tracks, none added, none lost"
+    assert counts["--offline"] > counts[""]

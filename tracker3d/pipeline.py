@@ -677,6 +677,41 @@ class StereoPipeline:
                 out[(tr.id, int(f))] = (x, P)
         return out
 
+    def offline_states(self, reported: set[int]) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+        """After the input ended (and keep_log): the offline tracks, {(3D id, frame): (state,
+        covariance)}, camera 0 frame: every 3D track reported at least once (ids in `reported`),
+        RTS-smoothed over its life and kept where the smoothed estimate passes the reporting rule
+        (Tracker3D.offline)."""
+        self.tracker3d.finish()
+        return self.tracker3d.offline(reported)
+
+    def offline_frames(self, frames: list[Frame3D]) -> None:
+        """After the input ended (and keep_log): each collected frame's track entries become the
+        offline tracks on it (offline_states of the ids reported anywhere in `frames`), in message
+        format: reported entries keep their fields with the smoothed state; a frame a track gains
+        (before it was confirmed, or a gap) gets an entry like a live one, with the track's last
+        persistence score and state 'tracked' (a stereo update then) or 'coasting' (one view)."""
+        states = self.offline_states({int(e["id"]) for f3 in frames for e in f3.tracks})
+        by_id = {tr.id: tr for tr in self.tracker3d.finished}
+        per_frame: dict[int, list] = {}
+        for (i, f), s in sorted(states.items()):
+            per_frame.setdefault(f, []).append((i, s))
+        for f3 in frames:
+            old = {int(e["id"]): e for e in f3.tracks}
+            entries = []
+            for i, (x, P) in per_frame.get(f3.index, []):
+                fields = self.state_fields(x[:3], x[3:6], P[:3, :3])
+                e = old.get(i)
+                if e is None:
+                    tr = by_id[i]
+                    stereo = tr.log_stereo[tr.log_frame.index(f3.index)]
+                    e = {"id": i, **fields, "persistence": round(float(tr.persistence), 4),
+                         "age_s": round(float(f3.t - tr.born_t), 4), "state": "tracked" if stereo else "coasting",
+                         "cam0": None, "cam1": None,
+                         **({"class": c} if (c := self.track_class(tr)) is not None else {})}
+                entries.append(dict(e, **fields))
+            f3.tracks = entries
+
     def state_fields(self, xyz: np.ndarray, vel: np.ndarray, cov: np.ndarray) -> dict:
         """A camera-0-frame state as the message's xyz/vel/cov fields, in the published frame
         (world when the calibration has one), rounded for the wire."""

@@ -3,7 +3,8 @@
 
 Rows per variant, all computed here against the folder's ground truth (trackeval):
 - 3D, ground plane (x, y within 0.5 m, persons seen in either view; "dist" = mean distance of the
-  matches): the stereo pipeline with the commands' defaults (`tracker3d eval DIR`), and an oracle
+  matches): the stereo pipeline with the commands' defaults (`tracker3d eval DIR`), with `--ground`,
+  and with `--ground --offline` (the offline tracks: smoothed, completed), and an oracle
   (the annotated boxes of both views with their true cross-view match and IDs, triangulated frame
   by frame, at the box centre and at the bottom-edge middle: what perfect 2D tracking and
   association would give; its misses are persons seen by one camera only). The oracle uses only
@@ -67,12 +68,13 @@ def _command_defaults(options: Sequence[str] = ()):
     return pipeline_from_args(p.parse_args(list(options)))
 
 
-def ours_3d(d: Path, options: Sequence[str] = ()) -> dict:
+def ours_3d(d: Path, options: Sequence[str] = (), offline: bool = False) -> dict:
+    """`tracker3d eval DIR [options] [--offline]`."""
     config, gate = _command_defaults(options)
     src = DetectionFolder.open_folder(d)
     views = [d / f"gt{c}.txt" for c in (0, 1)]
     return evaluate_source(src, src.calib, d / "gt.csv", config, gate, show_progress=False,
-                           view_gt=[v if v.is_file() else None for v in views])
+                           view_gt=[v if v.is_file() else None for v in views], offline=offline)
 
 
 def oracle_3d(d: Path, anchor: str = "center") -> dict:
@@ -191,6 +193,8 @@ def wildtrack_rows(root: str | Path, progress: Optional[Callable] = None) -> lis
         rows.append({"variant": name, "what": "3D ground plane", "method": "tracker3d", **res["ground"]})
         rows.append({"variant": name, "what": "3D ground plane", "method": "tracker3d --ground",
                      **ours_3d(d, ["--ground"])["ground"]})
+        rows.append({"variant": name, "what": "3D ground plane", "method": "tracker3d --ground --offline",
+                     **ours_3d(d, ["--ground"], offline=True)["ground"]})
         rows.append({"variant": name, "what": "3D ground plane", "method": "naive per-frame matching",
                      **naive_3d(d)["ground"]})
         if name == todo[0][0]:  # the oracle uses only the ground truth: the same for every variant

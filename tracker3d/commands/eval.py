@@ -42,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracks", help="tracker output in MOTChallenge format (with --gt)")
     p.add_argument("--centroid", type=float, metavar="PX",
                    help="match by centroid distance (similarity 1 - d/PX) instead of box IoU (with --gt)")
+    p.add_argument("--offline", action="store_true",
+                   help="score the offline 3D tracks (as replay --offline writes them): every reported track "
+                   "RTS-smoothed over its whole life, its first frames and closed gaps included")
     add_pipeline_args(p)
     p.add_argument("--json", help="write the metrics here as JSON")
     p.set_defaults(func=run)
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         config, gate = pipeline_from_args(args)
         res = evaluate_source(src, calib, gt_path, config, gate, radius=args.radius, gt_height=args.gt_height,
                               visible=args.visible, view_gt=[v if v is not None and v.is_file() else None
-                                                             for v in views])
+                                                             for v in views], offline=args.offline)
         print(format_result(res))
         r = res["run"]
         print(f"{r['processed']} pairs, {r['pairs_per_s']:.0f} pairs/s; latency median "

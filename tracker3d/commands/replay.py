@@ -38,7 +38,7 @@ from .paths import (
 )
 from .signals import STOP
 
-HELP = "track a recording folder in 3D (lossless; --smooth for offline RTS smoothing)"
+HELP = "track a recording folder in 3D (lossless; --smooth or --offline for offline RTS smoothing)"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +49,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     speed.add_argument("--fast", action="store_true", help="as fast as possible (default)")
     speed.add_argument("--realtime", action="store_true", help="at the recorded speed")
     p.add_argument("--calib", help="calibration file (default: the folder's calib.yaml / calib.toml)")
-    p.add_argument("--smooth", action="store_true", help="RTS-smooth every 3D track (written to --out at the end)")
+    post = p.add_mutually_exclusive_group()
+    post.add_argument("--smooth", action="store_true", help="RTS-smooth every 3D track (written to --out at the end)")
+    post.add_argument("--offline", action="store_true", help="offline tracks (written to --out at the end): every "
+                      "reported 3D track RTS-smoothed over its whole life, including its frames before it was "
+                      "confirmed and the gaps its later updates close")
     p.add_argument("--out", help="write the tracks3d messages here: .jsonl (the ZMQ messages), .csv (one row "
                    "per track) or .mcap (Foxglove)")
     p.add_argument("--publish", nargs="?", const=DEFAULT_ENDPOINT, metavar="ENDPOINT",
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         if args.overlay and isinstance(rec, DetectionFolder):
             raise Tracker3DError("--overlay draws on the videos: a detections folder has none")
         config, gate = pipeline_from_args(args)
-        pipe = StereoPipeline(calib, config, gate=gate, keep_log=args.smooth)
+        pipe = StereoPipeline(calib, config, gate=gate, keep_log=args.smooth or args.offline)
         if pub is not None:
             pub.frame_id = pipe.frame_id
         out = open_writer(args.out, pipe.frame_id) if args.out else None  # --smooth: written at the end
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         last_pair = _LastPair()
 
         def on_frame(f3):
-            if args.smooth:
+            if args.smooth or args.offline:
                 frames.append(f3)
             elif out is not None:
                 out.write(f3.index, f3.t, f3.tracks, f3.latency_ms)
@@ -121,7 +125,11 @@ def run(args: argparse.Namespace) -> int:
         with STOP.soft():
             stats = run_pipeline(rec, pipe, publisher=pub, on_frame=on_frame, recorder=last_pair,
                                  progress=bar("replay", total=len(rec), unit="pair"), stop=STOP.requested)
-        if args.smooth and out is not None:
+        if args.offline and out is not None:
+            pipe.offline_frames(frames)
+            for f3 in frames:
+                out.write(f3.index, f3.t, f3.tracks, f3.latency_ms)
+        elif args.smooth and out is not None:
             smoothed = pipe.smoothed_states()
             for f3 in frames:
                 for tr in f3.tracks:
@@ -141,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if rec.truncated:
         print(f"{rec.truncated} listed pairs missing from the videos (recording cut off)")
     if args.out:
-        print(f"wrote {args.out}: {out.seq} messages" + (" (RTS-smoothed)" if args.smooth else ""))
+        print(f"wrote {args.out}: {out.seq} messages" + (" (RTS-smoothed)" if args.smooth else " (offline)" if args.offline else ""))
     if overlay is not None:
         print(f"wrote {args.overlay}: {overlay.frames} overlay frames")
     if args.plot:

@@ -61,6 +61,33 @@ class Collector:
             ft.smooth = np.array([smoothed[(int(i), f)][0][:3] if (int(i), f) in smoothed else [np.nan] * 3
                                   for i in ft.ids]).reshape(-1, 3)
 
+    def reported_ids(self) -> set[int]:
+        return {int(i) for ft in self.frames3d.values() for i in ft.ids}
+
+    def use_offline(self, states: dict) -> None:
+        """Replace the reported 3D tracks by the offline ones ({(id, frame): (state, cov)}, camera
+        0 frame; StereoPipeline.offline_states): each frame's tracks become the offline tracks on it,
+        at their smoothed positions (the raw triangulation and pixels kept where the track had them)."""
+        by_frame: dict[int, list] = {f: [] for f in self.frames3d}
+        for (i, f), (x, _) in sorted(states.items()):
+            by_frame.setdefault(f, []).append((i, x[:3]))
+        nan3, nan2 = [np.nan] * 3, [np.nan] * 2
+        for f, rows in by_frame.items():
+            old = self.frames3d.get(f)
+            where = {int(i): k for k, i in enumerate(old.ids)} if old is not None else {}
+
+            def of(arr, i, fill):
+                k = where.get(i)
+                return arr[k] if k is not None and len(arr) > k else fill
+
+            ids = np.array([i for i, _ in rows], int)
+            self.frames3d[f] = FrameTracks(
+                ids, np.array([x for _, x in rows]).reshape(-1, 3),
+                np.array([of(old.raw, i, nan3) if old else nan3 for i in ids.tolist()]).reshape(-1, 3),
+                smooth=np.array([x for _, x in rows]).reshape(-1, 3),
+                uv0=np.array([of(old.uv0, i, nan2) if old else nan2 for i in ids.tolist()]).reshape(-1, 2),
+                uv1=np.array([of(old.uv1, i, nan2) if old else nan2 for i in ids.tolist()]).reshape(-1, 2))
+
     def evaluate(self, gt: dict[str, np.ndarray], fps: float, skip_s: float) -> dict:
         res = {"3d": evaluate_3d(self.frames3d, gt, self.pipe.calib, fps, skip_s=skip_s)}
         first = int(round(skip_s * fps))
@@ -91,11 +118,12 @@ def evaluate_recording(path: str, config: Optional[PipelineConfig] = None, gate=
 def evaluate_source(src, calib, gt_path, config: Optional[PipelineConfig] = None, gate=None,
                     show_progress: bool = True, radius: float = WILDTRACK_RADIUS_M,
                     gt_height: Optional[float] = None, visible: str = "either",
-                    view_gt: Sequence[Optional[Path]] = (None, None)) -> dict:
+                    view_gt: Sequence[Optional[Path]] = (None, None), offline: bool = False) -> dict:
     """Run the pipeline over a lossless stereo source (a recording, or a detections folder) and
     score it against gt_path: a sim gt.csv (camera 0 frame: '3d', '2d_cam0', '2d_cam1'), or a
     world gt.csv ('ground' and '3d' in the world frame at `radius` metres, see evaluation.world;
-    '2d_cam0'/'2d_cam1' at IoU 0.5 against view_gt MOT files when given). Closes src."""
+    '2d_cam0'/'2d_cam1' at IoU 0.5 against view_gt MOT files when given). offline: score the offline
+    3D tracks (StereoPipeline.offline_states: smoothed, completed) instead of the causal ones. Closes src."""
     kind = gt_kind(gt_path)
     gt = read_gt(gt_path) if kind == "sim" else read_world_gt(gt_path)
     fps = float(getattr(src, "fps", 30.0))
@@ -112,8 +140,11 @@ def evaluate_source(src, calib, gt_path, config: Optional[PipelineConfig] = None
     finally:
         src.close()
         pipe.close()
+    if offline:
+        col.use_offline(pipe.offline_states(col.reported_ids()))
     if kind == "sim":
-        col.add_smoothing(pipe.smoothed_states())
+        if not offline:
+            col.add_smoothing(pipe.smoothed_states())
         res = col.evaluate(gt, fps, warmup_s(config, fps) if isinstance(src, RecordingReader) else 0.0)
     else:
         frames = sorted(col.frames3d)
@@ -124,6 +155,7 @@ def evaluate_source(src, calib, gt_path, config: Optional[PipelineConfig] = None
             if path is not None:
                 res[f"2d_cam{c}"] = evaluate_2d(view_gt_frames(path), col.frames2d[c], frames=frames, kind="iou")
     res["gt"] = kind
+    res["offline"] = offline
     res["run"] = stats.summary()
     return res
 

@@ -109,6 +109,8 @@ class Track3D:
     log_P: list = field(default_factory=list)
     log_F: list = field(default_factory=list)
     log_Q: list = field(default_factory=list)
+    log_stereo: list = field(default_factory=list)  # per step: triangulated by both views then
+    log_last_t: list = field(default_factory=list)  # per step: time of the last update by any view, s
 
     @property
     def xyz(self) -> np.ndarray:
@@ -329,6 +331,8 @@ class Tracker3D:
                 tr.log_P.append(self.bank.P[i].copy())
                 tr.log_F.append(F.copy())
                 tr.log_Q.append(Q.copy())
+                tr.log_stereo.append(tr.last_stereo_t == t)
+                tr.log_last_t.append(tr.last_t)
         self._keep(alive)
         return self.tracks
 
@@ -376,6 +380,28 @@ class Tracker3D:
     def finish(self) -> None:
         """End of input: every live track is finished (for smoothing)."""
         self._keep(np.zeros(len(self.tracks), bool))
+
+    def offline(self, reported: set[int]) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+        """After the input ended (finish() and keep_log): the offline tracks. Every track that was
+        reported at least once (`reported`: its ids) over its whole logged life, RTS-smoothed:
+        {(3D id, frame): (state, covariance)} on the frames the reporting rule accepts for the
+        smoothed estimate: a stereo update then, or a smoothed position std (sqrt of the trace,
+        metres) within report_pos_std, and at most report_coast_s after the track's last update.
+        So a confirmed track also covers its first frames (before min_updates) and the gaps the
+        future closes; a track that never was reported (a flash) stays out."""
+        lim = self.cfg.report_pos_std
+        out = {}
+        for tr in self.finished:
+            if tr.id not in reported or not tr.log_t:
+                continue
+            frames, xs, Ps = tr.smoothed()
+            keep = np.array(tr.log_t) - np.array(tr.log_last_t) <= self.cfg.report_coast_s + 1e-9
+            if lim is not None:
+                P = np.array(tr.log_P)[:, :3, :3]
+                keep &= np.array(tr.log_stereo, bool) | (np.sqrt(np.trace(P, axis1=1, axis2=2)) <= lim)
+            for f, x, P in zip(frames[keep], xs[keep], Ps[keep]):
+                out[(tr.id, int(f))] = (x, P)
+        return out
 
     def reported(self) -> list[Track3D]:
         """Tracks with enough stereo updates that were seen recently: by both cameras or by one
