@@ -105,7 +105,9 @@ def triangulate(
     error, weighted by the lens distortion's local Jacobian so that it is the maximum-likelihood
     point for isotropic noise in the distorted image. The covariance is (J^T W J)^-1 with J the
     Jacobian of both projections at the solution and W that noise's inverse (first order);
-    pixel_sigma is the pixel noise standard deviation (scalar or per point). Points behind either
+    pixel_sigma is the pixel noise standard deviation (scalar or per point), or per point, view
+    and image axis as an (N, 4) array [x0, y0, x1, y1] (e.g. large along an axis where a box is
+    cut by the image border, so that coordinate barely counts). Points behind either
     camera or seen along near-parallel rays are flagged and returned as NaN. covariance=False
     (with refine=False) skips the noise model: a quicker check of where matches land.
     """
@@ -114,11 +116,16 @@ def triangulate(
     if uv0.shape != uv1.shape:
         raise ValueError(f"triangulate: uv0 has {len(uv0)} points, uv1 has {len(uv1)}")
     n = len(uv0)
-    sig = np.broadcast_to(np.asarray(pixel_sigma, dtype=np.float64), (n,))
+    sig = np.asarray(pixel_sigma, dtype=np.float64)
+    if sig.ndim == 2:
+        if sig.shape != (n, 4):
+            raise ValueError(f"triangulate: pixel_sigma per axis must be (N, 4) for {n} points, got {sig.shape}")
+    else:
+        sig = np.repeat(np.broadcast_to(sig, (n,))[:, None], 4, axis=1)
     if np.any(sig <= 0):
         raise ValueError("triangulate: pixel_sigma must be > 0 pixels")
     flags = np.zeros(n, dtype=np.int32)
-    finite = np.all(np.isfinite(uv0), axis=1) & np.all(np.isfinite(uv1), axis=1) & np.isfinite(sig)
+    finite = np.all(np.isfinite(uv0), axis=1) & np.all(np.isfinite(uv1), axis=1) & np.all(np.isfinite(sig), axis=1)
     flags[~finite] |= NON_FINITE
     xyz = np.full((n, 3), np.nan)
     cov = np.full((n, 3, 3), np.nan)
@@ -141,8 +148,8 @@ def triangulate(
 
     # Whitening: pixel noise sigma in the distorted image becomes sigma * A A^T in ideal pixels.
     need_w = refine or covariance
-    W0 = _inv_or_nan(_undistort_jacobian(calib.cam0, uv0[idx])) / sig[idx, None, None] if need_w else None
-    W1 = _inv_or_nan(_undistort_jacobian(calib.cam1, uv1[idx])) / sig[idx, None, None] if need_w else None
+    W0 = _inv_or_nan(_undistort_jacobian(calib.cam0, uv0[idx])) / sig[idx, 0:2, None] if need_w else None
+    W1 = _inv_or_nan(_undistort_jacobian(calib.cam1, uv1[idx])) / sig[idx, 2:4, None] if need_w else None
 
     z0 = X[:, 2]
     z1 = (X @ R.T + T)[:, 2]

@@ -26,6 +26,7 @@ from .detect.sizeprior import area_range_px
 from .errors import Tracker3DError
 from .handoff import EMPTY, END, HandOff, ProducerThread
 from .stereo.associate import AssociationConfig, StereoAssociator
+from .stereo.boxcut import AspectModel, axis_sigma, complete_boxes, cut_sides
 from .stereo.claim import ClaimConfig, claim_view, project_predictions
 from .stereo.track3d import PairObservation, Track3D, Track3DConfig, Tracker3D
 from .track2d.tracker import ByteTracker, TrackerConfig
@@ -60,6 +61,7 @@ class PipelineConfig:
     # from: BOX_NOISE_REL for an outside detector's boxes (DetectionPair), 0 for our blob detectors.
     pixel_rel: Optional[float] = None
     border_px: float = 1.0  # a box this close to the image border is cut off: its centre is biased, so ...
+    complete_cut: bool = True  # ... an outside detector's box is completed (the view's aspect ratio; boxcut.py)
     truncated_rel: Optional[float] = None  # ... it is triangulated with this fraction of its size as pixel
     # noise (0: not at all; None: as pixel_rel)
     sync_correction: bool = True  # move camera 1's pixels to camera 0's capture time (shutter skew)
@@ -154,6 +156,7 @@ class StereoPipeline:
         self.trackers = [ByteTracker(self.cfg.tracker, self.gate, calib.cam0.image_size),
                          ByteTracker(self.cfg.tracker, self.gate, calib.cam1.image_size, gate_key_offset=CAM1_KEY_OFFSET)]
         self.associator = StereoAssociator(calib, self.cfg.association)
+        self.aspects = (AspectModel(), AspectModel())  # each view's box aspect ratio (boxes cut by the border)
         self.tracker3d = Tracker3D(calib, self.cfg.track3d, keep_log=keep_log)
         self._pool = None
         if self.cfg.threads:
@@ -301,6 +304,7 @@ class StereoPipeline:
         trk0, trk1 = self.trackers
         trk0.update(det0 if det0 is not None else Detections.empty(), t0, run_gate=False)
         trk1.update(det1 if det1 is not None else Detections.empty(), t1, run_gate=False)
+        self._learn_aspects()
         self._note_classes()
         c2 = time.perf_counter()
         self._run_gate()
@@ -405,10 +409,12 @@ class StereoPipeline:
         trk0.apply_gate(persistent[:n0], scores[:n0])
         trk1.apply_gate(persistent[n0:], scores[n0:])
 
-    def _view_points(self, c: int, skew: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _view_points(self, c: int, skew: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                         np.ndarray, np.ndarray]:
         """Camera c's detections this frame: anchor points (distorted pixels, camera 1's moved to
         camera 0's time with their 2D track's velocity), sizes sqrt(w h) (pixels), the 2D track id
-        that took each (-1: none) and that track's row (-1)."""
+        that took each (-1: none), that track's row (-1), each axis's extra centre std of boxes cut
+        by the border (N, 2; _anchors) and whether each touches the border."""
         trk = self.trackers[c]
         dets = trk.last_detections
         m = len(dets)
@@ -417,13 +423,15 @@ class StereoPipeline:
         owner[trk.det_index[took]] = trk.ids[took]
         row[trk.det_index[took]] = took
         wh = dets.boxes[:, 2:] - dets.boxes[:, :2] if m else np.zeros((0, 2))
-        down = 0.5 if self.cfg.anchor == "bottom" else 0.0
-        uv = dets.centroids + np.column_stack([np.zeros(m), down * wh[:, 1]]) if m else np.zeros((0, 2))
+        uv, extra, touch = self._anchors(c, np.column_stack([(dets.boxes[:, :2] + dets.boxes[:, 2:]) / 2, wh])
+                                         if m else np.zeros((0, 4)))
+        if self.pixel_rel <= 0 and m:  # a blob's point is its centroid
+            uv = dets.centroids + np.column_stack([np.zeros(m), (0.5 if self.cfg.anchor == "bottom" else 0.0) * wh[:, 1]])
         if c == 1 and m and self.cfg.sync_correction and math.isfinite(skew) and skew != 0:
             has = row >= 0
             uv = uv.copy()
             uv[has] -= trk.kf.x[row[has], 4:6] * skew
-        return uv, np.sqrt(np.maximum(wh[:, 0] * wh[:, 1], 0.0)), owner, row
+        return uv, np.sqrt(np.maximum(wh[:, 0] * wh[:, 1], 0.0)), owner, row, extra, touch
 
     def _busy_2d(self, claimed: list[PairObservation]) -> tuple[np.ndarray, np.ndarray]:
         """Per camera, the 2D tracks not free for new pairs after 3D tracks claimed first: those
@@ -474,7 +482,7 @@ class StereoPipeline:
         cal = self.calib
         views = []
         for c, (cam, R, T) in enumerate(((cal.cam0, np.eye(3), np.zeros(3)), (cal.cam1, cal.R, cal.T.reshape(3)))):
-            uv, size, owner, row = self._view_points(c, skew)
+            uv, size, owner, row, extra, touch = self._view_points(c, skew)
             # Free: detections of no 2D track that a pair uses now or a live 3D track follows.
             by_pairs = set(int(getattr(o, f"id{c}")) for o in obs if getattr(o, f"seen{c}"))
             used = by_pairs | followed[c]
@@ -509,7 +517,7 @@ class StereoPipeline:
                 hit = cl.det >= 0
                 det[want[hit]] = fd[cl.det[hit]]
                 d2[want[hit]] = cl.d2[hit]
-            views.append((det, d2, uv, size, owner))
+            views.append((det, d2, uv, size, owner, extra, touch))
             taken.update(int(d) for d in det[det >= 0])
         out = []
         for k, tr in enumerate(tracks):
@@ -527,14 +535,17 @@ class StereoPipeline:
                 d = got[c]
                 if d < 0:
                     continue
-                _, d2c, uv, size, owner = views[c]
+                _, d2c, uv, size, owner, extra, touch = views[c]
                 setattr(o, f"seen{c}", True)
                 setattr(o, f"uv{c}", uv[d].copy())
                 if o.track3d is not None:
                     setattr(o, f"id{c}", int(owner[d]))
                 sizes[c] = float(size[d])
                 d2[c] = float(d2c[k])
-                o.truncated = o.truncated or self._truncated_box(c, d)
+                cut = list(o.cut_sigma)
+                cut[c] = (float(extra[d, 0]), float(extra[d, 1]))
+                o.cut_sigma = (cut[0], cut[1])
+                o.truncated = o.truncated or bool(touch[d])
             o.view_size_px = (sizes[0], sizes[1])
             o.size_px = float(np.sqrt((sizes[0] ** 2 + sizes[1] ** 2) / max(1, (sizes[0] > 0) + (sizes[1] > 0))))
             o.sigma_px = max(self.cfg.pixel_sigma, self.pixel_rel * max(sizes))
@@ -543,11 +554,6 @@ class StereoPipeline:
             self._claim_pred[id(o)] = (X[k], P[k])  # the track's prediction, for _check_claims
             out.append(o)
         return out
-
-    def _truncated_box(self, c: int, d: int) -> bool:
-        trk = self.trackers[c]
-        b = trk.last_detections.boxes[d]
-        return self._truncated((b[:2] + b[2:]) / 2, b[2:] - b[:2], self.calib.cam0 if c == 0 else self.calib.cam1)
 
     def _check_claims(self, claimed: list[PairObservation]) -> None:
         """A claim whose triangulation (with the other view) contradicts the track's prediction is
@@ -606,20 +612,21 @@ class StereoPipeline:
         pairs = self.associator.associate(trk0, idx0, trk1, idx1, t, self._dt, min_common=need)
         obs = []
         m0, m1 = trk0.measured(), trk1.measured()
-        # The box point that is the object: the tracked centre, or the middle of the bottom edge.
-        down = 0.5 if self.cfg.anchor == "bottom" else 0.0
+        # The box point that is the object: the box centre, or the middle of the bottom edge (of the
+        # box completed where the border cut it).
+        a0, a1 = self._anchors(0, m0), self._anchors(1, m1)
         for i, j, _ in pairs:
-            uv0 = m0[i, :2] + [0.0, down * m0[i, 3]]
+            uv0 = a0[0][i].copy()
             # Camera 1's observation moved to camera 0's capture time with its image velocity.
             shift = -skew if (self.cfg.sync_correction and math.isfinite(skew)) else 0.0
-            uv1 = m1[j, :2] + [0.0, down * m1[j, 3]] + trk1.kf.x[j, 4:6] * shift
+            uv1 = a1[0][j] + trk1.kf.x[j, 4:6] * shift
             o = PairObservation(int(trk0.ids[i]), int(trk1.ids[j]), bool(trk0.matched[i]), bool(trk1.matched[j]),
                                 uv0, uv1, float(min(trk0.gate_score[i], trk1.gate_score[j])))
             o.evidence_s = self.associator.evidence_s.get((i, j), 0.0)
             o.view_size_px = (float(np.sqrt(max(m0[i, 2] * m0[i, 3], 0.0))), float(np.sqrt(max(m1[j, 2] * m1[j, 3], 0.0))))
             o.size_px = float(np.sqrt(max(m0[i, 2] * m0[i, 3], 0.0) + max(m1[j, 2] * m1[j, 3], 0.0)) / math.sqrt(2))
-            o.truncated = self._truncated(m0[i, :2], m0[i, 2:4], self.calib.cam0) or \
-                self._truncated(m1[j, :2], m1[j, 2:4], self.calib.cam1)
+            o.cut_sigma = ((float(a0[1][i, 0]), float(a0[1][i, 1])), (float(a1[1][j, 0]), float(a1[1][j, 1])))
+            o.truncated = bool(a0[2][i] or a1[2][j])
             obs.append(o)
         return obs
 
@@ -643,11 +650,32 @@ class StereoPipeline:
         tol = max(self.HEIGHT_LAYER_MIN_TOL, self.HEIGHT_LAYER_MADS * 1.4826 * float(np.median(np.abs(h - med))))
         return t3.up, off, med, tol
 
-    def _truncated(self, uv: np.ndarray, wh: np.ndarray, cam) -> bool:
-        """A blob touching the image border is cut off: its centroid is biased inwards."""
-        m = self.cfg.border_px
-        return bool(uv[0] - wh[0] / 2 < m or uv[1] - wh[1] / 2 < m or uv[0] + wh[0] / 2 > cam.width - m
-                    or uv[1] + wh[1] / 2 > cam.height - m)
+    def _anchors(self, c: int, cxcywh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Camera c's boxes (N, 4) [cx, cy, w, h] -> the points that are the object (distorted
+        pixels: the box centre, or the middle of its bottom edge with anchor 'bottom'), each axis's
+        extra centre std (N, 2, see boxcut.complete_boxes) and whether the box touches the border
+        (N,). An outside detector's box cut by the border is completed first (the view's aspect
+        ratio); our blob detectors' are not (a truncated blob is not triangulated at all)."""
+        cam = self.calib.cam0 if c == 0 else self.calib.cam1
+        b = np.asarray(cxcywh, float).reshape(-1, 4)
+        xyxy = np.column_stack([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2])
+        sides = cut_sides(xyxy, cam.width, cam.height, self.cfg.border_px)
+        extra = np.zeros((len(b), 2))
+        if self.pixel_rel > 0 and self.cfg.complete_cut and sides.any():
+            xyxy, extra = complete_boxes(xyxy, sides, self.aspects[c].estimate())
+        down = 0.5 if self.cfg.anchor == "bottom" else 0.0
+        uv = np.column_stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2 + down * (xyxy[:, 3] - xyxy[:, 1])])
+        return uv, extra, sides.any(axis=1)
+
+    def _learn_aspects(self) -> None:
+        """Each view's box aspect ratio from this frame's uncut detections (outside boxes only)."""
+        if self.pixel_rel <= 0:
+            return
+        for c, trk in enumerate(self.trackers):
+            boxes = trk.last_detections.boxes
+            if len(boxes):
+                cam = self.calib.cam0 if c == 0 else self.calib.cam1
+                self.aspects[c].add(boxes, cut_sides(boxes, cam.width, cam.height, self.cfg.border_px))
 
     def _triangulate(self, obs: list[PairObservation]) -> None:
         c = self.cfg
@@ -656,6 +684,9 @@ class StereoPipeline:
             return
         sigma = np.array([max(c.pixel_sigma, (self.truncated_rel if o.truncated else self.pixel_rel) * o.size_px)
                           for o in both])
+        # Per view and axis (x0, y0, x1, y1): a cut box's completed centre is less certain along the cut.
+        sigma = np.hstack([axis_sigma(sigma, np.array([o.cut_sigma[v] for o in both]),
+                                      np.array([o.view_size_px[v] for o in both])) for v in (0, 1)])
         tri = triangulate(self.calib, np.array([o.uv0 for o in both]), np.array([o.uv1 for o in both]),
                           pixel_sigma=sigma)
         cal = self.calib

@@ -25,6 +25,7 @@ from calib import StereoCalibration
 from calib.triangulate import _project_ideal
 
 from .bank import BankRow, KalmanBank
+from .boxcut import axis_sigma
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ class PairObservation:
     xyz: Optional[np.ndarray] = None  # triangulated (both views seen), camera 0 frame
     cov: Optional[np.ndarray] = None
     truncated: bool = False  # a view's blob touches the image border (not triangulated)
+    # Per view, per image axis (x, y): extra std (pixels) of the box centre where the box was cut by
+    # the image border and completed (boxcut.complete_boxes); inf: that coordinate is unknown
+    cut_sigma: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))
     size_px: float = 0.0  # the boxes' size, rms over the views of sqrt(w h), pixels
     evidence_s: float = 0.0  # seconds over which the association saw the pair jointly
     track3d: Optional[int] = None  # the 3D track that claimed these detections (claim.py), or None: a 2D pair
@@ -557,7 +561,10 @@ class Tracker3D:
         uv = [p.uv0 if cam_i == 0 else p.uv1 for _, p in items]
         y = cam.undistort_points(np.array([np.asarray(u, float).reshape(2) for u in uv])) - pred
         sigma = np.array([self.cfg.pixel_sigma if p.sigma_px is None else p.sigma_px for _, p in items])
-        Rm = np.eye(2) * (sigma ** 2)[:, None, None]
+        s = axis_sigma(sigma, np.array([p.cut_sigma[cam_i] for _, p in items]),
+                       np.array([p.view_size_px[cam_i] for _, p in items]))
+        Rm = np.zeros((len(items), 2, 2))
+        Rm[:, 0, 0], Rm[:, 1, 1] = s[:, 0] ** 2, s[:, 1] ** 2
         ok = self.bank.update_linearised(rows, y, H, Rm, gate_chi2=self.cfg.gate_chi2_2d)
         for (tr, _), u, good in zip(items, uv, ok):
             if not good:
