@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from persistence.data import synthetic_tracks
-from persistence.features import features, step_features
+from persistence.features import NEWEST3, features, row_features, step_features
 from persistence.filter import TrackPersistenceFilter
 from persistence.model import ModelConfig, PersistenceTransformer
 from persistence.steppers import BUCKETS, CudaGraphStep, NumpyStep, bucket_of
@@ -75,6 +75,34 @@ def test_step_features_equal_the_full_features_bit_for_bit():
     t_obs = np.where(rng.random(N) < 0.5, -np.inf, t_birth)
     ref = features(win, col + 1, size, t_birth=t_birth, t_last_obs=t_obs)[np.arange(N), col]
     np.testing.assert_array_equal(step_features(win, col, size, t_birth, t_obs), ref)
+
+
+def test_row_features_of_whole_windows_equal_the_full_features_bit_for_bit():
+    """The gate's per-frame path: (7, 3, N) newest rows, every track with two rows before its
+    newest (no masks) or a mix with young tracks (their first row repeated, masked), one image
+    size for all: == features at the newest row, with the time of the last observed row."""
+    rng = np.random.default_rng(4)
+    N = 2000
+    hist = np.zeros((N, 3, 7))
+    hist[:, :, 0] = np.cumsum(rng.uniform(0, 0.05, (N, 3)), axis=1)
+    hist[:, :, 1:3] = rng.uniform(0, 600, (N, 3, 2))
+    hist[:, :, 3:5] = rng.uniform(0, 30, (N, 3, 2))
+    still = rng.random(N) < 0.1
+    hist[still, :, 1:3] = hist[still, :1, 1:3]
+    hist[:, :, 5] = rng.random((N, 3))
+    hist[:, :, 6] = rng.random((N, 3)) > 0.3
+    t_birth = hist[:, 0, 0] - rng.uniform(0, 3, N)
+    t_obs = np.where(rng.random(N) < 0.5, -np.inf, t_birth)
+    size = np.array([[640.0, 480.0]])
+    for lengths in (np.full(N, 3), rng.integers(1, 4, N)):
+        ref_f = features(hist, lengths, (640, 480), t_birth=t_birth, t_last_obs=t_obs)[np.arange(N), lengths - 1]
+        obs_t = np.where((hist[:, :, 6] > 0) & (np.arange(3) < lengths[:, None]), hist[:, :, 0], -np.inf)
+        ref_last = np.maximum(t_obs, obs_t.max(axis=1))
+        rows = hist[np.arange(N), np.maximum(lengths + NEWEST3[:, None] - 1, 0)].transpose(2, 0, 1)
+        young = (lengths >= 2, lengths >= 3) if (lengths < 3).any() else (None, None)
+        f, last = row_features(np.ascontiguousarray(rows), size, t_birth, t_obs, *young)
+        np.testing.assert_array_equal(f, ref_f)
+        np.testing.assert_array_equal(last, ref_last)
 
 
 def test_bucket_of_pads_to_the_next_bucket():
