@@ -9,8 +9,9 @@ import torch
 from persistence.data import synthetic_tracks
 from persistence.features import NEWEST3, features, row_features, step_features
 from persistence.filter import TrackPersistenceFilter
+from persistence.graph_step import visible_limit
 from persistence.model import ModelConfig, PersistenceTransformer
-from persistence.steppers import BUCKETS, CudaGraphStep, NumpyStep, bucket_of
+from persistence.steppers import BUCKETS, CudaGraphStep, NumpyStep, TorchStep, bucket_of
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -122,6 +123,44 @@ def test_padded_bucket_step_scores_like_the_cpu_step():
     got = _drive(g)
     assert g._step is g._gpu and g._gpu.capacity >= 90  # grown past its first 64 slots
     assert _max_diff(ref, got) < 2e-6
+
+
+def test_device_built_mask_equals_the_models_mask():
+    """lim = visible_limit(pos) packed per track, hidden = j > lim built in the step: the ring
+    positions model.step_ring hides (not yet written while the window fills; none once full)."""
+    W = 16
+    pos = np.arange(4 * W)
+    j = np.arange(W)
+    ring, full = pos % W, pos >= W
+    table = (j[None, :] > ring[:, None]) & ~full[:, None]
+    np.testing.assert_array_equal(j[None, :] > visible_limit(pos, W)[:, None], table)
+
+
+def test_packed_step_equals_the_models_step():
+    """CudaGraphStep's step (PackedStep: stacked cache, reordered and scaled qkv, mask from lim,
+    host sigmoid), run eagerly on the CPU, over 40 steps (windows filling and full), tracks in
+    scattered slots, padded buckets: the scores and caches of TorchStep (model.step_ring)."""
+    m = _model()
+    ref, got = TorchStep(m, "cpu", 64), CudaGraphStep(m, "cpu", 64, graphs=False)
+    rng = np.random.default_rng(5)
+    slots = rng.permutation(64)[:20]
+    born = rng.integers(0, 20, len(slots))
+    worst = 0.0
+    for t in range(40):
+        live = np.flatnonzero(born <= t)
+        if not len(live):
+            continue
+        live = live[rng.permutation(len(live))]
+        feats = rng.normal(0, 0.5, (len(live), m.config.n_features)).astype(np.float32)
+        age = ((t - born[live]) / 30 * rng.uniform(0.5, 3)).astype(np.float32)
+        pos = t - born[live]
+        a = ref.step(feats, age, slots[live], pos)
+        b = got.step(feats, age, slots[live], pos)
+        worst = max(worst, float(np.abs(a - b).max()))
+    assert worst < 1e-6
+    assert len(got._g) >= 2  # two buckets (16 and 64 tracks) were padded and used
+    np.testing.assert_allclose(got.k[:, :64].numpy(), ref.k.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got.v[:, :64].numpy(), ref.v.numpy(), atol=1e-5)
 
 
 def test_gate_moves_its_cache_when_the_count_crosses_a_measured_boundary(caplog):
