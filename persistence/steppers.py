@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .graph_step import Packed, PackedStep
+from .graph_step import Packed, PackedStep, visible_limit
 from .model import PersistenceTransformer
 
 NUMPY_MAX = 128  # CpuStep: numpy up to this many tracks, torch above (measured: docs/benchmarks.md)
@@ -88,10 +88,14 @@ class TorchStep:
             return torch.sigmoid(logit).cpu().numpy().astype(np.float64)
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf
+_erf = None  # scipy.special.erf, imported on first use
 
-    return x * (0.5 * (1.0 + erf(x * (1 / math.sqrt(2)))))
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    global _erf
+    if _erf is None:
+        from scipy.special import erf as _erf
+    return x * (0.5 * (1.0 + _erf(x * (1 / math.sqrt(2)))))
 
 
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
@@ -118,6 +122,7 @@ class NumpyStep:
 
         c = model.config
         self.W, self.cap = c.max_len, np.float32(c.age_cap_s)
+        self._j = np.arange(self.W)
         self.e0, self.e1 = lin(model.embed[0]), lin(model.embed[2])
         self.freq = a(model.time.freq)
         self.d_model = c.d_model
@@ -139,17 +144,18 @@ class NumpyStep:
         enc = np.concatenate([np.sin(t), np.cos(t)], axis=1)
         z[:, :enc.shape[1]] += enc
         ring = pos % self.W
-        hidden = ~((np.arange(self.W)[None, :] <= pos[:, None]) | (pos[:, None] >= self.W))
+        # 0 for the ring positions a track sees, -inf for those not yet written (added to the scores)
+        bias = np.where(self._j > visible_limit(pos, self.W)[:, None], np.float32(-np.inf), np.float32(0))[:, None]
         for li, (n1, qkv, proj, n2, f0, f1, H, dh) in enumerate(self.layers):
             x = (_layer_norm(z, *n1) @ qkv[0] + qkv[1]).reshape(B, 3, H, dh)
             ck, cv = k[li], v[li]
             ck[slots, :, ring] = x[:, 1]
             cv[slots, :, ring] = x[:, 2]
-            w = (ck[slots] @ x[:, 0, :, :, None])[..., 0] * dh ** -0.5  # (B, H, W)
-            w[np.broadcast_to(hidden[:, None, :], w.shape)] = -np.inf
+            w = (ck.take(slots, axis=0) @ x[:, 0, :, :, None])[..., 0] * dh ** -0.5  # (B, H, W)
+            w += bias
             w = np.exp(w - w.max(-1, keepdims=True))
             w /= w.sum(-1, keepdims=True)
-            att = (w[:, :, None, :] @ cv[slots])[:, :, 0, :].reshape(B, H * dh)
+            att = (w[:, :, None, :] @ cv.take(slots, axis=0))[:, :, 0, :].reshape(B, H * dh)
             z = z + (att @ proj[0] + proj[1])
             z = z + (_gelu(_layer_norm(z, *n2) @ f0[0] + f0[1]) @ f1[0] + f1[1])
         return (_layer_norm(z, *self.norm) @ self.head[0] + self.head[1])[:, 0]
