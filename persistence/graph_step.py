@@ -13,7 +13,8 @@ one packed float32 buffer, the attention mask built on the device.
 - the time encoding's age clamped on the host; sin and cos written into one buffer (no cat);
 - the sigmoid left to the host (float64, as the CPU steppers do).
 
-40 kernels a step for 2 layers (the model's `step_bias` form: about 50, plus einsum's copies).
+40 torch ops a step for 2 layers, about one kernel each (the model's `step_bias` form: 50, plus
+einsum's copies; `python -m tracker3d.bench.gate_device` counts both, and the CUDA kernels).
 """
 from __future__ import annotations
 

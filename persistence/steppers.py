@@ -8,7 +8,7 @@ values. All steppers compute `PersistenceTransformer.step` (equal to a full caus
 - `CpuStep`: torch on the CPU; up to `numpy_max` tracks a numpy mirror of the step (`NumpyStep`,
   float32 like torch), which costs a fraction of torch's per-op overhead at small counts.
 - `CudaGraphStep`: the cache stays on the GPU; the step for a padded batch of B tracks (B one of
-  `BUCKETS`) is captured once in a CUDA graph (`graph_step.PackedStep`: 40 kernels for 2 layers,
+  `BUCKETS`) is captured once in a CUDA graph (`graph_step.PackedStep`: 40 torch ops for 2 layers,
   the attention mask built on the device), so a frame is one host->device copy of the packed
   inputs (F + 7 floats' worth a track), one graph replay, one device->host copy of the logits
   and one sync.
