@@ -258,6 +258,11 @@ class TrackPersistenceFilter:
         if len(size) not in (1, n):
             raise ValueError(f"TrackPersistenceFilter: image_size: expected (W, H) or ({n}, 2) pixels, got {len(size)} rows")
         hist = np.asarray(hist, np.float64)
+        if hist.ndim != 3 or hist.shape[0] != n or lengths.shape != (n,) or not (
+                1 <= lengths.min() and lengths.max() <= hist.shape[1]):
+            raise ValueError(f"TrackPersistenceFilter: expected hist (N, L, 7) and lengths (N,) in 1..L for {n} ids, "
+                             f"got hist {hist.shape}, lengths {lengths.shape} from {lengths.min(initial=0)} to "
+                             f"{lengths.max(initial=0)}")
         slots = self._slots(ids, hist)
         try:
             self._score_new(slots, hist, lengths, size)

@@ -92,6 +92,9 @@ def test_hysteresis_and_thresholds():
         g.update_thresholds(0.3, 0.5)
     with pytest.raises(ValueError, match="image_size"):
         TrackPersistenceFilter(model=m, device="cpu")(np.array([1]), np.zeros((1, 1, 7)), np.array([1]))
+    for lengths in ([0], [2]):  # a track has 1..L rows: none beyond the history array
+        with pytest.raises(ValueError, match=r"lengths \(N,\) in 1..L"):
+            g(np.array([1]), np.zeros((1, 1, 7)), np.array(lengths))
 
 
 def test_a_long_persistent_track_latches():
