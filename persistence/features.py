@@ -107,43 +107,70 @@ def step_features_and_last_obs(win: np.ndarray, col: np.ndarray, image_size, t_b
     (t_last_obs where none; seconds)."""
     win = np.asarray(win, dtype=np.float64)
     col = np.asarray(col)
-    N = len(win)
-    r = np.arange(N)
-    size = np.broadcast_to(np.asarray(image_size, dtype=np.float64).reshape(-1, 2), (N, 2))
-    c0, c1, c2 = win[r, col], win[r, np.maximum(col - 1, 0)], win[r, np.maximum(col - 2, 0)]
-    has1, has2 = col >= 1, col >= 2
-    h1, h2 = has1[:, None], has2[:, None]
-    # (N, 2) pairs: x and y, or w and h, side by side (the same elementwise arithmetic as features)
-    xy0, xy1, xy2 = c0[:, 1:3] / size, c1[:, 1:3] / size, c2[:, 1:3] / size
-    dt0 = np.where(has1, np.maximum(c0[:, 0] - c1[:, 0], 1e-3), 1.0)
-    dt1 = np.where(has2, np.maximum(c1[:, 0] - c2[:, 0], 1e-3), 1.0)
-    v = np.where(h1, (xy0 - xy1) / dt0[:, None], 0.0)
-    a = np.where(h2, (v - np.where(h2, (xy1 - xy2) / dt1[:, None], 0.0)) / dt0[:, None], 0.0)
-    wh0, wh1 = np.maximum(c0[:, 3:5], 1e-3) / size, np.maximum(c1[:, 3:5], 1e-3) / size
-    speed = np.hypot(v[:, 0], v[:, 1])
-    heading = np.arctan2(v[:, 1], v[:, 0])
-    curv = (v[:, 0] * a[:, 1] - v[:, 1] * a[:, 0]) / np.maximum(speed, 1e-3) ** 3
-    dsize = np.where(has1, (np.log(np.sqrt(wh0[:, 0] * wh0[:, 1])) - np.log(np.sqrt(wh1[:, 0] * wh1[:, 1]))) / dt0,
-                     0.0)
-    obs = c0[:, 6] > 0
-    last = np.asarray(t_last_obs, dtype=np.float64)
-    for c, on in ((c2, has2), (c1, has1), (c0, True)):
-        last = np.maximum(last, np.where(on & (c[:, 6] > 0), c[:, 0], -np.inf))
-    t = c0[:, 0]
-    since = np.where(np.isfinite(last), t - last, 0.0)
-    moving = has1 & (speed > 1e-6)
-    th = np.tanh(np.column_stack([v, a / 10, speed, curv / 100, dsize, since, t - np.asarray(t_birth, np.float64),
-                                  dt0 * 10]))
-    f = np.empty((N, N_FEATURES), np.float32)
-    f[:, 0:2] = xy0
-    f[:, 2:7] = th[:, 0:5]
-    f[:, 7] = np.where(moving, np.sin(heading), 0.0)
-    f[:, 8] = np.where(moving, np.cos(heading), 0.0)
-    f[:, 9] = th[:, 5]
-    f[:, 10:12] = np.log(wh0) / 5
-    f[:, 12] = th[:, 6]
-    f[:, 13] = c0[:, 5]
-    f[:, 14] = obs
-    f[:, 15:17] = th[:, 7:9]
-    f[:, 17] = np.where(has1, th[:, 9], 0.0)
-    return f, last
+    win3 = win[np.arange(len(win)), np.maximum(col + NEWEST3[:, None], 0)]  # (3, N, 7)
+    return row_features(np.ascontiguousarray(win3.transpose(2, 0, 1)),
+                        np.asarray(image_size, dtype=np.float64).reshape(-1, 2), t_birth, t_last_obs,
+                        col >= 1, col >= 2)
+
+
+NEWEST3 = np.array([-2, -1, 0])  # offsets of a track's newest row and the two before it
+
+
+def row_features(rows: np.ndarray, size: np.ndarray, t_birth: np.ndarray, t_last_obs: np.ndarray,
+                 has1: np.ndarray | None = None, has2: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Features of each track's newest row from the two rows before it: rows (7, 3, N) float64 =
+    history columns x (row before the previous, previous, newest) x tracks; has1/has2 (N,) bool
+    say whether the previous / the one before are real rows (None: all are; the others are
+    ignored but must be finite, e.g. copies of the newest). size (N or 1, 2) pixels.
+    -> (N, N_FEATURES) float32 equal bit for bit to `features` at the newest row, and each
+    track's time of its last observed row up to it (t_last_obs where none; seconds). The gate's
+    per-frame path: a few numpy passes, each over contiguous rows of N values."""
+    N = rows.shape[2]
+    wh_size = size.T[:, None, :]  # (2, 1, N or 1): W, H
+    t = rows[0]
+    xy = rows[1:3] / wh_size  # (2, 3, N) (the same elementwise arithmetic as features)
+    wh = np.maximum(rows[3:5, 1:], 1e-3)  # (2, 2, N): the previous and the newest row
+    wh /= wh_size
+    dt = t[1:] - t[:-1]  # (2, N): the previous step, the newest
+    np.maximum(dt, 1e-3, out=dt)
+    v2 = (xy[:, 1:] - xy[:, :-1]) / dt  # (2, 2, N): velocity at the previous and the newest row
+    v = v2[:, 1]
+    a = (v - v2[:, 0]) / dt[1]
+    ls = np.log(np.sqrt(wh[0] * wh[1]))
+    dsize = (ls[1] - ls[0]) / dt[1]
+    dt0 = dt[1]
+    obs = rows[6] > 0
+    if has1 is not None:
+        v = np.where(has1, v, 0.0)
+        a = np.where(has2, a, 0.0)
+        dsize = np.where(has1, dsize, 0.0)
+        dt0 = np.where(has1, dt0, 1.0)
+        obs[0] &= has2
+        obs[1] &= has1
+    speed = np.hypot(v[0], v[1])
+    heading = np.arctan2(v[1], v[0])
+    last = np.maximum(t_last_obs, np.where(obs, t, -np.inf).max(axis=0))
+    tn = t[2]
+    g = np.empty((N_FEATURES, N))  # feature-major; tanh over features 2..17, then the others written
+    g[2:4] = v
+    np.divide(a, 10, out=g[4:6])
+    g[6] = speed
+    np.divide((v[0] * a[1] - v[1] * a[0]) / np.maximum(speed, 1e-3) ** 3, 100, out=g[9])
+    g[12] = dsize
+    g[15] = np.where(np.isfinite(last), tn - last, 0.0)
+    np.subtract(tn, t_birth, out=g[16])
+    np.multiply(dt0, 10, out=g[17])
+    np.tanh(g[2:], out=g[2:])
+    g[0:2] = xy[:, 2]
+    np.sin(heading, out=g[7])
+    np.cos(heading, out=g[8])
+    moving = speed > 1e-6  # speed is 0 without a previous row
+    if not moving.all():
+        g[7:9, ~moving] = 0.0
+    np.log(wh[:, 1], out=g[10:12])
+    g[10:12] /= 5
+    g[13] = rows[5, 2]
+    g[14] = obs[2]
+    if has1 is not None:
+        g[17] = np.where(has1, g[17], 0.0)
+    return np.ascontiguousarray(g.T, dtype=np.float32), last

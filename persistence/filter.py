@@ -18,12 +18,25 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .features import check_history, features, step_features_and_last_obs
+from .features import NEWEST3, check_history, features, row_features
 from .gate import pad_histories
 from .model import PersistenceTransformer
 from .steppers import BUCKETS, NUMPY_MAX, CpuStep, CudaGraphStep, TorchStep, time_step
 
 log = logging.getLogger(__name__)
+
+
+
+def _newest3(hist: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(N, L, 7) histories -> (7, 3, N): columns x (row before the previous, previous, newest) x
+    tracks, contiguous (a young track's first row stands in for the rows it lacks)."""
+    N, L = hist.shape[:2]
+    idx = np.maximum(lengths + NEWEST3[:, None] - 1, 0)  # (3, N)
+    if hist.flags.c_contiguous:  # one gather of whole rows
+        w = hist.reshape(N * L, 7).take(idx + np.arange(0, N * L, L), axis=0)
+    else:
+        w = hist[np.arange(N), idx]
+    return np.ascontiguousarray(w.transpose(2, 0, 1))
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -205,7 +218,7 @@ class TrackPersistenceFilter:
 
     def _slots(self, ids: np.ndarray, hist: np.ndarray) -> np.ndarray:
         last = self._last_ids
-        if last is not None and len(last) == len(ids) and np.array_equal(last, ids):
+        if last is not None and last.shape == ids.shape and (last == ids).all():
             return self._last_slots
         slots = np.empty(len(ids), np.int64)
         new = []
@@ -241,8 +254,15 @@ class TrackPersistenceFilter:
         size = image_size if image_size is not None else self.image_size
         if size is None:
             raise ValueError("TrackPersistenceFilter: image_size (W, H) pixels is needed to normalise positions")
-        size = np.broadcast_to(np.asarray(size, np.float64).reshape(-1, 2), (n, 2))
+        size = np.asarray(size, np.float64).reshape(-1, 2)
+        if len(size) not in (1, n):
+            raise ValueError(f"TrackPersistenceFilter: image_size: expected (W, H) or ({n}, 2) pixels, got {len(size)} rows")
         hist = np.asarray(hist, np.float64)
+        if hist.ndim != 3 or hist.shape[0] != n or lengths.shape != (n,) or not (
+                1 <= lengths.min() and lengths.max() <= hist.shape[1]):
+            raise ValueError(f"TrackPersistenceFilter: expected hist (N, L, 7) and lengths (N,) in 1..L for {n} ids, "
+                             f"got hist {hist.shape}, lengths {lengths.shape} from {lengths.min(initial=0)} to "
+                             f"{lengths.max(initial=0)}")
         slots = self._slots(ids, hist)
         try:
             self._score_new(slots, hist, lengths, size)
@@ -257,6 +277,48 @@ class TrackPersistenceFilter:
         return self._persist[slots], self._score[slots]
 
     def _score_new(self, slots, hist, lengths, size) -> None:
+        """Score each track's unscored rows. The common case, one new row per track (or none),
+        takes few numpy passes over each track's newest three rows; several new rows for some
+        track take _score_rows."""
+        N = len(slots)
+        win = _newest3(hist, lengths)
+        t_sc = self._t_scored[slots]
+        t_last = win[0, 2]
+        new = t_last > t_sc
+        # Time never decreases along a history, so the unscored rows are the newest ones.
+        one = new & ((win[0, 1] <= t_sc) | (lengths == 1))
+        if not one.all():
+            if (new & ~one).any():
+                self._score_rows(slots, hist, lengths, np.broadcast_to(size, (N, 2)))
+                return
+            todo = np.flatnonzero(one)
+            if not len(todo):
+                return
+            slots, win, lengths, t_last = slots[todo], win[:, :, todo], lengths[todo], t_last[todo]
+            size = size if len(size) == 1 else size[todo]
+        self._choose(len(slots))
+        t_birth = self._t_birth[slots]
+        pos = self._pos[slots]
+        young = lengths < 3
+        has1, has2 = (lengths >= 2, ~young) if young.any() else (None, None)
+        f, t_obs = row_features(win, size, t_birth, self._t_obs[slots], has1, has2)
+        last = self._step.step(f, (t_last - t_birth).astype(np.float32), slots, pos)
+        self._t_obs[slots] = t_obs
+        self._t_scored[slots] = t_last
+        self._pos[slots] = pos + 1
+        self._score[slots] = last
+        self._hysteresis(slots, t_last, last)
+
+    def _hysteresis(self, slots: np.ndarray, t_last: np.ndarray, last: np.ndarray) -> None:
+        was = self._persist[slots]
+        t_on = self._t_on[slots]
+        latched = was & (self.latch_s > 0) & (t_last - t_on >= self.latch_s)
+        now = latched | (last >= np.where(was, self.off, self.on))
+        self._t_on[slots] = np.where(now & ~was, t_last, np.where(now, t_on, np.inf))
+        self._persist[slots] = now
+
+    def _score_rows(self, slots, hist, lengths, size) -> None:
+        """Score each track's unscored rows, any number per track (a step per row)."""
         N, L = hist.shape[:2]
         rows = np.arange(N)
         t_sc = self._t_scored[slots]
@@ -288,32 +350,22 @@ class TrackPersistenceFilter:
         t_birth = self._t_birth[slots]
         t_obs = self._t_obs[slots]
         pos = self._pos[slots]
-        if m == 1:
-            c = 2 - shift  # the window column of each track's new row
-            f, t_obs = step_features_and_last_obs(win, c, size, t_birth, t_obs)
-            last = self._step.step(f, (win[np.arange(n), c, 0] - t_birth).astype(np.float32), slots, pos)
-        else:
-            f = features(win, wlen, size, t_birth=t_birth, t_last_obs=t_obs)
-            age = (win[..., 0] - t_birth[:, None]).astype(np.float32)
-            last = np.zeros(n)
-            for s in range(m):
-                sel = np.flatnonzero(n_new > s)
-                col = 2 - shift[sel] + s  # the window row of this new step
-                last[sel] = self._step.step(f[sel, col], age[sel, col], slots[sel], pos[sel] + s)
-            # The new rows sit at window columns 2 - shift .. wlen - 1.
-            cols = np.arange(m + 2)[None, :]
-            new_obs = (cols >= (2 - shift)[:, None]) & (cols < wlen[:, None]) & (win[:, :, 6] > 0)
-            t_obs = np.maximum(t_obs, np.where(new_obs, win[:, :, 0], -np.inf).max(axis=1))
+        f = features(win, wlen, size, t_birth=t_birth, t_last_obs=t_obs)
+        age = (win[..., 0] - t_birth[:, None]).astype(np.float32)
+        last = np.zeros(n)
+        for s in range(m):
+            sel = np.flatnonzero(n_new > s)
+            col = 2 - shift[sel] + s  # the window row of this new step
+            last[sel] = self._step.step(f[sel, col], age[sel, col], slots[sel], pos[sel] + s)
+        # The new rows sit at window columns 2 - shift .. wlen - 1.
+        cols = np.arange(m + 2)[None, :]
+        new_obs = (cols >= (2 - shift)[:, None]) & (cols < wlen[:, None]) & (win[:, :, 6] > 0)
+        t_obs = np.maximum(t_obs, np.where(new_obs, win[:, :, 0], -np.inf).max(axis=1))
         self._t_obs[slots] = t_obs
         self._t_scored[slots] = t_last
         self._pos[slots] = pos + n_new
         self._score[slots] = last
-        was = self._persist[slots]
-        t_on = self._t_on[slots]
-        latched = was & (self.latch_s > 0) & (t_last - t_on >= self.latch_s)
-        now = latched | (last >= np.where(was, self.off, self.on))
-        self._t_on[slots] = np.where(now & ~was, t_last, np.where(now, t_on, np.inf))
-        self._persist[slots] = now
+        self._hysteresis(slots, t_last, last)
 
 
 def _history_of(track: Any, where: str) -> np.ndarray:

@@ -8,8 +8,10 @@ values. All steppers compute `PersistenceTransformer.step` (equal to a full caus
 - `CpuStep`: torch on the CPU; up to `numpy_max` tracks a numpy mirror of the step (`NumpyStep`,
   float32 like torch), which costs a fraction of torch's per-op overhead at small counts.
 - `CudaGraphStep`: the cache stays on the GPU; the step for a padded batch of B tracks (B one of
-  `BUCKETS`) is captured once in a CUDA graph, so a frame is one host->device copy of the packed
-  inputs, one graph replay, one device->host copy of the scores and one sync.
+  `BUCKETS`) is captured once in a CUDA graph (`graph_step.PackedStep`: 40 torch ops for 2 layers,
+  the attention mask built on the device), so a frame is one host->device copy of the packed
+  inputs (F + 7 floats' worth a track), one graph replay, one device->host copy of the logits
+  and one sync.
 - `TorchStep`: torch eagerly on any device (the GPU path before graphs; kept for comparison).
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .graph_step import Packed, PackedStep, visible_limit
 from .model import PersistenceTransformer
 
 NUMPY_MAX = 128  # CpuStep: numpy up to this many tracks, torch above (measured: docs/benchmarks.md)
@@ -49,7 +52,11 @@ class TorchStep:
         self.model = model if next(model.parameters()).device == self.device else copy.deepcopy(model).to(self.device)
         self.model.eval()
         self.W = model.config.max_len
-        self.k = torch.zeros(_cache_shape(model, capacity + self._extra), device=self.device)
+        self._alloc(capacity + self._extra)
+
+    def _alloc(self, slots: int) -> None:
+        """A zeroed cache of `slots` slots."""
+        self.k = torch.zeros(_cache_shape(self.model, slots), device=self.device)
         self.v = torch.zeros_like(self.k)
 
     @property
@@ -64,8 +71,7 @@ class TorchStep:
         """Take over a cache of `capacity` track slots (another stepper's k, v; slots past
         `capacity` in them, such as a scratch slot, are left behind)."""
         n = min(k.shape[1], capacity)
-        self.k = torch.zeros(_cache_shape(self.model, capacity + self._extra), device=self.device)
-        self.v = torch.zeros_like(self.k)
+        self._alloc(capacity + self._extra)
         self.k[:, :n] = k[:, :n].to(self.device)
         self.v[:, :n] = v[:, :n].to(self.device)
         self._on_new_cache()
@@ -82,10 +88,14 @@ class TorchStep:
             return torch.sigmoid(logit).cpu().numpy().astype(np.float64)
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf
+_erf = None  # scipy.special.erf, imported on first use
 
-    return x * (0.5 * (1.0 + erf(x * (1 / math.sqrt(2)))))
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    global _erf
+    if _erf is None:
+        from scipy.special import erf as _erf
+    return x * (0.5 * (1.0 + _erf(x * (1 / math.sqrt(2)))))
 
 
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
@@ -112,6 +122,7 @@ class NumpyStep:
 
         c = model.config
         self.W, self.cap = c.max_len, np.float32(c.age_cap_s)
+        self._j = np.arange(self.W)
         self.e0, self.e1 = lin(model.embed[0]), lin(model.embed[2])
         self.freq = a(model.time.freq)
         self.d_model = c.d_model
@@ -133,17 +144,18 @@ class NumpyStep:
         enc = np.concatenate([np.sin(t), np.cos(t)], axis=1)
         z[:, :enc.shape[1]] += enc
         ring = pos % self.W
-        hidden = ~((np.arange(self.W)[None, :] <= pos[:, None]) | (pos[:, None] >= self.W))
+        # 0 for the ring positions a track sees, -inf for those not yet written (added to the scores)
+        bias = np.where(self._j > visible_limit(pos, self.W)[:, None], np.float32(-np.inf), np.float32(0))[:, None]
         for li, (n1, qkv, proj, n2, f0, f1, H, dh) in enumerate(self.layers):
             x = (_layer_norm(z, *n1) @ qkv[0] + qkv[1]).reshape(B, 3, H, dh)
             ck, cv = k[li], v[li]
             ck[slots, :, ring] = x[:, 1]
             cv[slots, :, ring] = x[:, 2]
-            w = (ck[slots] @ x[:, 0, :, :, None])[..., 0] * dh ** -0.5  # (B, H, W)
-            w[np.broadcast_to(hidden[:, None, :], w.shape)] = -np.inf
+            w = (ck.take(slots, axis=0) @ x[:, 0, :, :, None])[..., 0] * dh ** -0.5  # (B, H, W)
+            w += bias
             w = np.exp(w - w.max(-1, keepdims=True))
             w /= w.sum(-1, keepdims=True)
-            att = (w[:, :, None, :] @ cv[slots])[:, :, 0, :].reshape(B, H * dh)
+            att = (w[:, :, None, :] @ cv.take(slots, axis=0))[:, :, 0, :].reshape(B, H * dh)
             z = z + (att @ proj[0] + proj[1])
             z = z + (_gelu(_layer_norm(z, *n2) @ f0[0] + f0[1]) @ f1[0] + f1[1])
         return (_layer_norm(z, *self.norm) @ self.head[0] + self.head[1])[:, 0]
@@ -178,28 +190,25 @@ def bucket_of(n: int) -> int:
 
 
 class _Graph:
-    """One captured step for B tracks: pinned host in/out buffers, device input, graph."""
+    """One captured step for B tracks: its packed input (pinned on the host, a copy on the
+    device), pinned output, graph."""
 
-    def __init__(self, B: int, n_cols: int, W: int, scratch: int, device: torch.device):
-        pin = device.type == "cuda"
-        self.hin = torch.zeros((B, n_cols), dtype=torch.float32, pin_memory=pin)
-        self.hin_np = self.hin.numpy()
-        self.pad = np.zeros(n_cols, np.float32)
-        self.pad[n_cols - W - 2] = scratch  # padding rows write and read the scratch slot only,
-        self.pad[n_cols - W + 1:] = -np.inf  # at ring position 0
-        self.hin_np[:] = self.pad
+    def __init__(self, B: int, model: PersistenceTransformer, device: torch.device):
+        c, pin = model.config, device.type == "cuda"
+        self.p = Packed(B, c.n_features, c.d_model, device, pin)
         self.hout = torch.zeros(B, dtype=torch.float32, pin_memory=pin)
         self.hout_np = self.hout.numpy()
-        self.inp = self.hin.to(device)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.out: Optional[torch.Tensor] = None
         self.done = torch.cuda.Event() if pin else None
 
 
 class CudaGraphStep(TorchStep):
-    """The step captured in one CUDA graph per batch bucket; the cache lives on the GPU with one
-    extra scratch slot (the last) that padding rows use. `graphs=False` runs the same padded
-    step eagerly (for tests on machines where capture is unavailable)."""
+    """The step captured in one CUDA graph per batch bucket (`graph_step.PackedStep`: few
+    kernels, the mask built on the device); the cache lives on the GPU, keys and values stacked
+    (layers, slots + 1, heads, 2, W, dh), with one extra scratch slot (the last) that padding
+    rows use. `graphs=False` runs the same padded step eagerly (for tests on machines where
+    capture is unavailable)."""
 
     name = "cuda"
     _extra = 1
@@ -208,68 +217,71 @@ class CudaGraphStep(TorchStep):
         self.graphs = graphs and torch.device(device).type == "cuda"
         self._g: dict[int, _Graph] = {}
         super().__init__(model, device, capacity)
-        self.F = model.config.n_features
-        # Attention bias by step index since birth (row W: the window is full, all seen).
-        j = np.arange(self.W)
-        self._bias = np.where(j[None, :] > np.arange(self.W + 1)[:, None], -np.inf, 0.0).astype(np.float32)
-        self._bias[self.W] = 0.0
+        self._packed = PackedStep(self.model, self.device)
+
+    def _alloc(self, slots: int) -> None:
+        c = self.model.config
+        self.kv = torch.zeros((c.n_layers, slots, c.n_heads, 2, c.max_len, c.d_model // c.n_heads),
+                              device=self.device)
+
+    @property
+    def k(self) -> torch.Tensor:  # (layers, slots + 1, heads, W, dh): a view
+        return self.kv[:, :, :, 0]
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self.kv[:, :, :, 1]
 
     @property
     def capacity(self) -> int:
-        return self.k.shape[1] - 1
+        return self.kv.shape[1] - 1
 
     def _on_new_cache(self) -> None:
         self._g = {}  # the graphs hold the old cache's addresses: capture again
 
-    def _run(self, inp: torch.Tensor) -> torch.Tensor:
-        """inp (B, F + 3 + W) float32: features, age (s), cache slot, ring position, attention
-        bias (0 or -inf per ring position) -> scores (B,)."""
-        F = self.F
-        return torch.sigmoid(self.model.step_bias(inp[:, :F], inp[:, F], self.k, self.v, inp[:, F + 1].long(),
-                                                  inp[:, F + 2].long(), inp[:, None, F + 3:]))
+    def _run(self, g: _Graph) -> torch.Tensor:
+        """Logits (B,) of the step on g's packed device input."""
+        return self._packed(g.p, self.kv)
 
     def _graph(self, B: int) -> _Graph:
         g = self._g.get(B)
         if g is not None:
             return g
-        g = _Graph(B, self.F + 3 + self.W, self.W, self.capacity, self.device)
+        g = _Graph(B, self.model, self.device)
+        self._packed.pack(g.p, np.zeros((0, g.p.F), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                          np.zeros(0, np.int64), self.capacity)  # all rows padding
+        g.p.dev.copy_(g.p.host)
         if self.graphs:
             with torch.inference_mode():
                 side = torch.cuda.Stream(self.device)
                 side.wait_stream(torch.cuda.current_stream(self.device))
                 with torch.cuda.stream(side):  # warm up (cuBLAS handles, workspaces) off the capture
                     for _ in range(2):
-                        self._run(g.inp)
+                        self._run(g)
                 torch.cuda.current_stream(self.device).wait_stream(side)
                 g.graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g.graph):  # a private memory pool per graph (a few MB)
-                    g.out = self._run(g.inp)
+                    g.out = self._run(g)
         self._g[B] = g
         return g
 
     def step(self, feats, age, slots, pos):
         n = len(slots)
         g = self._graph(bucket_of(n))
-        h = g.hin_np
-        h[:n, :self.F] = feats
-        h[:n, self.F] = age
-        h[:n, self.F + 1] = slots
-        h[:n, self.F + 2] = pos % self.W
-        h[:n, self.F + 3:] = self._bias[np.minimum(pos, self.W)]
-        h[n:] = g.pad
+        self._packed.pack(g.p, feats, age, slots, pos, self.capacity)
         with torch.inference_mode():
-            g.inp.copy_(g.hin, non_blocking=True)
+            g.p.dev.copy_(g.p.host, non_blocking=True)
             if g.graph is not None:
                 g.graph.replay()
                 out = g.out
             else:
-                out = self._run(g.inp)
+                out = self._run(g)
             g.hout.copy_(out, non_blocking=True)
             if g.done is not None:
                 g.done.record()
         if g.done is not None:
             g.done.synchronize()
-        return g.hout_np[:n].astype(np.float64)
+        return 1.0 / (1.0 + np.exp(-g.hout_np[:n].astype(np.float64)))
 
 
 def time_step(stepper: TorchStep, n: int, reps: int = 7, seed: int = 0) -> float:

@@ -53,6 +53,33 @@ def test_incremental_gate_equals_full_forward(max_len):
     assert not g._slot_of  # every track was forgotten
 
 
+def test_gate_with_per_track_image_sizes_and_a_strided_history_equals_full_forward():
+    """The pipeline's call form: one (W, H) row per track (two cameras, two sizes) and a history
+    array that is a view (not contiguous); tracks with zero, one or several new rows per frame:
+    the scores equal a full pass with each track's own size."""
+    m = _model(16)
+    ts = synthetic_tracks(40, 5, max_len=40)
+    sizes = np.where(np.arange(len(ts))[:, None] % 2, [[640.0, 480.0]], [[1280.0, 720.0]])
+    f = torch.from_numpy(features(ts.hist, ts.lengths, sizes))
+    age = torch.from_numpy((ts.hist[..., 0] - ts.hist[:, :1, 0]).astype(np.float32))
+    with torch.inference_mode():
+        full = torch.sigmoid(m(f, age)).numpy()
+    g = TrackPersistenceFilter(model=m, device="cpu", image_size=(1, 1))
+    wide = np.concatenate([ts.hist, np.zeros_like(ts.hist)], axis=2)[:, :, :7]  # a strided view
+    assert not wide.flags.c_contiguous
+    born = np.random.default_rng(1).integers(0, 6, len(ts))
+    t, checked = 0, 0
+    while t < ts.hist.shape[1] + 6:
+        step = 2 if t % 5 == 2 else 1
+        n = np.clip(t + step - born, 0, ts.lengths)
+        ids = np.flatnonzero(n > 0)  # finished tracks stay: no new rows for them
+        _, s = g(ids, wide[ids], n[ids], image_size=sizes[ids])
+        np.testing.assert_allclose(s, full[ids, n[ids] - 1], atol=2e-6)
+        checked += len(ids)
+        t += step
+    assert checked > 500
+
+
 def test_hysteresis_and_thresholds():
     m = _model()
     g = TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), on=0.6, off=0.4)
@@ -65,6 +92,9 @@ def test_hysteresis_and_thresholds():
         g.update_thresholds(0.3, 0.5)
     with pytest.raises(ValueError, match="image_size"):
         TrackPersistenceFilter(model=m, device="cpu")(np.array([1]), np.zeros((1, 1, 7)), np.array([1]))
+    for lengths in ([0], [2]):  # a track has 1..L rows: none beyond the history array
+        with pytest.raises(ValueError, match=r"lengths \(N,\) in 1..L"):
+            g(np.array([1]), np.zeros((1, 1, 7)), np.array(lengths))
 
 
 def test_a_long_persistent_track_latches():

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from persistence.data import synthetic_tracks
-from persistence.features import features, step_features
+from persistence.features import NEWEST3, features, row_features, step_features
 from persistence.filter import TrackPersistenceFilter
+from persistence.graph_step import visible_limit
 from persistence.model import ModelConfig, PersistenceTransformer
-from persistence.steppers import BUCKETS, CudaGraphStep, NumpyStep, bucket_of
+from persistence.steppers import BUCKETS, CudaGraphStep, NumpyStep, TorchStep, bucket_of
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -77,6 +78,34 @@ def test_step_features_equal_the_full_features_bit_for_bit():
     np.testing.assert_array_equal(step_features(win, col, size, t_birth, t_obs), ref)
 
 
+def test_row_features_of_whole_windows_equal_the_full_features_bit_for_bit():
+    """The gate's per-frame path: (7, 3, N) newest rows, every track with two rows before its
+    newest (no masks) or a mix with young tracks (their first row repeated, masked), one image
+    size for all: == features at the newest row, with the time of the last observed row."""
+    rng = np.random.default_rng(4)
+    N = 2000
+    hist = np.zeros((N, 3, 7))
+    hist[:, :, 0] = np.cumsum(rng.uniform(0, 0.05, (N, 3)), axis=1)
+    hist[:, :, 1:3] = rng.uniform(0, 600, (N, 3, 2))
+    hist[:, :, 3:5] = rng.uniform(0, 30, (N, 3, 2))
+    still = rng.random(N) < 0.1
+    hist[still, :, 1:3] = hist[still, :1, 1:3]
+    hist[:, :, 5] = rng.random((N, 3))
+    hist[:, :, 6] = rng.random((N, 3)) > 0.3
+    t_birth = hist[:, 0, 0] - rng.uniform(0, 3, N)
+    t_obs = np.where(rng.random(N) < 0.5, -np.inf, t_birth)
+    size = np.array([[640.0, 480.0]])
+    for lengths in (np.full(N, 3), rng.integers(1, 4, N)):
+        ref_f = features(hist, lengths, (640, 480), t_birth=t_birth, t_last_obs=t_obs)[np.arange(N), lengths - 1]
+        obs_t = np.where((hist[:, :, 6] > 0) & (np.arange(3) < lengths[:, None]), hist[:, :, 0], -np.inf)
+        ref_last = np.maximum(t_obs, obs_t.max(axis=1))
+        rows = hist[np.arange(N), np.maximum(lengths + NEWEST3[:, None] - 1, 0)].transpose(2, 0, 1)
+        young = (lengths >= 2, lengths >= 3) if (lengths < 3).any() else (None, None)
+        f, last = row_features(np.ascontiguousarray(rows), size, t_birth, t_obs, *young)
+        np.testing.assert_array_equal(f, ref_f)
+        np.testing.assert_array_equal(last, ref_last)
+
+
 def test_bucket_of_pads_to_the_next_bucket():
     assert [bucket_of(n) for n in (1, 16, 17, 1000, 4096, 4097)] == [16, 16, 64, 1024, 4096, 8192]
     assert BUCKETS == tuple(sorted(BUCKETS))
@@ -94,6 +123,46 @@ def test_padded_bucket_step_scores_like_the_cpu_step():
     got = _drive(g)
     assert g._step is g._gpu and g._gpu.capacity >= 90  # grown past its first 64 slots
     assert _max_diff(ref, got) < 2e-6
+
+
+def test_device_built_mask_equals_the_models_mask():
+    """lim = visible_limit(pos) packed per track, hidden = j > lim built in the step: the ring
+    positions model.step_ring hides (not yet written while the window fills; none once full)."""
+    W = 16
+    pos = np.arange(4 * W)
+    j = np.arange(W)
+    ring, full = pos % W, pos >= W
+    table = (j[None, :] > ring[:, None]) & ~full[:, None]
+    np.testing.assert_array_equal(j[None, :] > visible_limit(pos, W)[:, None], table)
+
+
+@pytest.mark.parametrize("device, tol", [("cpu", 1e-6), pytest.param("cuda", 1e-5, marks=cuda)])
+def test_packed_step_equals_the_models_step(device, tol):
+    """CudaGraphStep's step (PackedStep: stacked cache, reordered and scaled qkv, mask from lim,
+    host sigmoid), eager on the CPU or in CUDA graphs, over 40 steps (windows filling and full),
+    tracks in scattered slots, padded buckets: the scores and caches of TorchStep on the CPU."""
+    m = _model()
+    ref, got = TorchStep(m, "cpu", 64), CudaGraphStep(m, device, 64)
+    rng = np.random.default_rng(5)
+    slots = rng.permutation(64)[:20]
+    born = rng.integers(0, 20, len(slots))
+    worst = 0.0
+    for t in range(40):
+        live = np.flatnonzero(born <= t)
+        if not len(live):
+            continue
+        live = live[rng.permutation(len(live))]
+        feats = rng.normal(0, 0.5, (len(live), m.config.n_features)).astype(np.float32)
+        age = ((t - born[live]) / 30 * rng.uniform(0.5, 3)).astype(np.float32)
+        pos = t - born[live]
+        a = ref.step(feats, age, slots[live], pos)
+        b = got.step(feats, age, slots[live], pos)
+        worst = max(worst, float(np.abs(a - b).max()))
+    assert worst < tol
+    assert len(got._g) >= 2  # two buckets (16 and 64 tracks) were padded and used
+    assert got.graphs == (device == "cuda")
+    np.testing.assert_allclose(got.k[:, :64].cpu().numpy(), ref.k.numpy(), atol=10 * tol)
+    np.testing.assert_allclose(got.v[:, :64].cpu().numpy(), ref.v.numpy(), atol=10 * tol)
 
 
 def test_gate_moves_its_cache_when_the_count_crosses_a_measured_boundary(caplog):

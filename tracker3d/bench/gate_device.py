@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -28,15 +29,77 @@ CPU_COUNTS = (10, 50, 200, 1000)
 GPU_COUNTS = (10, 50, 200, 1000, 5000)
 
 
+def _in_tree(root: str, code: str, timeout: float = 600):
+    """Run `code` (Python that prints JSON on its last line) in a fresh process importing the
+    code in `root` (persistence/, tracker3d/): -> the JSON."""
+    out = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, '.'); " + code], cwd=root,
+                         capture_output=True, text=True, timeout=timeout, env=dict(os.environ, PYTHONPATH=root))
+    if out.returncode:
+        raise RuntimeError(f"run in {root} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _before_rows(before: str, jobs: list[tuple[int, str]], frames: int) -> list[dict]:
     """gate_speed rows from the code in `before` (its own gate_speed), in a fresh process."""
-    code = ("import json, sys; sys.path.insert(0, '.'); from tracker3d.bench.gate_speed import gate_speed; "
-            f"print(json.dumps([gate_speed(n, d, frames={frames}) for n, d in {jobs!r}]))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=before, capture_output=True, text=True, timeout=600,
-                         env=dict(os.environ, PYTHONPATH=before))
-    if out.returncode:
-        raise RuntimeError(f"before run failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _in_tree(before, "import json; from tracker3d.bench.gate_speed import gate_speed; "
+                    f"print(json.dumps([gate_speed(n, d, frames={frames}) for n, d in {jobs!r}]))")
+
+
+# Ops of one padded step of CudaGraphStep (eager, graphs=False), counted the same way in any
+# checkout that has it: on the CPU the aten ops that reach the dispatcher (views and eval-mode
+# dropout, which launch nothing, left out); on a GPU also the CUDA kernels and copies the
+# profiler records. The step's host work (packing) and its copies in and out are included.
+_COUNT_CODE = """
+import collections, json
+import numpy as np, torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from persistence import checkpoint
+from persistence.steppers import CudaGraphStep
+NOOP = {"view", "_unsafe_view", "permute", "select", "slice", "unsqueeze", "squeeze", "expand", "t", "transpose",
+        "as_strided", "alias", "detach", "reshape", "_reshape_alias", "split", "unbind", "narrow", "dropout",
+        "lift_fresh", "resolve_conj", "resolve_neg", "empty", "empty_like"}
+class Count(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.c = collections.Counter()
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name not in NOOP:
+            self.c[name] += 1
+        return func(*args, **(kwargs or {}))
+model, _ = checkpoint.load(None)
+res = {}
+rng = np.random.default_rng(0)
+for dev in DEVICES:
+    st = CudaGraphStep(model, dev, 1024, graphs=False)
+    n = N
+    args = (rng.normal(0, 0.5, (n, model.config.n_features)).astype(np.float32),
+            rng.uniform(0, 3, n).astype(np.float32), np.arange(n, dtype=np.int64), rng.integers(0, 200, n))
+    st.step(*args)
+    with torch.inference_mode(), Count() as c:
+        st.step(*args)
+    row = {"aten_ops": sum(c.c.values()), "aten_by_name": dict(c.c.most_common())}
+    if dev == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            st.step(*args)
+            torch.cuda.synchronize()
+        names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels = [k for k in names if not k.lower().startswith(("memcpy", "memset"))]
+        row.update(cuda_kernels=len(kernels), cuda_copies=len(names) - len(kernels),
+                   kernel_names=dict(collections.Counter(k[:60] for k in kernels).most_common()))
+    res[dev] = row
+print(json.dumps(res))
+"""
+
+
+def _op_counts(root: str, n: int = 200) -> dict:
+    """_COUNT_CODE run in the checkout at `root` (n tracks; 'cpu', and 'cuda' when there is one)."""
+    import torch
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return _in_tree(root, f"DEVICES = {devices!r}; N = {n}\n" + _COUNT_CODE, timeout=300)
 
 
 def _max_score_diff(n: int, frames: int) -> float:
@@ -98,7 +161,12 @@ def _add(res: dict, row, **extra) -> None:
         res["rows"].append(dict(row, **extra))
 
 
-def run(before: str | None, quick: bool, reps: int) -> dict:
+ROOT = str(Path(__file__).resolve().parents[2])  # this checkout (persistence/, tracker3d/)
+
+
+def run(before: str | None, quick: bool, reps: int, out: Optional[Path] = None) -> dict:
+    """All parts, each failing on its own; with `out`, the JSON is rewritten after each part
+    (a run stopped by a time limit keeps what it measured)."""
     import torch
 
     frames = 20 if quick else 100
@@ -106,6 +174,15 @@ def run(before: str | None, quick: bool, reps: int) -> dict:
     res: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "torch": torch.__version__,
                  "gpu": torch.cuda.get_device_name(0) if cuda else None, "cpu_cores": os.cpu_count(),
                  "frames": frames, "reps": reps, "rows": []}
+
+    def dump() -> None:
+        if out is not None:
+            _write(res, out)
+
+    res["op_counts"] = {"now": _try(res, "op counts now", lambda: _op_counts(ROOT))}
+    if before:
+        res["op_counts"]["before"] = _try(res, "op counts before", lambda: _op_counts(before))
+    dump()
     cpu_counts = CPU_COUNTS[:2] if quick else CPU_COUNTS
     gpu_counts = GPU_COUNTS[:2] if quick else GPU_COUNTS
     for rep in range(reps):  # before and now interleaved, per repetition
@@ -120,21 +197,37 @@ def run(before: str | None, quick: bool, reps: int) -> dict:
                 _add(res, _try(res, f"cuda {n}", lambda: gate_speed(n, "cuda", frames=frames)), version="now", rep=rep)
                 _add(res, _try(res, f"cuda eager {n}", lambda: gate_speed(n, "cuda", frames=frames, cuda_graphs=False)),
                      version="now eager", rep=rep)
+        res["summary"] = summary(res)
+        dump()
     if cuda:
         res["max_score_diff_gpu_vs_cpu"] = {n: _try(res, f"diff {n}", lambda: _max_score_diff(n, 30))
                                             for n in ((10, 200) if quick else (10, 200, 1000))}
+    host_counts = sorted(set(cpu_counts) | set(gpu_counts))
+    res["host_ms"] = {n: _try(res, f"host {n}", lambda: _host_ms(n)) for n in host_counts}
+    if before:
+        res["host_ms_before"] = _try(res, "host before", lambda: dict(zip(host_counts, _in_tree(
+            before, f"import json; from tracker3d.bench.gate_device import _host_ms; "
+                    f"print(json.dumps([_host_ms(n) for n in {host_counts!r}]))"))))
+    dump()
     res["numpy_vs_torch_step_ms"] = _try(res, "numpy vs torch", _numpy_vs_torch)
-    res["host_ms"] = {n: _try(res, f"host {n}", lambda: _host_ms(n)) for n in sorted(set(cpu_counts) | set(gpu_counts))}
     log = logging.getLogger("persistence.filter")
     seen: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda rec: seen.append(rec.getMessage())
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    res["auto_pick"] = _try(res, "auto", lambda: auto_picks(sorted(set(cpu_counts) | set(gpu_counts))))
+    res["auto_pick"] = _try(res, "auto", lambda: auto_picks(host_counts))
     res["auto_log"] = seen
     log.removeHandler(handler)
+    dump()
     return res
+
+
+def _write(res: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "gate_gpu_last.json.tmp"
+    tmp.write_text(json.dumps(res, indent=1) + "\n")
+    tmp.replace(out / "gate_gpu_last.json")
 
 
 def summary(res: dict) -> list[dict]:
@@ -169,10 +262,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int, default=3)
     a = p.parse_args(argv)
-    res = run(a.before, a.quick, a.reps)
+    res = run(a.before, a.quick, a.reps, Path(a.out))
     res["summary"] = summary(res)
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out) / "gate_gpu_last.json").write_text(json.dumps(res, indent=1) + "\n")
+    _write(res, Path(a.out))
     print(f"gpu: {res['gpu']}, torch {res['torch']}, {res['cpu_cores']} cores, {res['frames']} frames x "
           f"{res['reps']} reps")
     print(format_summary(res["summary"]))
@@ -183,6 +275,12 @@ def main(argv=None) -> int:
     print("one CPU step, ms (numpy, torch):", {n: (round(v["numpy"], 3), round(v["torch"], 3))
                                                for n, v in (res["numpy_vs_torch_step_ms"] or {}).items()})
     print("gate's own work around the step, ms:", {n: round(v, 3) for n, v in res["host_ms"].items() if v})
+    if res.get("host_ms_before"):
+        print("  before:", {n: round(v, 3) for n, v in res["host_ms_before"].items()})
+    for ver, c in res["op_counts"].items():
+        for dev, row in (c or {}).items():
+            print(f"one padded step ({ver}, {dev}, 200 tracks): {row['aten_ops']} aten ops"
+                  + (f", {row['cuda_kernels']} CUDA kernels, {row['cuda_copies']} copies" if "cuda_kernels" in row else ""))
     for e in res.get("errors", []):
         print("ERROR", e)
     return 0
