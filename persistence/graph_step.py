@@ -93,8 +93,8 @@ class PackedStep:
         scale = scale.permute(1, 0, 2).reshape(-1)
         self.layers = []
         for b in model.blocks:
-            w = b.qkv.weight.detach()[order] * scale[:, None]
-            bias = b.qkv.bias.detach()[order] * scale
+            w = b.qkv.weight.detach().cpu()[order] * scale[:, None]  # reordered on the CPU, then moved by t()
+            bias = b.qkv.bias.detach().cpu()[order] * scale
             self.layers.append(dict(
                 n1=(t(b.norm1.weight), t(b.norm1.bias), float(b.norm1.eps)),
                 qkv=(t(bias), t(w.T)),

@@ -115,7 +115,8 @@ def test_no_pickle_anywhere():
     """Nothing we ship or test unpickles: numpy loads refuse pickles, torch loads are weights_only."""
     bad = []
     for path in list(ROOT.glob("*/**/*.py")):
-        if ".venv" in path.parts or path.name == "test_security.py":
+        rel = path.relative_to(ROOT).parts
+        if any(part.startswith(".") for part in rel) or path.name == "test_security.py":  # .venv, .devcarry, ...
             continue
         text = path.read_text()
         for n, line in enumerate(text.splitlines(), 1):
