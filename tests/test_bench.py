@@ -18,6 +18,7 @@ def test_pipeline_row_times_every_stage_and_publishes_to_a_real_subscriber():
     r = run_scene("sparse", 3.0, objects=1, gate="hits")
     frames = 90
     assert r["gate"] == "hits" and r["objects"] == 1 and r["mode"] == "fast"
+    assert r["source"] == "recording", "fast rows replay the scene's recording, as `tracker3d replay --fast`"
     # every processed pair was published and received over loopback TCP
     assert r["zmq_received"] == frames
     for stage in ("detect", "track2d", "gate", "associate", "triangulate_kf", "publish", "latency"):

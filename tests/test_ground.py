@@ -213,3 +213,4 @@ def test_replay_offline_writes_every_reported_track_over_more_frames(tmp_path):
         assert all(t["state"] in ("tracked", "coasting") and len(t["xyz"]) == 3 for m in msgs for t in m["tracks"])
     assert ids["--offline"] == ids[""], "the same tracks, none added, none lost"
     assert counts["--offline"] > counts[""]
+    assert main(["replay", str(d), "--ground", "--offline"]) == 2, "nowhere to write the offline tracks: refused"

@@ -2,8 +2,10 @@
 the accuracy that goes with them."""
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -15,18 +17,48 @@ from ..sim import SimStereoSource, SimWorld, get_scene, gt_columns
 
 
 def run_scene(scene: str, seconds: float, seed: int = 0, objects: Optional[int] = None, width: int = 640,
-              height: int = 480, realtime: bool = False, gate: str = "default", pipelined: bool = True) -> dict:
+              height: int = 480, realtime: bool = False, gate: str = "default", pipelined: bool = True,
+              recording: Optional[bool] = None) -> dict:
     """One scene through the loop; gate: 'default' (the CLI's default), 'persistence' or 'hits';
     pipelined: the next pair detected while this one is tracked (the CLI's default; its stage times
-    then include waiting for the other thread's share of the cores)."""
+    then include waiting for the other thread's share of the cores). recording (default: when not
+    realtime): the scene is first written as a recording (MJPEG, as `tracker3d sim` writes it; not
+    timed) and the loop replays it as `tracker3d replay --fast` does, decoding the videos; else the
+    simulator renders each pair inside the loop, as a live camera would deliver it."""
     from ..commands.common import DEFAULT_GATE
 
     kind = DEFAULT_GATE if gate == "default" else gate
     cfg = get_scene(scene).with_(seconds=seconds, width=width, height=height)
     if objects is not None:
         cfg = cfg.with_(n_objects=objects)
-    world = SimWorld(cfg, seed=seed)
-    src = SimStereoSource(world, realtime=realtime)
+    if recording is None:
+        recording = not realtime
+    tmp = None
+    if recording:
+        from streams import RecordingReader
+
+        from ..sim import read_gt, write_sim_recording
+
+        tmp = tempfile.TemporaryDirectory(prefix="tracker3d-bench-")
+        rec_dir = write_sim_recording(cfg, Path(tmp.name) / "rec", seed=seed)
+        src = RecordingReader(rec_dir, require_calib=True)
+        calib, gt = src.calib, read_gt(rec_dir / "gt.csv")
+    else:
+        world = SimWorld(cfg, seed=seed)
+        src = SimStereoSource(world, realtime=realtime)
+        calib, gt = world.calib, None
+    try:
+        row = _run_source(src, calib, gt, cfg, kind, pipelined)
+    finally:
+        src.close()
+        if tmp is not None:
+            tmp.cleanup()
+    return {"scene": scene, "gate": kind, "objects": cfg.n_objects, "resolution": f"{width}x{height}",
+            "mode": "live" if realtime else "fast", "source": "recording" if recording else "sim", **row}
+
+
+def _run_source(src, calib, gt: Optional[dict], cfg, kind: str, pipelined: bool) -> dict:
+    """The loop over src with a loopback subscriber; gt: the recording's (None: the sim source's)."""
     config = PipelineConfig(pipelined=pipelined)
     if kind == "persistence":
         from persistence.filter import TrackPersistenceFilter
@@ -36,7 +68,7 @@ def run_scene(scene: str, seconds: float, seed: int = 0, objects: Optional[int] 
         from persistence import HitCountGate
 
         g = HitCountGate(3, 1.0)
-    pipe = StereoPipeline(world.calib, config, gate=g)
+    pipe = StereoPipeline(calib, config, gate=g)
     col = Collector(pipe)
     per_track, live = [], []
 
@@ -49,11 +81,10 @@ def run_scene(scene: str, seconds: float, seed: int = 0, objects: Optional[int] 
     with _LoopbackSubscriber() as sub:
         stats = run(src, pipe, publisher=sub.publisher, on_frame=on_frame)
     pipe.close()
-    m = col.evaluate(gt_columns(src.gt), cfg.frame_rate, warmup_s(config, cfg.frame_rate))["3d"]
+    m = col.evaluate(gt if gt is not None else gt_columns(src.gt), cfg.frame_rate, warmup_s(config, cfg.frame_rate))["3d"]
     s = stats.summary(src.stats.as_dict())
     return {
-        "scene": scene, "gate": kind, "objects": cfg.n_objects, "resolution": f"{width}x{height}",
-        "mode": "live" if realtime else "fast", "pairs_per_s": s["pairs_per_s"],
+        "pairs_per_s": s["pairs_per_s"],
         "dropped": src.stats.overwritten + stats.dropped_stale, "zmq_received": sub.received,
         "live_tracks_median": float(np.median(live)) if live else 0.0,
         "assoc3d_ms_per_track": float(np.median(per_track)) if per_track else float("nan"),

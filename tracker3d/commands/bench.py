@@ -129,8 +129,9 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.pipeline_bench import format_rows as format_pipeline
 
     res["pipeline"] = pipeline_rows(args.quick, progress=lambda it: progress(it, "pipeline"))
-    print("\nstereo pipeline end to end (sim; 'live' = paced at 30 fps, latency = capture -> published; "
-          "'fast' = as fast as possible; gate: learn = learned persistence gate (the default), "
+    print("\nstereo pipeline end to end (sim scenes; 'live' = rendered and paced at 30 fps like a camera, latency "
+          "= capture -> published; 'fast' = the scene's recording (MJPEG, written first, not timed) replayed as "
+          "fast as possible, as `tracker3d replay --fast` does; gate: learn = learned persistence gate (the default), "
           "hits = min_hits 3; stage times ms median; a+3d/tr = association + 3D ms per live 3D track; "
           "RMSE of 3D tracks vs ground truth, "
           "bound = triangulation limit for the 2D noise measured)")

@@ -87,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     if args.view:
         require_display()
     check_pipeline_args(args)
+    if (args.smooth or args.offline) and not args.out:
+        raise Tracker3DError(f"{'--smooth' if args.smooth else '--offline'}: give --out FILE (the tracks are written "
+                             "there at the end of the input, .jsonl, .csv or .mcap)")
     if args.view and not args.publish:
         args.publish = DEFAULT_ENDPOINT
     # The socket first: a taken port is said at once, before the gate loads.
