@@ -711,8 +711,7 @@ class StereoPipeline:
     def offline_states(self, reported: set[int]) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
         """After the input ended (and keep_log): the offline tracks, {(3D id, frame): (state,
         covariance)}, camera 0 frame: every 3D track reported at least once (ids in `reported`),
-        RTS-smoothed over its life and kept where the smoothed estimate passes the reporting rule
-        (Tracker3D.offline)."""
+        RTS-smoothed over its life, on the frames the live reporting rule accepts (Tracker3D.offline)."""
         self.tracker3d.finish()
         return self.tracker3d.offline(reported)
 

@@ -388,11 +388,12 @@ class Tracker3D:
     def offline(self, reported: set[int]) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
         """After the input ended (finish() and keep_log): the offline tracks. Every track that was
         reported at least once (`reported`: its ids) over its whole logged life, RTS-smoothed:
-        {(3D id, frame): (state, covariance)} on the frames the reporting rule accepts for the
-        smoothed estimate: a stereo update then, or a smoothed position std (sqrt of the trace,
-        metres) within report_pos_std, and at most report_coast_s after the track's last update.
-        So a confirmed track also covers its first frames (before min_updates) and the gaps the
-        future closes; a track that never was reported (a flash) stays out."""
+        {(3D id, frame): (state, covariance)} on the frames the live reporting rule accepts, bar
+        min_updates: at most report_coast_s after an update by either view, and a stereo update
+        then or a *filtered* position std (sqrt of the trace, metres) within report_pos_std (the
+        smoothed covariance is over-confident where a track drifted on one view: measured in
+        docs/DESIGN.md). So a confirmed track also covers its frames before confirmation; a track
+        that was never reported (a flash) stays out."""
         lim = self.cfg.report_pos_std
         out = {}
         for tr in self.finished:
