@@ -4,7 +4,7 @@
 Rows per variant, all computed here against the folder's ground truth (trackeval):
 - 3D, ground plane (x, y within 0.5 m, persons seen in either view; "dist" = mean distance of the
   matches): the stereo pipeline with the commands' defaults (`tracker3d eval DIR`), with `--ground`,
-  and with `--ground --offline` (the offline tracks: smoothed, completed), and an oracle
+  and with `--ground --offline` (the offline tracks: smoothed, with the frames before confirmation), and an oracle
   (the annotated boxes of both views with their true cross-view match and IDs, triangulated frame
   by frame, at the box centre and at the bottom-edge middle: what perfect 2D tracking and
   association would give; its misses are persons seen by one camera only). The oracle uses only

@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="match by centroid distance (similarity 1 - d/PX) instead of box IoU (with --gt)")
     p.add_argument("--offline", action="store_true",
                    help="score the offline 3D tracks (as replay --offline writes them): every reported track "
-                   "RTS-smoothed over its whole life, its first frames and closed gaps included")
+                   "RTS-smoothed over its whole life, its frames before confirmation included")
     add_pipeline_args(p)
     p.add_argument("--json", help="write the metrics here as JSON")
     p.set_defaults(func=run)

@@ -52,8 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     post = p.add_mutually_exclusive_group()
     post.add_argument("--smooth", action="store_true", help="RTS-smooth every 3D track (written to --out at the end)")
     post.add_argument("--offline", action="store_true", help="offline tracks (written to --out at the end): every "
-                      "reported 3D track RTS-smoothed over its whole life, including its frames before it was "
-                      "confirmed and the gaps its later updates close")
+                      "reported 3D track RTS-smoothed over its whole life, on the frames the live reporting rule "
+                      "accepts, including those before it was confirmed")
     p.add_argument("--out", help="write the tracks3d messages here: .jsonl (the ZMQ messages), .csv (one row "
                    "per track) or .mcap (Foxglove)")
     p.add_argument("--publish", nargs="?", const=DEFAULT_ENDPOINT, metavar="ENDPOINT",

@@ -123,7 +123,7 @@ def evaluate_source(src, calib, gt_path, config: Optional[PipelineConfig] = None
     score it against gt_path: a sim gt.csv (camera 0 frame: '3d', '2d_cam0', '2d_cam1'), or a
     world gt.csv ('ground' and '3d' in the world frame at `radius` metres, see evaluation.world;
     '2d_cam0'/'2d_cam1' at IoU 0.5 against view_gt MOT files when given). offline: score the offline
-    3D tracks (StereoPipeline.offline_states: smoothed, completed) instead of the causal ones. Closes src."""
+    3D tracks (StereoPipeline.offline_states: smoothed, with the frames before confirmation) instead of the causal ones. Closes src."""
     kind = gt_kind(gt_path)
     gt = read_gt(gt_path) if kind == "sim" else read_world_gt(gt_path)
     fps = float(getattr(src, "fps", 30.0))
