@@ -92,27 +92,6 @@ def features(hist: np.ndarray, lengths: np.ndarray, image_size, t_birth: np.ndar
     return f.astype(np.float32)
 
 
-def step_features(win: np.ndarray, col: np.ndarray, image_size, t_birth: np.ndarray,
-                  t_last_obs: np.ndarray) -> np.ndarray:
-    """Features of one row per track, win[i, col[i]], with col[i] in 0..2 and the rows before it
-    in the window (N, >= col + 1, 7) as context: equal to
-    features(win, col + 1, image_size, t_birth, t_last_obs)[arange(N), col], for a third of the
-    work (the gate scores one new row per track per frame)."""
-    return step_features_and_last_obs(win, col, image_size, t_birth, t_last_obs)[0]
-
-
-def step_features_and_last_obs(win: np.ndarray, col: np.ndarray, image_size, t_birth: np.ndarray,
-                               t_last_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """step_features, and each track's time of its last observed row up to win[i, col[i]]
-    (t_last_obs where none; seconds)."""
-    win = np.asarray(win, dtype=np.float64)
-    col = np.asarray(col)
-    win3 = win[np.arange(len(win)), np.maximum(col + NEWEST3[:, None], 0)]  # (3, N, 7)
-    return row_features(np.ascontiguousarray(win3.transpose(2, 0, 1)),
-                        np.asarray(image_size, dtype=np.float64).reshape(-1, 2), t_birth, t_last_obs,
-                        col >= 1, col >= 2)
-
-
 NEWEST3 = np.array([-2, -1, 0])  # offsets of a track's newest row and the two before it
 
 

@@ -26,7 +26,6 @@ from .steppers import BUCKETS, NUMPY_MAX, CpuStep, CudaGraphStep, TorchStep, tim
 log = logging.getLogger(__name__)
 
 
-
 def _newest3(hist: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """(N, L, 7) histories -> (7, 3, N): columns x (row before the previous, previous, newest) x
     tracks, contiguous (a young track's first row stands in for the rows it lacks)."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from persistence.data import synthetic_tracks
-from persistence.features import NEWEST3, features, row_features, step_features
+from persistence.features import NEWEST3, features, row_features
 from persistence.filter import TrackPersistenceFilter
 from persistence.graph_step import visible_limit
 from persistence.model import ModelConfig, PersistenceTransformer
@@ -53,9 +53,10 @@ def test_numpy_step_scores_like_the_torch_step(monkeypatch):
     assert _max_diff(numpy_only, chunked) < 1e-6
 
 
-def test_step_features_equal_the_full_features_bit_for_bit():
+def test_row_features_equal_the_full_features_bit_for_bit():
     """Random windows (young tracks with 0-2 context rows, repeated times, still objects,
-    unobserved rows, per-track image sizes): step_features == features at the new row."""
+    unobserved rows, per-track image sizes): row_features of the new row and the two before it
+    == features at the new row."""
     rng = np.random.default_rng(3)
     N = 3000
     win = np.zeros((N, 3, 7))
@@ -75,7 +76,9 @@ def test_step_features_equal_the_full_features_bit_for_bit():
     t_birth = t[:, 0] - rng.uniform(0, 3, N)
     t_obs = np.where(rng.random(N) < 0.5, -np.inf, t_birth)
     ref = features(win, col + 1, size, t_birth=t_birth, t_last_obs=t_obs)[np.arange(N), col]
-    np.testing.assert_array_equal(step_features(win, col, size, t_birth, t_obs), ref)
+    rows = win[np.arange(N), np.maximum(col + NEWEST3[:, None], 0)].transpose(2, 0, 1)  # (7, 3, N)
+    f, _ = row_features(np.ascontiguousarray(rows), size, t_birth, t_obs, col >= 1, col >= 2)
+    np.testing.assert_array_equal(f, ref)
 
 
 def test_row_features_of_whole_windows_equal_the_full_features_bit_for_bit():
