@@ -36,23 +36,30 @@ class AspectModel:
     window: int = 2000
     min_samples: int = 30
     _values: deque = field(default_factory=deque, repr=False)
+    _estimate: Optional[tuple[float, float]] = field(default=None, repr=False)  # of the boxes so far
+    _stale: bool = field(default=False, repr=False)  # boxes were added since _estimate
 
     def add(self, boxes: np.ndarray, sides: np.ndarray) -> None:
         """Learn from boxes (N, 4) [x1, y1, x2, y2] whose sides (N, 4) all lie inside the image."""
         b = np.asarray(boxes, float).reshape(-1, 4)
         w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
         ok = ~np.asarray(sides, bool).reshape(-1, 4).any(axis=1) & (w > 0) & (h > 0)
-        self._values.extend(np.log(w[ok] / h[ok]).tolist())
-        while len(self._values) > self.window:
-            self._values.popleft()
+        if ok.any():
+            self._values.extend(np.log(w[ok] / h[ok]).tolist())
+            while len(self._values) > self.window:
+                self._values.popleft()
+            self._stale = True
 
     def estimate(self) -> Optional[tuple[float, float]]:
-        """(median log aspect, its robust std) or None while too few boxes were seen."""
-        if len(self._values) < self.min_samples:
-            return None
-        v = np.fromiter(self._values, float, len(self._values))
-        med = float(np.median(v))
-        return med, float(1.4826 * np.median(np.abs(v - med)))
+        """(median log aspect, its robust std) or None while too few boxes were seen. Computed
+        once per batch of boxes added (the pipeline asks for it several times a frame)."""
+        if self._stale:
+            self._stale = False
+            if len(self._values) >= self.min_samples:
+                v = np.fromiter(self._values, float, len(self._values))
+                med = float(np.median(v))
+                self._estimate = (med, float(1.4826 * np.median(np.abs(v - med))))
+        return self._estimate
 
 
 def complete_boxes(boxes: np.ndarray, sides: np.ndarray,
