@@ -68,25 +68,24 @@ class Collector:
         """Replace the reported 3D tracks by the offline ones ({(id, frame): (state, cov)}, camera
         0 frame; StereoPipeline.offline_states): each frame's tracks become the offline tracks on it,
         at their smoothed positions (the raw triangulation and pixels kept where the track had them)."""
-        by_frame: dict[int, list] = {f: [] for f in self.frames3d}
+        by_frame: dict[int, list] = {f: [] for f in self.frames3d}  # the states' frames are processed ones
         for (i, f), (x, _) in sorted(states.items()):
-            by_frame.setdefault(f, []).append((i, x[:3]))
+            by_frame[f].append((i, x[:3]))
         nan3, nan2 = [np.nan] * 3, [np.nan] * 2
         for f, rows in by_frame.items():
-            old = self.frames3d.get(f)
-            where = {int(i): k for k, i in enumerate(old.ids)} if old is not None else {}
+            old = self.frames3d[f]
+            where = {int(i): k for k, i in enumerate(old.ids)}
 
             def of(arr, i, fill):
                 k = where.get(i)
                 return arr[k] if k is not None and len(arr) > k else fill
 
-            ids = np.array([i for i, _ in rows], int)
+            ids = [i for i, _ in rows]
+            xyz = np.array([x for _, x in rows]).reshape(-1, 3)
             self.frames3d[f] = FrameTracks(
-                ids, np.array([x for _, x in rows]).reshape(-1, 3),
-                np.array([of(old.raw, i, nan3) if old else nan3 for i in ids.tolist()]).reshape(-1, 3),
-                smooth=np.array([x for _, x in rows]).reshape(-1, 3),
-                uv0=np.array([of(old.uv0, i, nan2) if old else nan2 for i in ids.tolist()]).reshape(-1, 2),
-                uv1=np.array([of(old.uv1, i, nan2) if old else nan2 for i in ids.tolist()]).reshape(-1, 2))
+                np.array(ids, int), xyz, np.array([of(old.raw, i, nan3) for i in ids]).reshape(-1, 3), smooth=xyz,
+                uv0=np.array([of(old.uv0, i, nan2) for i in ids]).reshape(-1, 2),
+                uv1=np.array([of(old.uv1, i, nan2) for i in ids]).reshape(-1, 2))
 
     def evaluate(self, gt: dict[str, np.ndarray], fps: float, skip_s: float) -> dict:
         res = {"3d": evaluate_3d(self.frames3d, gt, self.pipe.calib, fps, skip_s=skip_s)}
