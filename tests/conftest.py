@@ -10,6 +10,20 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 DATA = Path(__file__).parent / "data"
 
 
+def stop_with(proc, sig, timeout: float = 60.0) -> tuple[str, str, float]:
+    """Send sig to a running CLI subprocess and wait for it: (stdout, stderr, seconds it took to
+    exit). The process is killed if it outlives the timeout (the caller's assertions then fail)."""
+    import time
+
+    t = time.monotonic()
+    try:
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=timeout)
+        return stdout, stderr, time.monotonic() - t
+    finally:
+        proc.kill()
+
+
 @pytest.fixture(scope="session")
 def opencv_pairs():
     d = DATA / "opencv_stereo"

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import DATA
+from conftest import DATA, stop_with
 
 from persistence import HitCountGate
 from streams.detections import DetectionFolder
@@ -185,15 +185,11 @@ def test_sigint_stops_a_live_pipelined_demo_at_once_with_its_summary():
     proc = subprocess.Popen([sys.executable, "-m", "tracker3d.cli", "demo", "--seconds", "60", "--no-publish",
                              "--gate", "hits"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1])
-    try:
-        time.sleep(6.0)  # started: imports, the world, the first seconds of the scene
-        assert proc.poll() is None
-        t = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-        waited = time.monotonic() - t
-    finally:
+    time.sleep(6.0)  # started: imports, the world, the first seconds of the scene
+    if proc.poll() is not None:
         proc.kill()
+        pytest.fail(f"the demo ended before the signal: {proc.communicate()}")
+    stdout, stderr, waited = stop_with(proc, signal.SIGINT)
     assert proc.returncode == 130, stderr
     assert "pairs in" in stdout and "stopped by SIGINT" in stderr and waited < 5.0
     assert int(stdout.split("processed ")[1].split()[0]) > 30  # it was tracking when stopped

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import stop_with
 
 from streams import RecordingReader, RecordingWriter
 from streams.errors import OutputError
@@ -171,14 +172,10 @@ def test_signal_during_a_paced_gap_stops_within_the_grace_period(tmp_path):
     fc.write_text("\n".join(lines[:31] + shifted) + "\n")  # 10 s without frames after pair 29
     out = tmp_path / "t.jsonl"
     proc = _cli("replay", str(rec), "--realtime", "--gate", "hits", "--out", str(out))
-    try:
-        assert _wait_for(lambda: out.exists() and out.read_text().count("\n") >= 30), proc.communicate()
-        t = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-        waited = time.monotonic() - t
-    finally:
+    if not _wait_for(lambda: out.exists() and out.read_text().count("\n") >= 30):
         proc.kill()
+        pytest.fail(f"no 30 messages written: {proc.communicate()}")
+    stdout, stderr, waited = stop_with(proc, signal.SIGTERM)
     assert proc.returncode == 143 and "pairs in" in stdout, stderr
     # Never the rest of the 10 s gap: the realtime pacer sleeps at most 2 s over a time jump, and a
     # stop the loop does not reach within 3 s interrupts it ("did not stop within 3 s").
