@@ -128,6 +128,8 @@ class DetectionFolder(StereoSource):
     camera; an empty t0/t1 is a missing camera.
     """
 
+    images = False
+
     def __init__(self, det0: str | os.PathLike, det1: str | os.PathLike,
                  calib: Optional[str | os.PathLike | StereoCalibration] = None,
                  frames: Optional[str | os.PathLike] = None, fps: Optional[float] = None,

@@ -66,6 +66,7 @@ class DetectionStream(StereoSource):
     """DetectionPairs from detections2d messages published by other programs (live)."""
 
     live = True
+    images = False
 
     def __init__(self, endpoints: str | Sequence[str], tolerance: float = 0.010, single_after_s: float = 1.0,
                  context: Optional[zmq.Context] = None, poll_ms: int = 50):

@@ -51,6 +51,7 @@ class StereoSource(Readable[FramePair]):
 
     live = False
     ended = False
+    images = True  # pairs of images (FramePair); False: an outside detector's boxes (DetectionPair)
     image_size: Optional[tuple[int, int]] = None
 
     def __init__(self) -> None:

@@ -39,9 +39,11 @@ def _snapshot(d: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
 
-def _cli(*args: str, timeout: float = 120) -> subprocess.Popen:
+def _cli(*args: str, new_session: bool = False) -> subprocess.Popen:
+    """The CLI as a child process (new_session: leading a process group of its own, like a shell job)."""
     return subprocess.Popen([sys.executable, "-m", "tracker3d.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+                            start_new_session=new_session)
 
 
 # --- outputs never replace inputs, and are checked before the first frame --------------------------------
@@ -393,3 +395,38 @@ def test_tracks_writers_flush_every_message(tmp_path):
     assert len(read_mcap(tmp_path / "f.mcap")) == 6  # two chunks on disk before close()
     w.close()
     assert len(read_mcap(tmp_path / "f.mcap")) == 7
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads the process tree from /proc (Linux)")
+@pytest.mark.parametrize("sig, rc", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_the_whole_group_stops_replay_in_order_detector_processes_included(rec, tmp_path, sig, rc):
+    """Ctrl-C in a terminal (and systemd's stop) signal every process of the group: the detector
+    processes leave the shutdown to the command, which ends them after its last pair."""
+    out = tmp_path / "g.jsonl"
+    proc = _cli("replay", str(rec), "--realtime", "--gate", "hits", "--out", str(out), new_session=True)
+    try:
+        assert _wait_for(lambda: out.exists() and out.read_text().count("\n") >= 20), proc.communicate()
+        children = _children(proc.pid)
+        assert len(children) == 2  # one detector process per camera
+        os.killpg(proc.pid, sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == rc, stderr
+    assert "ended unexpectedly" not in stderr and "Traceback" not in stderr
+    processed = int(stdout.split("processed ")[1].split()[0])
+    assert 0 < processed < SCENE.n_frames and len(read_jsonl(out)) == processed
+    assert _wait_for(lambda: not any(os.path.exists(f"/proc/{c}") and _state(c) != "Z" for c in children), 10)
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

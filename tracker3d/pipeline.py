@@ -22,6 +22,7 @@ from streams.frames import FramePair
 
 from .detect import make_detector
 from .detect.detections import Detections
+from .detect.process import DetectorProcess
 from .detect.sizeprior import area_range_px
 from .errors import Tracker3DError
 from .handoff import EMPTY, END, HandOff, ProducerThread
@@ -65,7 +66,10 @@ class PipelineConfig:
     truncated_rel: Optional[float] = None  # ... it is triangulated with this fraction of its size as pixel
     # noise (0: not at all; None: as pixel_rel)
     sync_correction: bool = True  # move camera 1's pixels to camera 0's capture time (shutter skew)
-    threads: bool = True  # detect the two cameras side by side
+    threads: bool = True  # detect the two cameras side by side ...
+    # ... each in a child process of its own (tracker3d.detect.process) instead of a thread: on a
+    # few cores the loop is bound by the interpreter lock that detection and tracking share
+    processes: bool = False
     # run(): read and detect pair k+1 on a thread of its own while pair k is tracked and published
     pipelined: bool = True
     # Detect on images downscaled by this factor (0 < s <= 1; cv2.resize INTER_AREA), positions mapped
@@ -151,15 +155,19 @@ class StereoPipeline:
         self.gate = gate if gate is not None else HitCountGate(3, 1.0)
         if self.cfg.ground:
             self.cfg = self._ground_config(self.cfg, calib)
-        self.detectors = [make_detector(self.cfg.detector, detect_scale=self.cfg.detect_scale, **self._detector_options(cam))
-                          for cam in (calib.cam0, calib.cam1)]
+        options = [self._detector_options(cam) for cam in (calib.cam0, calib.cam1)]
+        # Built here even when they run in child processes: bad options fail now, in one line.
+        self.detectors = [make_detector(self.cfg.detector, detect_scale=self.cfg.detect_scale, **kw) for kw in options]
+        if self.cfg.processes:
+            self.detectors = [DetectorProcess(self.cfg.detector, self.cfg.detect_scale, kw, name=f"cam{c} detector")
+                              for c, kw in enumerate(options)]
         self.trackers = [ByteTracker(self.cfg.tracker, self.gate, calib.cam0.image_size),
                          ByteTracker(self.cfg.tracker, self.gate, calib.cam1.image_size, gate_key_offset=CAM1_KEY_OFFSET)]
         self.associator = StereoAssociator(calib, self.cfg.association)
         self.aspects = (AspectModel(), AspectModel())  # each view's box aspect ratio (boxes cut by the border)
         self.tracker3d = Tracker3D(calib, self.cfg.track3d, keep_log=keep_log)
         self._pool = None
-        if self.cfg.threads:
+        if self.cfg.threads and not self.cfg.processes:
             # The two cameras' detectors run side by side; OpenCV's own worker threads on top of
             # them would only oversubscribe the cores.
             import sys
@@ -241,9 +249,26 @@ class StereoPipeline:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        for d in self.detectors:
+            if isinstance(d, DetectorProcess):
+                d.close()
+
+    def wait_ready(self) -> None:
+        """Start the detector processes, side by side, and wait until they are ready (run() does,
+        before the first pair is read; else the first pair starts them)."""
+        children = [d for d in self.detectors if isinstance(d, DetectorProcess)]
+        for d in children:
+            d.start()
+        for d in children:
+            d.wait_ready()
 
     def _detect(self, pair: FramePair) -> tuple[Detections, Detections]:
         jobs = [(self.detectors[0], pair.img0, pair.t0), (self.detectors[1], pair.img1, pair.t1)]
+        if self.cfg.processes:  # both children at work at once, then both results
+            for d, img, t in jobs:
+                if img is not None:
+                    d.submit(img, t)
+            return tuple(d.result() if img is not None else Detections.empty() for d, img, t in jobs)
         if self._pool is not None and pair.img0 is not None and pair.img1 is not None:
             futs = [self._pool.submit(d.detect, img, t) for d, img, t in jobs]
             return futs[0].result(), futs[1].result()
@@ -615,18 +640,32 @@ class StereoPipeline:
         # The box point that is the object: the box centre, or the middle of the bottom edge (of the
         # box completed where the border cut it).
         a0, a1 = self._anchors(0, m0), self._anchors(1, m1)
-        for i, j, _ in pairs:
-            uv0 = a0[0][i].copy()
-            # Camera 1's observation moved to camera 0's capture time with its image velocity.
-            shift = -skew if (self.cfg.sync_correction and math.isfinite(skew)) else 0.0
-            uv1 = a1[0][j] + trk1.kf.x[j, 4:6] * shift
-            o = PairObservation(int(trk0.ids[i]), int(trk1.ids[j]), bool(trk0.matched[i]), bool(trk1.matched[j]),
-                                uv0, uv1, float(min(trk0.gate_score[i], trk1.gate_score[j])))
-            o.evidence_s = self.associator.evidence_s.get((i, j), 0.0)
-            o.view_size_px = (float(np.sqrt(max(m0[i, 2] * m0[i, 3], 0.0))), float(np.sqrt(max(m1[j, 2] * m1[j, 3], 0.0))))
-            o.size_px = float(np.sqrt(max(m0[i, 2] * m0[i, 3], 0.0) + max(m1[j, 2] * m1[j, 3], 0.0)) / math.sqrt(2))
-            o.cut_sigma = ((float(a0[1][i, 0]), float(a0[1][i, 1])), (float(a1[1][j, 0]), float(a1[1][j, 1])))
-            o.truncated = bool(a0[2][i] or a1[2][j])
+        if not pairs:
+            return obs
+        # Per pair, as arrays first (one numpy call per quantity, not per pair), then the objects.
+        i = np.array([p[0] for p in pairs], np.intp)
+        j = np.array([p[1] for p in pairs], np.intp)
+        uv0 = a0[0][i]
+        # Camera 1's observation moved to camera 0's capture time with its image velocity.
+        shift = -skew if (self.cfg.sync_correction and math.isfinite(skew)) else 0.0
+        uv1 = a1[0][j] + trk1.kf.x[j, 4:6] * shift
+        area0, area1 = np.maximum(m0[i, 2] * m0[i, 3], 0.0), np.maximum(m1[j, 2] * m1[j, 3], 0.0)
+        size0, size1 = np.sqrt(area0).tolist(), np.sqrt(area1).tolist()
+        size = (np.sqrt(area0 + area1) / math.sqrt(2)).tolist()
+        persistence = np.minimum(trk0.gate_score[i], trk1.gate_score[j]).tolist()
+        cut = np.hstack([a0[1][i], a1[1][j]]).tolist()
+        truncated = (a0[2][i] | a1[2][j]).tolist()
+        ids0, ids1 = trk0.ids[i].tolist(), trk1.ids[j].tolist()
+        seen0, seen1 = trk0.matched[i].tolist(), trk1.matched[j].tolist()
+        evidence = self.associator.evidence_s
+        for k, (ik, jk) in enumerate(zip(i.tolist(), j.tolist())):
+            o = PairObservation(ids0[k], ids1[k], seen0[k], seen1[k], uv0[k], uv1[k], persistence[k])
+            o.evidence_s = evidence.get((ik, jk), 0.0)
+            o.view_size_px = (size0[k], size1[k])
+            o.size_px = size[k]
+            c = cut[k]
+            o.cut_sigma = ((c[0], c[1]), (c[2], c[3]))
+            o.truncated = truncated[k]
             obs.append(o)
         return obs
 
@@ -846,7 +885,8 @@ class RunStats:
         return out
 
 
-PIPELINE_QUEUE = 1  # detected pairs that may wait for tracking (one more is being detected)
+PIPELINE_QUEUE = 1  # pairs that may wait between two stages (read -> detect -> track)
+IN_FLIGHT = 2 * PIPELINE_QUEUE + 2  # pairs read but not yet tracked, at most (waiting or in a stage)
 STOP_POLL_S = 0.1  # the tracking thread checks stop() at least this often while it waits
 
 
@@ -859,17 +899,19 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
     and files are lossless. Each processed pair goes to recorder.write (just before it is
     tracked), is published, and goes to on_frame, all on the calling thread and in pair order.
     progress: an object with update(n) and close() (a tqdm bar), advanced per processed pair.
-    pipelined (default: the pipeline's config): a thread reads and detects the next pair while
-    this one is tracked and published, through a hand-off of PIPELINE_QUEUE pairs: lossless for
-    files and recordings (same pairs, same order, same tracks as the plain loop), newest-wins for
-    a live source (a stale detected pair is replaced: RunStats.dropped_stale). Latency is always
-    from the pair's capture (or arrival) to its publication.
+    pipelined (default: the pipeline's config): one thread reads (decodes) pairs, another detects
+    the next pair while this one is tracked and published, through hand-offs of PIPELINE_QUEUE
+    pairs: lossless for files and recordings (same pairs, same order, same tracks as the plain
+    loop), newest-wins for a live source (a stale pair is replaced: RunStats.dropped_stale).
+    Latency is always from the pair's capture (or arrival) to its publication.
     """
     st = RunStats()
     if pipelined is None:
         pipelined = bool(getattr(getattr(pipeline, "cfg", None), "pipelined", False))
     st.pipelined = pipelined
     live = bool(getattr(source, "live", False))
+    if getattr(source, "images", True) and hasattr(pipeline, "wait_ready"):
+        pipeline.wait_ready()  # detector processes started: not inside the first pair's latency
     start = time.perf_counter()
     bar = progress
 
@@ -911,15 +953,26 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
         if bar is not None:
             bar.update(1)
 
-    stage = None
+    stages: list[ProducerThread] = []
     try:
         if not pipelined:
             for pair, captured in arrivals(lambda: max_pairs is not None and st.processed >= max_pairs):
                 finish(pipeline.detect(pair), captured)
         else:
+            # Three stages, each on its thread: read (decode) pair k+2, detect pair k+1, track pair k.
+            reads = HandOff(PIPELINE_QUEUE, newest_wins=live)
+            stages.append(ProducerThread(arrivals, reads, name="read").start())
+
+            def detected(halted):
+                while not halted():
+                    item = reads.take(timeout=STOP_POLL_S)
+                    if item is END:
+                        return
+                    if item is not EMPTY:
+                        yield pipeline.detect(item[0]), item[1]
+
             handoff = HandOff(PIPELINE_QUEUE, newest_wins=live)
-            stage = ProducerThread(lambda halted: ((pipeline.detect(p), c) for p, c in arrivals(halted)),
-                                   handoff, name="read-detect").start()
+            stages.append(ProducerThread(detected, handoff, name="detect").start())
             while max_pairs is None or st.processed < max_pairs:
                 if stop is not None and stop():
                     break
@@ -931,9 +984,9 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
     except KeyboardInterrupt:
         log.info("interrupted: shutting down")
     finally:
-        if stage is not None:
+        for stage in reversed(stages):  # the tracking side first: the reader may be waiting on it
             stage.stop()
-            st.dropped_stale = stage.handoff.dropped
+        st.dropped_stale = sum(stage.handoff.dropped for stage in stages)
         st.wall_s = time.perf_counter() - start
         st.warnings = list(getattr(pipeline, "warnings", []))
         if bar is not None:

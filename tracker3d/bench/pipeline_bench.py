@@ -18,13 +18,14 @@ from ..sim import SimStereoSource, SimWorld, get_scene, gt_columns
 
 def run_scene(scene: str, seconds: float, seed: int = 0, objects: Optional[int] = None, width: int = 640,
               height: int = 480, realtime: bool = False, gate: str = "default", pipelined: bool = True,
-              recording: Optional[bool] = None) -> dict:
+              recording: Optional[bool] = None, processes: bool = True) -> dict:
     """One scene through the loop; gate: 'default' (the CLI's default), 'persistence' or 'hits';
     pipelined: the next pair detected while this one is tracked (the CLI's default; its stage times
     then include waiting for the other thread's share of the cores). recording (default: when not
     realtime): the scene is first written as a recording (MJPEG, as `tracker3d sim` writes it; not
     timed) and the loop replays it as `tracker3d replay --fast` does, decoding the videos; else the
-    simulator renders each pair inside the loop, as a live camera would deliver it."""
+    simulator renders each pair inside the loop, as a live camera would deliver it. processes: each
+    camera's detector in a child process where the CLI does that (commands.common.DETECT_PROCESSES)."""
     from ..commands.common import DEFAULT_GATE
 
     kind = DEFAULT_GATE if gate == "default" else gate
@@ -48,7 +49,7 @@ def run_scene(scene: str, seconds: float, seed: int = 0, objects: Optional[int] 
         src = SimStereoSource(world, realtime=realtime)
         calib, gt = world.calib, None
     try:
-        row = _run_source(src, calib, gt, cfg, kind, pipelined)
+        row = _run_source(src, calib, gt, cfg, kind, pipelined, processes)
     finally:
         src.close()
         if tmp is not None:
@@ -57,9 +58,11 @@ def run_scene(scene: str, seconds: float, seed: int = 0, objects: Optional[int] 
             "mode": "live" if realtime else "fast", "source": "recording" if recording else "sim", **row}
 
 
-def _run_source(src, calib, gt: Optional[dict], cfg, kind: str, pipelined: bool) -> dict:
+def _run_source(src, calib, gt: Optional[dict], cfg, kind: str, pipelined: bool, processes: bool = True) -> dict:
     """The loop over src with a loopback subscriber; gt: the recording's (None: the sim source's)."""
-    config = PipelineConfig(pipelined=pipelined)
+    from ..commands.common import DETECT_PROCESSES
+
+    config = PipelineConfig(pipelined=pipelined, processes=DETECT_PROCESSES and processes)
     if kind == "persistence":
         from persistence.filter import TrackPersistenceFilter
 

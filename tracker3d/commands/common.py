@@ -18,6 +18,9 @@ from ..stereo.track3d import Track3DConfig
 log = logging.getLogger(__name__)
 
 DEFAULT_GATE = "persistence"  # beats min_hits 1..6 end to end: tracker3d persistence tradeoff
+# Each camera's detector in a child process (PipelineConfig.processes): 10 objects, fast replay on
+# 2 cores, the learned gate: see docs/benchmarks.md
+DETECT_PROCESSES = True
 
 
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
@@ -62,6 +65,10 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
                    help="detect on images downscaled by this factor (e.g. 0.5 at 1280x720 and above: about a "
                    "quarter of the pixels), positions mapped back to full-resolution pixels at sub-pixel accuracy; "
                    "size options stay in full-resolution pixels (default 1: no downscaling)")
+    g.add_argument("--no-detect-processes", action="store_true",
+                   help="detect on threads of this process instead of one child process per camera (by default "
+                   "each camera's detector runs in a process of its own, so detection and tracking do not take "
+                   "turns on Python's interpreter lock)")
     g.add_argument("--no-pipelining", action="store_true",
                    help="read and detect each pair only after the previous one was tracked and published (by "
                    "default the next pair is read and detected on a thread of its own meanwhile)")
@@ -144,6 +151,8 @@ def pipeline_from_args(args: argparse.Namespace):
                          # one detection thread per camera, unless each core already runs its own
                          # pipeline (tracker3d batch's worker processes set detect_threads False)
                          threads=getattr(args, "detect_threads", True),
+                         processes=DETECT_PROCESSES and getattr(args, "detect_threads", True)
+                         and not getattr(args, "no_detect_processes", False),
                          # the next pair is detected while this one is tracked, unless asked not to or
                          # each core already runs its own pipeline (no core is idle to overlap on)
                          pipelined=getattr(args, "detect_threads", True) and not getattr(args, "no_pipelining", False),

@@ -1,0 +1,101 @@
+"""Detection in child processes (PipelineConfig.processes, the CLI's default): the same detections
+and tracks as in-process detection, one-line errors from the child, and nothing left behind."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from persistence import HitCountGate
+from streams.recording import RecordingReader
+from tracker3d.detect import make_detector
+from tracker3d.detect.process import DetectorProcess, _shm_dir
+from tracker3d.errors import Tracker3DError
+from tracker3d.pipeline import PipelineConfig, StereoPipeline, run
+from tracker3d.sim import SimWorld, get_scene, write_sim_recording
+
+SCENE = get_scene("default").with_(seconds=3.0, width=320, height=240, n_objects=5)
+
+
+def _frames(n: int = 75):
+    world = SimWorld(SCENE, seed=4)
+    out = []
+    for _ in range(n):
+        pair, _ = world.step()
+        out.append((pair.img0, pair.t0))
+    return out
+
+
+def _same(a, b) -> bool:
+    return (len(a) == len(b) and np.array_equal(a.boxes, b.boxes) and np.array_equal(a.centroids, b.centroids)
+            and np.array_equal(a.scores, b.scores) and np.array_equal(a.areas, b.areas))
+
+
+def test_a_detector_process_gives_the_detections_of_the_detector_itself():
+    frames = _frames()
+    local = make_detector("bg", min_area=4.0)
+    child = DetectorProcess("bg", options={"min_area": 4.0}, name="cam0 detector")
+    try:
+        got = [(local.detect(img, t), child.detect(img, t)) for img, t in frames]
+    finally:
+        child.close()
+    assert sum(len(a) for a, _ in got) > 50  # objects were found after the warm-up
+    assert all(_same(a, b) for a, b in got)
+    assert child._proc.returncode == 0  # ended when its input closed
+
+
+def test_a_detector_process_error_is_one_line_naming_the_camera():
+    child = DetectorProcess("bg", options={"no_such_option": 1}, name="cam1 detector")
+    try:
+        with pytest.raises(Tracker3DError) as e:
+            child.detect(np.zeros((48, 64, 3), np.uint8), 0.0)
+    finally:
+        child.close()
+    assert str(e.value).startswith("cam1 detector: ") and "no_such_option" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_detector_process_that_dies_is_reported_not_waited_for():
+    child = DetectorProcess("bg", name="cam0 detector")
+    try:
+        child.detect(np.zeros((48, 64, 3), np.uint8), 0.0)
+        child._proc.kill()
+        child._proc.wait()
+        with pytest.raises(Tracker3DError, match="cam0 detector: the detector process ended unexpectedly"):
+            child.detect(np.zeros((48, 64, 3), np.uint8), 0.1)
+    finally:
+        child.close()
+
+
+def test_the_shared_image_file_is_gone_once_mapped():
+    before = set(glob.glob(os.path.join(_shm_dir(), "tracker3d-frame-*")))
+    child = DetectorProcess("bg", name="cam0 detector")
+    try:
+        child.detect(np.zeros((48, 64, 3), np.uint8), 0.0)
+        with pytest.raises(Tracker3DError, match="set up for 64x48"):  # a larger image: a new shared file,
+            child.detect(np.zeros((96, 128, 3), np.uint8), 0.1)  # then the detector's own check
+        assert set(glob.glob(os.path.join(_shm_dir(), "tracker3d-frame-*"))) == before
+    finally:
+        child.close()
+
+
+def test_the_loop_with_detector_processes_gives_the_tracks_of_detector_threads(tmp_path):
+    rec = write_sim_recording(SCENE, tmp_path / "rec", seed=5)
+
+    def tracks(**cfg):
+        src = RecordingReader(rec)
+        pipe = StereoPipeline(src.calib, PipelineConfig(**cfg), gate=HitCountGate(3, 1.0))
+        got = []
+        try:
+            run(src, pipe, on_frame=lambda f3: got.append(json.dumps(f3.tracks, sort_keys=True)))
+        finally:
+            pipe.close()
+            src.close()
+        return got
+
+    threads = tracks(processes=False)
+    assert sum(t != "[]" for t in threads) > SCENE.n_frames // 4
+    assert tracks(processes=True) == threads
