@@ -73,10 +73,11 @@ def _constants(calib: StereoCalibration) -> _RigConstants:
     return c
 
 
-def _dlt(n0: np.ndarray, n1: np.ndarray, c: _RigConstants) -> np.ndarray:
-    """Batched linear triangulation in normalised coordinates; returns (N,4) homogeneous points."""
+def _dlt(nn: np.ndarray, c: _RigConstants) -> np.ndarray:
+    """Batched linear triangulation of normalised coordinates nn (2,N,2) (camera 0's, camera 1's);
+    returns (N,4) homogeneous points."""
     # Rows n0x P0[2] - P0[0], n0y P0[2] - P0[1], n1x P1[2] - P1[0], n1y P1[2] - P1[1], unit length.
-    A = np.concatenate([n0, n1], axis=1)[:, :, None] * c.P2 - c.P01  # (N,4,4)
+    A = nn.transpose(1, 0, 2).reshape(-1, 4)[:, :, None] * c.P2 - c.P01  # (N,4,4)
     A /= np.sqrt((A * A).sum(axis=2, keepdims=True))
     _, _, vt = np.linalg.svd(A)
     return vt[:, -1, :]
@@ -122,16 +123,18 @@ _H = 0.5  # central-difference step of the lens Jacobian, pixels
 _NEIGHBOURS = np.array([[0.0, 0.0], [_H, 0.0], [-_H, 0.0], [0.0, _H], [0.0, -_H]])[:, None]  # (5,1,2)
 
 
-def _normalize_with_jacobian(cam, uv: np.ndarray, jacobian: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Normalised undistorted coordinates (N,2) of distorted pixels and (jacobian=True)
-    d(normalised)/d(distorted pixel), (N,2,2), by central differences (_H pixels): one
-    undistortion call for the points and their four neighbours."""
-    if not jacobian:
-        return cam.normalize(uv), None
+def _normalize_into(cam, uv: np.ndarray, out: np.ndarray, jac: np.ndarray | None) -> None:
+    """Normalised undistorted coordinates (N,2) of distorted pixels into `out` and (jac not None)
+    d(normalised)/d(distorted pixel), (N,2,2), into `jac` by central differences (_H pixels):
+    one undistortion call for the points and their four neighbours."""
+    if jac is None:
+        out[...] = cam.normalize(uv)
+        return
     n = len(uv)
     xy = cam.normalize((uv + _NEIGHBOURS).reshape(-1, 2))
+    out[...] = xy[:n]
     d = xy[n:].reshape(2, 2, n, 2)  # (pixel axis, +/-, point, normalised axis)
-    return xy[:n], ((d[:, 0] - d[:, 1]) / (2 * _H)).transpose(1, 2, 0)
+    jac[...] = ((d[:, 0] - d[:, 1]) / (2 * _H)).transpose(1, 2, 0)
 
 
 def triangulate(
@@ -182,19 +185,20 @@ def triangulate(
     c = _constants(calib)
     R, T = calib.R, calib.T
     need_w = refine or covariance
-    n0, D0 = _normalize_with_jacobian(calib.cam0, uv0, need_w)
-    n1, D1 = _normalize_with_jacobian(calib.cam1, uv1, need_w)
-    Xh = _dlt(n0, n1, c)
+    m = len(uv0)
+    nn = np.empty((2, m, 2))  # measured normalised coordinates per camera
+    D = np.empty((2, m, 2, 2)) if need_w else None  # d(normalised)/d(distorted pixel)
+    _normalize_into(calib.cam0, uv0, nn[0], None if D is None else D[0])
+    _normalize_into(calib.cam1, uv1, nn[1], None if D is None else D[1])
+    Xh = _dlt(nn, c)
     w = Xh[:, 3]
     at_inf = np.abs(w) < 1e-12
     X = Xh[:, :3] / np.where(at_inf, 1.0, w)[:, None]
-    m = len(X)
     degenerate = np.zeros(m, bool)  # geometry without a unique solution (e.g. |T| ~ 0)
     if need_w:
-        nn = np.stack([n0, n1])  # (2,N,2) measured normalised coordinates
         # Whitening: pixel noise sigma in the distorted image becomes sigma * A A^T in ideal
         # pixels, A = d(ideal pixel)/d(distorted pixel); W = A^-1 / sigma (per image axis).
-        A = c.K2 @ np.stack([D0, D1])  # (2,N,2,2)
+        A = c.K2 @ D  # (2,N,2,2)
         WK = _inv_or_nan(A.reshape(2 * m, 2, 2)).reshape(2, m, 2, 2) @ c.K2
         WK /= sig.reshape(m, 2, 2).transpose(1, 0, 2)[..., None]  # W @ K[:2,:2], normalised -> unit noise
         # A lens model that cannot be inverted there (a point far outside the image).
@@ -206,12 +210,13 @@ def triangulate(
         all_ok = ok.all()
         Xr, nr, WKr = (X, nn, WK) if all_ok else (X[ok], nn[:, ok], WK[:, ok])
         failed = np.zeros(len(Xr), bool)
+        any_failed = False
         for _ in range(iterations):
             JtJ, Jtr = _normal_equations(Xr, nr, WKr, c)
             step = _solve_or_nan(JtJ + c.eye, Jtr)
-            bad = ~np.isfinite(step).all(axis=1)
-            if bad.any() or failed.any():
-                failed |= bad
+            if any_failed or not np.isfinite(step).all():  # a singular system stops that point
+                failed |= ~np.isfinite(step).all(axis=1)
+                any_failed = True
                 step[failed] = 0.0
             Xr = Xr - step
             if np.abs(step).max() < 1e-9 * max(1.0, float(np.abs(Xr).max())):
