@@ -172,7 +172,9 @@ def triangulate(
         sig = np.broadcast_to(np.broadcast_to(sig, (n,))[:, None], (n, 4))
     if (sig <= 0).any():
         raise ValueError("triangulate: pixel_sigma must be > 0 pixels")
-    if n and np.isfinite(uv0.sum() + uv1.sum() + sig.sum()):  # all finite (NaN, inf make the sum so)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf, or an overflow: the slow path
+        all_finite = n and np.isfinite(uv0.sum() + uv1.sum() + sig.sum())  # a NaN or inf makes the sum so
+    if all_finite:
         idx = None
     else:
         finite = np.isfinite(uv0).all(axis=1) & np.isfinite(uv1).all(axis=1) & np.isfinite(sig).all(axis=1)

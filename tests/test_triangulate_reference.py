@@ -2,6 +2,8 @@
 (kept here as the reference): same flags, same points and covariances to 1e-9 relative, on
 random well-posed matches, per-axis noise, and degenerate ones (non-finite, behind a camera,
 parallel rays, a zero baseline, a lens that cannot be inverted far outside the image)."""
+import warnings
+
 import cv2
 import numpy as np
 import pytest
@@ -208,6 +210,11 @@ def test_fast_triangulation_equals_reference_on_degenerate_matches(rig):
         assert tri.flags[2] == tri.flags[3] == tri.flags[6] == NON_FINITE
         assert tri.valid[7:].all()
     _assert_same(rig, np.full((3, 2), np.nan), np.zeros((3, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # non-finite input is flagged, not warned about (inf - inf)
+        tri = _assert_same(rig, np.array([[np.inf, -np.inf], [1e20, 1e20], [300.0, 200.0]]),
+                           np.array([[1.0, 2.0], [1e20, 1e20], [280.0, 200.0]]))
+        assert tri.flags.tolist() == [NON_FINITE, PARALLEL_RAYS, 0]
     assert triangulate(rig, np.zeros((0, 2)), np.zeros((0, 2))).xyz.shape == (0, 3)
 
 
