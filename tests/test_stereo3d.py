@@ -318,3 +318,38 @@ def test_a_wrong_calibration_that_pairs_nothing_is_said_in_the_run_summary():
     assert len(flipped.warnings) == 1 and "none paired across the cameras into a 3D point: check the " \
         "calibration" in flipped.warnings[0]
     assert _run_with_calib(lambda c: c).warnings == []
+
+
+@pytest.mark.parametrize("world", [False, True])
+def test_message_state_fields_round_as_one_by_one(world):
+    """states_fields formats in batch; each field must be the float the one-by-one rounding gives
+    (round 5 / round 4 / 6 significant digits), signs of zero, NaN and inf included."""
+    import cv2
+
+    from persistence import HitCountGate
+
+    rig = make_rig()
+    if world:
+        rig = rig.with_world(cv2.Rodrigues(np.array([0.3, -0.2, 1.0]))[0], np.array([0.5, -1.0, 4.0]))
+    pipe = StereoPipeline(rig, PipelineConfig(threads=False), gate=HitCountGate(3, 1.0))
+    rng = np.random.default_rng(4)
+    n = 40
+    xyz = rng.normal(0, 1, (n, 3)) * 10.0 ** rng.uniform(-7, 4, (n, 1))
+    vel = rng.normal(0, 1, (n, 3)) * 10.0 ** rng.uniform(-7, 3, (n, 1))
+    A = rng.normal(0, 1, (n, 3, 3)) * 10.0 ** rng.uniform(-8, 2, (n, 1, 1))
+    cov = A @ A.transpose(0, 2, 1)
+    xyz[0, 0], vel[1, 1], cov[2, 0, 1], cov[3, 2, 2], cov[4, 1, 1] = np.nan, -np.inf, -0.0, 1e-320, np.inf
+    xyz[5, 2] = -0.0
+    with np.errstate(invalid="ignore"):  # inf entries through the world rotation
+        if world:
+            Rw = rig.R_world.T
+            xyz_w, vel_w, cov_w = rig.to_world(xyz), (Rw @ vel[:, :, None])[:, :, 0], Rw @ cov @ Rw.T
+        else:
+            xyz_w, vel_w, cov_w = xyz, vel, cov
+        got = pipe.states_fields(xyz, vel, cov)
+    want = [{"xyz": [round(v, 5) for v in x], "vel": [round(v, 4) for v in w],
+             "cov": [[float(f"{v:.6g}") for v in row] for row in c]}
+            for x, w, c in zip(xyz_w.tolist(), vel_w.tolist(), cov_w.tolist())]
+    assert repr(got) == repr(want)
+    assert pipe.state_fields(xyz[7], vel[7], cov[7]) == want[7]
+    assert pipe.states_fields(xyz[:0], vel[:0], cov[:0]) == []

@@ -8,7 +8,7 @@ from persistence import HitCountGate, pad_histories
 from tracker3d.detect.detections import Detections
 from tracker3d.errors import Tracker3DError
 from tracker3d.track2d.kalman import BatchedKalman
-from tracker3d.track2d.tracker import LOST, TRACKED, ByteTracker, TrackerConfig
+from tracker3d.track2d.tracker import LOST, TRACKED, ByteTracker, TrackerConfig, median0
 
 
 def blobs(points, size=8.0, score=0.9):
@@ -179,3 +179,15 @@ def test_commands_running_the_learned_gate_use_one_torch_thread():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_median0_equals_numpy_median_bit_for_bit():
+    rng = np.random.default_rng(11)
+    for n in range(1, 24):
+        for shape in ((n,), (n, 1), (n, 13)):
+            a = rng.normal(size=shape) * 10.0 ** rng.uniform(-6, 6)
+            if n > 3:
+                a[1] = a[0]  # ties
+            np.testing.assert_array_equal(median0(a), np.median(a, axis=0))
+    a = np.array([1.0, np.inf, 3.0, np.inf])
+    assert median0(a) == np.median(a) == np.inf

@@ -791,9 +791,16 @@ class StereoPipeline:
         if self.calib.has_world:
             Rw = self.calib.R_world.T
             xyz, vel, cov = self.calib.to_world(xyz), (Rw @ vel[:, :, None])[:, :, 0], Rw @ cov @ Rw.T
-        return [{"xyz": [round(v, 5) for v in x], "vel": [round(v, 4) for v in w],
-                 "cov": [[float(f"{v:.6g}") for v in row] for row in c]}
-                for x, w, c in zip(xyz.tolist(), vel.tolist(), cov.tolist())]
+        n = len(xyz)
+        if n == 0:
+            return []
+        # In batch (one %-format call for every covariance entry): the same floats as round(v, 5),
+        # round(v, 4) and float(f"{v:.6g}") one by one.
+        c = list(map(float, (" ".join(("%.6g",) * (9 * n)) % tuple(cov.ravel().tolist())).split()))
+        x = list(map(round, xyz.ravel().tolist(), (5,) * (3 * n)))
+        w = list(map(round, vel.ravel().tolist(), (4,) * (3 * n)))
+        return [{"xyz": x[i:i + 3], "vel": w[i:i + 3], "cov": [c[j:j + 3], c[j + 3:j + 6], c[j + 6:j + 9]]}
+                for i, j in zip(range(0, 3 * n, 3), range(0, 9 * n, 9))]
 
     @property
     def frame_id(self) -> str:

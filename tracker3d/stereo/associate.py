@@ -19,7 +19,7 @@ from scipy.optimize import linear_sum_assignment
 from calib import StereoCalibration
 from calib.triangulate import triangulate
 
-from ..track2d.tracker import ByteTracker
+from ..track2d.tracker import ByteTracker, median0
 
 
 def _sampson(x0, x1, Fx0, Ftx1, both) -> tuple[np.ndarray, np.ndarray]:
@@ -52,9 +52,9 @@ class AssociationConfig:
 
 
 def _col_median(a: np.ndarray) -> np.ndarray:
-    """Median of each column ignoring NaN (np.nanmedian's result; np.median's speed when there is
+    """Median of each column ignoring NaN (np.nanmedian's result; a sort's speed when there is
     no NaN, which is the rule: nanmedian cost 0.5 ms a pair at 10 objects)."""
-    return np.nanmedian(a, axis=0) if np.isnan(a).any() else np.median(a, axis=0)
+    return np.nanmedian(a, axis=0) if np.isnan(a).any() else median0(a)
 
 
 class StereoAssociator:

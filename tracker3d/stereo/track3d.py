@@ -24,6 +24,7 @@ from scipy.spatial import cKDTree
 from calib import StereoCalibration
 from calib.triangulate import _project_ideal
 
+from ..track2d.tracker import median0
 from .bank import BankRow, KalmanBank
 from .boxcut import axis_sigma
 
@@ -259,7 +260,7 @@ class Tracker3D:
         self.t = t
         F, Q = self._FQ(dt)
         max_coast = max(self.cfg.max_coast_s,
-                        self.cfg.max_coast_frames * (float(np.median(self.intervals)) if len(self.intervals) else 0.0))
+                        self.cfg.max_coast_frames * (float(median0(self.intervals)) if len(self.intervals) else 0.0))
         if dt > 0:
             self.bank.predict(F, Q)
         self._pending, self._flushed = {}, False

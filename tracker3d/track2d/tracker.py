@@ -124,6 +124,16 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return w / np.maximum(union, 1e-12)
 
 
+def median0(a: np.ndarray) -> np.ndarray:
+    """np.median(a, axis=0) of an array without NaN, by one sort: the middle row, or the two middle
+    rows' mean (x + y) / 2 exactly as np.median computes it, without its ~13 us of overhead."""
+    n = len(a)
+    if n == 0:
+        return np.median(a, axis=0)
+    s = np.sort(a, axis=0)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
 def _assign(cost: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hungarian assignment on cost[rows][:, cols], keeping pairs with cost < 1."""
     if len(rows) == 0 or len(cols) == 0:
@@ -304,7 +314,7 @@ class ByteTracker:
     @property
     def frame_interval(self) -> float:
         """The median of the last 16 frame intervals, seconds (0 before the second frame)."""
-        return float(np.median(self.intervals)) if len(self.intervals) else 0.0
+        return float(median0(self.intervals)) if len(self.intervals) else 0.0  # intervals are > 0
 
     # ---- helpers ----------------------------------------------------------------------------------
     def _costs(self, dets: Detections, with_low: bool) -> tuple[np.ndarray, Optional[np.ndarray]]:
