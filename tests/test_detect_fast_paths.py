@@ -1,8 +1,9 @@
 """The background detector's faster paths compute exactly what the plain ones did: connected
 components (Grana vs OpenCV's default), the still mask dilated at half resolution, the strided
-sample of the illumination estimate, and the channel mean of the centroid weights."""
+sample of the illumination estimate, the channel mean of the centroid weights, and the warm-up median."""
 import cv2
 import numpy as np
+import pytest
 
 from tracker3d.detect.background import BackgroundSubtractionDetector
 from tracker3d.detect.outdoor import _every
@@ -55,3 +56,19 @@ def test_channel_mean_written_out_equals_the_sum():
     rng = np.random.default_rng(3)
     d = np.abs(rng.integers(0, 255, (40, 30, 3)).astype(np.float32) - (rng.random((40, 30, 3)) * 255).astype(np.float32))
     np.testing.assert_array_equal((d[..., 0] + d[..., 1] + d[..., 2]) * (1.0 / 3.0), d.sum(axis=2) * (1.0 / 3.0))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 14, 15, 16, 17])
+def test_the_warm_up_median_by_sorting_network_is_numpys_median(n):
+    from tracker3d.detect.background import median_of_frames
+
+    rng = np.random.default_rng(n)
+    for shape in [(5, 7, 3), (6, 4)]:
+        frames = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]
+        frames[0][0, 0] = 0  # ties and extremes
+        if n > 1:
+            frames[1][0, 0] = 255
+            frames[-1][1, 1] = frames[0][1, 1]
+        want = np.median(np.stack(frames), axis=0)
+        got = median_of_frames(frames)
+        assert got.dtype == want.dtype and np.array_equal(got, want)

@@ -99,3 +99,20 @@ def test_the_loop_with_detector_processes_gives_the_tracks_of_detector_threads(t
     threads = tracks(processes=False)
     assert sum(t != "[]" for t in threads) > SCENE.n_frames // 4
     assert tracks(processes=True) == threads
+
+
+def test_the_two_cameras_children_get_cores_of_their_own():
+    from tracker3d.detect.process import pin_cpu
+
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        assert pin_cpu(0) is None and pin_cpu(1) is None
+    else:
+        assert pin_cpu(0) != pin_cpu(1) and {pin_cpu(0), pin_cpu(1)} <= set(allowed)
+    child = DetectorProcess("bg", name="cam1 detector", cpu=pin_cpu(1))
+    try:
+        child.wait_ready()
+        if child.cpu is not None:
+            assert os.sched_getaffinity(child._proc.pid) == {child.cpu}
+    finally:
+        child.close()

@@ -5,9 +5,11 @@ Stages know nothing of threads or sockets; this module is the only place that do
 """
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
@@ -22,7 +24,7 @@ from streams.frames import FramePair
 
 from .detect import make_detector
 from .detect.detections import Detections
-from .detect.process import DetectorProcess
+from .detect.process import SLOTS, DetectorProcess, pin_cpu
 from .detect.sizeprior import area_range_px
 from .errors import Tracker3DError
 from .handoff import EMPTY, END, HandOff, ProducerThread
@@ -158,8 +160,11 @@ class StereoPipeline:
         options = [self._detector_options(cam) for cam in (calib.cam0, calib.cam1)]
         # Built here even when they run in child processes: bad options fail now, in one line.
         self.detectors = [make_detector(self.cfg.detector, detect_scale=self.cfg.detect_scale, **kw) for kw in options]
+        # With processes, each child builds the same detector and detects the pairs with images.
+        self.children: list[DetectorProcess] = []
         if self.cfg.processes:
-            self.detectors = [DetectorProcess(self.cfg.detector, self.cfg.detect_scale, kw, name=f"cam{c} detector")
+            self.children = [DetectorProcess(self.cfg.detector, self.cfg.detect_scale, kw, name=f"cam{c} detector",
+                                              cpu=pin_cpu(c))
                               for c, kw in enumerate(options)]
         self.trackers = [ByteTracker(self.cfg.tracker, self.gate, calib.cam0.image_size),
                          ByteTracker(self.cfg.tracker, self.gate, calib.cam1.image_size, gate_key_offset=CAM1_KEY_OFFSET)]
@@ -167,16 +172,18 @@ class StereoPipeline:
         self.aspects = (AspectModel(), AspectModel())  # each view's box aspect ratio (boxes cut by the border)
         self.tracker3d = Tracker3D(calib, self.cfg.track3d, keep_log=keep_log)
         self._pool = None
-        if self.cfg.threads and not self.cfg.processes:
-            # The two cameras' detectors run side by side; OpenCV's own worker threads on top of
-            # them would only oversubscribe the cores.
+        if self.cfg.threads or self.cfg.processes:
+            # The two cameras' detectors run side by side (threads or processes); OpenCV's own
+            # worker threads on top of them would only oversubscribe the cores.
             import sys
 
             import cv2
 
             cv2.setNumThreads(1)
-            if "torch" in sys.modules:  # a learned gate: its small per-frame ops gain nothing from
-                sys.modules["torch"].set_num_threads(1)  # a thread pool that fights the detectors
+            if "torch" in sys.modules:  # a learned gate: its small per-frame ops gain nothing from a
+                # thread pool whose idle workers spin on the cores the detectors need
+                sys.modules["torch"].set_num_threads(1)
+        if self.cfg.threads and not self.cfg.processes:
             self._pool = ThreadPoolExecutor(2, thread_name_prefix="detect")
         self._last_t: Optional[float] = None
         self._dt = 1 / 30.0
@@ -249,26 +256,19 @@ class StereoPipeline:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        for d in self.detectors:
-            if isinstance(d, DetectorProcess):
-                d.close()
+        for d in self.children:
+            d.close()
 
     def wait_ready(self) -> None:
         """Start the detector processes, side by side, and wait until they are ready (run() does,
         before the first pair is read; else the first pair starts them)."""
-        children = [d for d in self.detectors if isinstance(d, DetectorProcess)]
-        for d in children:
+        for d in self.children:
             d.start()
-        for d in children:
+        for d in self.children:
             d.wait_ready()
 
     def _detect(self, pair: FramePair) -> tuple[Detections, Detections]:
         jobs = [(self.detectors[0], pair.img0, pair.t0), (self.detectors[1], pair.img1, pair.t1)]
-        if self.cfg.processes:  # both children at work at once, then both results
-            for d, img, t in jobs:
-                if img is not None:
-                    d.submit(img, t)
-            return tuple(d.result() if img is not None else Detections.empty() for d, img, t in jobs)
         if self._pool is not None and pair.img0 is not None and pair.img1 is not None:
             futs = [self._pool.submit(d.detect, img, t) for d, img, t in jobs]
             return futs[0].result(), futs[1].result()
@@ -282,6 +282,31 @@ class StereoPipeline:
     def detect(self, pair: FramePair | DetectionPair) -> Detected:
         """The detection half of step(): touches only the detectors (the pipelined loop runs it on
         its own thread, one pair ahead of track())."""
+        return self.submit(pair)()
+
+    def submit(self, pair: FramePair | DetectionPair) -> Callable[[], Detected]:
+        """Start detecting `pair`; the function returned finishes it (call those in the order of
+        submission, at most DETECT_AHEAD unfinished). With detector processes both cameras' children
+        work on it meanwhile, so the pipelined loop hands them the next pair before it takes this
+        one's detections (a child never waits for this process between two images); otherwise all
+        the work is done by the function. Its detect_ms: the slower child's own time, or the wall
+        time of detection here."""
+        if not (self.children and isinstance(pair, FramePair)):
+            return lambda: self._detect_now(pair)
+        jobs = [(self.children[0], pair.img0, pair.t0), (self.children[1], pair.img1, pair.t1)]
+        for d, img, t in jobs:
+            if img is not None:
+                d.submit(img, t)
+
+        def finish() -> Detected:
+            dets = [d.result() if img is not None else None for d, img, _ in jobs]
+            ms = max((d.last_ms for d, img, _ in jobs if img is not None), default=0.0)
+            return Detected(pair, pair.t0 if pair.img0 is not None else math.nan,
+                            pair.t1 if pair.img1 is not None else math.nan, dets[0], dets[1], ms, outside=False)
+
+        return finish
+
+    def _detect_now(self, pair: FramePair | DetectionPair) -> Detected:
         c0 = time.perf_counter()
         if isinstance(pair, DetectionPair):
             d0, d1 = self.detections_from_boxes(pair.boxes0), self.detections_from_boxes(pair.boxes1)
@@ -893,7 +918,8 @@ class RunStats:
 
 
 PIPELINE_QUEUE = 1  # pairs that may wait between two stages (read -> detect -> track)
-IN_FLIGHT = 2 * PIPELINE_QUEUE + 2  # pairs read but not yet tracked, at most (waiting or in a stage)
+DETECT_AHEAD = SLOTS  # pairs the detect stage may have handed to detector processes and not yet taken back
+IN_FLIGHT = 2 * PIPELINE_QUEUE + DETECT_AHEAD + 1  # pairs read but not yet tracked, at most (waiting or in a stage)
 STOP_POLL_S = 0.1  # the tracking thread checks stop() at least this often while it waits
 
 
@@ -919,6 +945,11 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
     live = bool(getattr(source, "live", False))
     if getattr(source, "images", True) and hasattr(pipeline, "wait_ready"):
         pipeline.wait_ready()  # detector processes started: not inside the first pair's latency
+    # Everything built so far (models, modules, the calibration) lives as long as the run: out of
+    # the collector's sight, a full collection in the loop takes a few ms instead of ~100 (a live
+    # pair stalled every few seconds). Thawed at the end: whatever of it is garbage by then is
+    # collected as usual, so repeated runs leak nothing.
+    gc.freeze()
     start = time.perf_counter()
     bar = progress
 
@@ -971,12 +1002,24 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
             stages.append(ProducerThread(arrivals, reads, name="read").start())
 
             def detected(halted):
-                while not halted():
-                    item = reads.take(timeout=STOP_POLL_S)
-                    if item is END:
-                        return
-                    if item is not EMPTY:
-                        yield pipeline.detect(item[0]), item[1]
+                # Pairs handed to the detectors, oldest first: the next one goes in before this
+                # one's detections are taken, when it is there already (replay); a live pair's
+                # detections are taken at once (no latency added waiting for the next capture).
+                started: deque = deque()
+                try:
+                    while not halted():
+                        item = reads.take(timeout=0.0 if started else STOP_POLL_S)
+                        if item is END:
+                            break
+                        if item is not EMPTY:
+                            started.append((pipeline.submit(item[0]), item[1]))
+                        if started and (item is EMPTY or len(started) >= DETECT_AHEAD):
+                            finish, captured = started.popleft()
+                            yield finish(), captured
+                finally:  # the reader's end or error comes after the pairs read before it
+                    while started and not halted():
+                        finish, captured = started.popleft()
+                        yield finish(), captured
 
             handoff = HandOff(PIPELINE_QUEUE, newest_wins=live)
             stages.append(ProducerThread(detected, handoff, name="detect").start())
@@ -996,6 +1039,7 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
         st.dropped_stale = sum(stage.handoff.dropped for stage in stages)
         st.wall_s = time.perf_counter() - start
         st.warnings = list(getattr(pipeline, "warnings", []))
+        gc.unfreeze()
         if bar is not None:
             bar.close()
     return st

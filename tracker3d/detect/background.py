@@ -18,6 +18,46 @@ GAIN_TAU_S = 1.0  # time constant of the illumination gain's average, seconds
 GAIN_MIN = 0.01  # a gain field within this of 1 everywhere is left alone (the model absorbs it)
 
 
+def _sorting_network(n: int) -> list[tuple[int, int]]:
+    """Compare-exchange pairs (i < j) that sort n values: Batcher's odd-even merge sort for the
+    next power of two, without the pairs that touch an index >= n (those values would be +inf,
+    which never move, so the rest still sorts)."""
+    size = 1
+    while size < n:
+        size *= 2
+
+    def merge(lo: int, hi: int, r: int):
+        step = 2 * r
+        if step < hi - lo:
+            yield from merge(lo, hi, step)
+            yield from merge(lo + r, hi, step)
+            yield from ((i, i + r) for i in range(lo + r, hi - r, step))
+        else:
+            yield lo, lo + r
+
+    def sort(lo: int, hi: int):
+        if hi - lo >= 1:
+            mid = lo + (hi - lo) // 2
+            yield from sort(lo, mid)
+            yield from sort(mid + 1, hi)
+            yield from merge(lo, hi, 1)
+
+    return [(i, j) for i, j in sort(0, size - 1) if j < n]
+
+
+def median_of_frames(frames: list[np.ndarray]) -> np.ndarray:
+    """np.median(np.stack(frames), axis=0) of same-shape uint8 images, exactly (float64), by a
+    sorting network of whole-image min/max: ~15 warm-up frames at 640x480x3 in ~10 ms instead of
+    ~70 (the warm-up's last frame, a live pair, waited for it)."""
+    s = list(frames)
+    for i, j in _sorting_network(len(s)):
+        s[i], s[j] = cv2.min(s[i], s[j]), cv2.max(s[i], s[j])
+    n = len(s)
+    if n % 2:
+        return s[n // 2].astype(np.float64)
+    return (s[n // 2 - 1].astype(np.float64) + s[n // 2]) / 2
+
+
 class BackgroundSubtractionDetector:
     """Moving blobs against a learned background.
 
@@ -114,14 +154,14 @@ class BackgroundSubtractionDetector:
         """Objects present from the first frame were learned into the background during the
         warm-up (and would leave 'ghosts' when they move): rebuild the background from the
         per-pixel median of the warm-up frames, in which moving objects do not survive."""
-        stack = np.stack([w[0] for w in self._warm])
-        small = np.median(stack, axis=0).astype(np.uint8)
-        full = np.median(np.stack([w[1] for w in self._warm]), axis=0).astype(np.float32)
+        stack = [w[0] for w in self._warm]
+        small = median_of_frames(stack).astype(np.uint8)
+        full = median_of_frames([w[1] for w in self._warm]).astype(np.float32)
         self._warm = []
         self.sub = self._make_sub()
         # Re-learn from the warm-up frames with whatever moved replaced by the median, so the
         # model keeps the real sensor noise but none of the objects.
-        for i, f in enumerate(stack):
+        for i, f in enumerate(stack):  # (the small frames, in order)
             moved = cv2.absdiff(f, small) > 25
             self.sub.apply(np.where(moved, small, f), learningRate=1.0 / (i + 1))
         self._bg = full

@@ -30,7 +30,18 @@ from .detections import Detections
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<Q")  # length of the pickle that follows
-START_TIMEOUT_S = 60.0  # importing OpenCV and the detector on a loaded machine
+SLOTS = 2  # images a child may hold at once: one it works on, the next one waiting (submit twice, then result)
+
+
+def pin_cpu(k: int) -> Optional[int]:
+    """The core for the k-th of several detector processes, or None where there is no choice to
+    make (one core allowed, or no affinity on this system). Both cameras' children wake at the
+    same moment; left to itself the scheduler often starts them on one core, and a live pair's
+    detection then takes twice as long (measured: 4 ms median, 8 ms at p90, against 2.9 alone)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[k % len(cpus)] if len(cpus) >= 2 else None
 
 
 def _shm_dir() -> str:
@@ -58,15 +69,24 @@ def _receive(f: BinaryIO):
 
 class DetectorProcess:
     """detect(image, t) -> Detections, run by `make_detector(spec, detect_scale, **options)` in a
-    child process. Also split in two (submit, then result) so that one thread can keep two
-    children busy at once. Errors in the child come back as Tracker3DError (one line)."""
+    child process. Also split in two (submit, then result, in order) so that one thread keeps two
+    children busy at once, and up to SLOTS images ahead so that a child never waits for the
+    caller between two images. Errors in the child come back as Tracker3DError (one line).
+    `last_ms`: how long the child took for the image whose result() came last (ms). cpu: a core
+    for the child alone (None: wherever the system puts it; see pin_cpu)."""
 
-    def __init__(self, spec: str, detect_scale: float = 1.0, options: Optional[dict] = None, name: str = "detector"):
+    def __init__(self, spec: str, detect_scale: float = 1.0, options: Optional[dict] = None, name: str = "detector",
+                 cpu: Optional[int] = None):
         self.name = name
-        self._map: Optional[mmap.mmap] = None
-        self._nbytes = 0
-        self._pending = False
-        self._init = ("init", spec, detect_scale, dict(options or {}), logging.getLogger().getEffectiveLevel())
+        self.cpu = cpu
+        self._maps: list[Optional[mmap.mmap]] = [None] * SLOTS  # shared image files, used in turn
+        self._sizes = [0] * SLOTS
+        self._submitted = 0  # images handed over so far
+        self._outstanding = 0  # of them, results not yet taken
+        self._starting = False  # the child's answer to its start-up is still to be read
+        self.last_ms = 0.0
+        self._held: list[Detections] = []  # results read early (before a new shared file), oldest first
+        self._init = ("init", spec, detect_scale, dict(options or {}), logging.getLogger().getEffectiveLevel(), cpu)
         self._proc: Optional[subprocess.Popen] = None  # started at the first use: boxes need none
 
     def start(self) -> None:
@@ -85,16 +105,15 @@ class DetectorProcess:
             raise Tracker3DError(f"{self.name}: cannot start a detector process ({e}); --no-detect-processes "
                                  "detects in this process instead") from None
         self._request(self._init)
+        self._starting = True  # its acknowledgement is read by wait_ready()
 
     def _request(self, msg) -> None:
         try:
             _send(self._proc.stdin, msg)
         except (BrokenPipeError, OSError, ValueError):
             raise Tracker3DError(self._ended()) from None
-        self._pending = True
 
     def _reply(self):
-        self._pending = False
         try:
             rep = _receive(self._proc.stdout)
         except (OSError, ValueError, pickle.UnpicklingError):
@@ -113,18 +132,21 @@ class DetectorProcess:
             code = None
         return f"{self.name}: the detector process ended unexpectedly (exit code {code})"
 
-    def _ensure_map(self, nbytes: int) -> None:
-        """A shared image file of at least nbytes, mapped here and in the child."""
-        if self._map is not None and nbytes <= self._nbytes:
+    def _ensure_map(self, slot: int, nbytes: int) -> None:
+        """Shared image file `slot` of at least nbytes, mapped here and in the child. A new file
+        only between images (the child answers in order: what it still owes is taken first)."""
+        if self._maps[slot] is not None and nbytes <= self._sizes[slot]:
             return
-        if self._map is not None:
-            self._map.close()
+        while self._outstanding:
+            self._held.append(self._read_result())
+        if self._maps[slot] is not None:
+            self._maps[slot].close()
         fd, path = tempfile.mkstemp(prefix="tracker3d-frame-", dir=_shm_dir())
         try:
             os.ftruncate(fd, nbytes)
-            self._map = mmap.mmap(fd, nbytes)
-            self._nbytes = nbytes
-            self._request(("map", path, nbytes))
+            self._maps[slot] = mmap.mmap(fd, nbytes)
+            self._sizes[slot] = nbytes
+            self._request(("map", slot, path, nbytes))
             self._reply()
         finally:
             os.close(fd)
@@ -134,26 +156,39 @@ class DetectorProcess:
         """Wait until the child has built its detector (raises its start-up error); submit() does
         this itself, so a caller only needs it to keep the start-up out of the first frame's time."""
         self.start()
-        if self._pending:
+        if self._starting:
+            self._starting = False
             self._reply()
 
     def submit(self, image: np.ndarray, t: float) -> None:
-        """Hand one image (captured at t seconds) to the child; result() returns its Detections."""
+        """Hand one image (captured at t seconds) to the child; result() returns Detections in
+        the order of submission. At most SLOTS images may wait for their result."""
+        if self._outstanding + len(self._held) >= SLOTS:
+            raise RuntimeError(f"{self.name}: {SLOTS} images already wait for their results")
         self.wait_ready()
         image = np.ascontiguousarray(image)
-        self._ensure_map(image.nbytes)
-        np.copyto(np.frombuffer(self._map, image.dtype, image.size).reshape(image.shape), image)
-        self._request(("detect", float(t), image.shape, image.dtype.str))
+        slot = self._submitted % SLOTS
+        self._ensure_map(slot, image.nbytes)
+        np.copyto(np.frombuffer(self._maps[slot], image.dtype, image.size).reshape(image.shape), image)
+        self._request(("detect", slot, float(t), image.shape, image.dtype.str))
+        self._submitted += 1
+        self._outstanding += 1
+
+    def _read_result(self) -> Detections:
+        self._outstanding -= 1
+        det, self.last_ms = self._reply()
+        return det
 
     def result(self) -> Detections:
-        return self._reply()
+        """The Detections of the oldest image submitted and not yet taken."""
+        return self._held.pop(0) if self._held else self._read_result()
 
     def detect(self, image: np.ndarray, t: float) -> Detections:
         self.submit(image, t)
         return self.result()
 
     def close(self) -> None:
-        """End the child (it exits when its stdin closes) and free the shared image."""
+        """End the child (it exits when its stdin closes) and free the shared images."""
         if self._proc is None:
             return
         if self._proc.stdin is not None and not self._proc.stdin.closed:
@@ -168,22 +203,27 @@ class DetectorProcess:
             self._proc.wait()
         if self._proc.stdout is not None:
             self._proc.stdout.close()
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        for k, m in enumerate(self._maps):
+            if m is not None:
+                m.close()
+                self._maps[k] = None
 
 
 def _serve(inp: BinaryIO, out: BinaryIO) -> None:
-    """The child's loop: one reply per request until stdin closes."""
+    """The child's loop: one reply per request, in order, until stdin closes."""
+    import time
+
     detector = None
-    view: Optional[mmap.mmap] = None
+    views: list[Optional[mmap.mmap]] = [None] * SLOTS
     while True:
         msg = _receive(inp)
         if msg is None:
             return
         try:
             if msg[0] == "init":
-                _, spec, scale, options, level = msg
+                _, spec, scale, options, level, cpu = msg
+                if cpu is not None:
+                    os.sched_setaffinity(0, {cpu})
                 logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                                     datefmt="%H:%M:%S")
                 from . import make_detector
@@ -191,18 +231,20 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
                 detector = make_detector(spec, detect_scale=scale, **options)
                 reply = ("ok", None)
             elif msg[0] == "map":
-                _, path, nbytes = msg
-                if view is not None:
-                    view.close()
+                _, slot, path, nbytes = msg
+                if views[slot] is not None:
+                    views[slot].close()
                 with open(path, "r+b") as f:
-                    view = mmap.mmap(f.fileno(), nbytes)
+                    views[slot] = mmap.mmap(f.fileno(), nbytes)
                 reply = ("ok", None)
             else:
-                _, t, shape, dtype = msg
+                _, slot, t, shape, dtype = msg
+                c = time.perf_counter()
                 n = int(np.prod(shape))
-                # A copy: detectors may keep frames (the warm-up's median) and the next one overwrites these bytes.
-                image = np.frombuffer(view, np.dtype(dtype), n).reshape(shape).copy()
-                reply = ("det", detector.detect(image, t))
+                # A copy: detectors may keep frames (the warm-up's median) and the slot is reused.
+                image = np.frombuffer(views[slot], np.dtype(dtype), n).reshape(shape).copy()
+                det = detector.detect(image, t)
+                reply = ("det", (det, (time.perf_counter() - c) * 1e3))
         except Tracker3DError as e:
             reply = ("error", str(e))
         except Exception as e:  # noqa: BLE001 - anything the detector raises reaches the parent as one line
