@@ -12,6 +12,7 @@ import pytest
 from persistence import HitCountGate
 from streams.recording import RecordingReader
 from tracker3d.detect import make_detector
+from tracker3d.detect.detections import Detections
 from tracker3d.detect.process import DetectorProcess, _shm_dir
 from tracker3d.errors import Tracker3DError
 from tracker3d.pipeline import PipelineConfig, StereoPipeline, run
@@ -116,3 +117,24 @@ def test_the_two_cameras_children_get_cores_of_their_own():
             assert os.sched_getaffinity(child._proc.pid) == {child.cpu}
     finally:
         child.close()
+
+
+def test_messages_carry_detections_exactly_without_pickle():
+    import io
+
+    from tracker3d.detect.process import _receive, _send
+
+    rng = np.random.default_rng(1)
+    dets = [Detections(rng.normal(size=(3, 4)), rng.normal(size=(3, 2)), rng.random(3), rng.random(3) * 100,
+                       np.array([1, "person", 7], dtype=object)), Detections.empty()]
+    buf = io.BytesIO()
+    _send(buf, ("det", (dets[0], 2.5)))
+    _send(buf, ("det", (dets[1], 0.0)))
+    buf.seek(0)
+    for want in dets:
+        kind, (got, ms) = _receive(buf)
+        assert kind == "det" and _same(got, want)
+        assert (got.classes is None) == (want.classes is None)
+        if want.classes is not None:
+            assert list(got.classes) == list(want.classes)
+    assert _receive(buf) is None  # end of stream

@@ -5,16 +5,16 @@ cores: the Python of tracking and of detection take turns).
 The child is a plain `python -m tracker3d.detect.process` (no multiprocessing: nothing of the
 parent's main module is re-imported, nothing forked from a threaded process). Images go through
 a shared memory file that both map (the file is unlinked as soon as both have it open, so nothing
-is left behind whatever happens to either process); requests and Detections go as pickles over
-the child's stdin/stdout. The child ignores SIGINT and SIGTERM (sent to the whole group, they are
+is left behind whatever happens to either process); requests and Detections go as JSON plus raw
+array bytes (no pickle) over the child's stdin/stdout. The child ignores SIGINT and SIGTERM (sent to the whole group, they are
 the parent's to handle) and ends when its stdin closes, so it never outlives the parent.
 """
 from __future__ import annotations
 
+import json
 import logging
 import mmap
 import os
-import pickle
 import signal
 import struct
 import subprocess
@@ -29,7 +29,7 @@ from .detections import Detections
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<Q")  # length of the pickle that follows
+_HEADER = struct.Struct("<Q")  # a count or a length in bytes
 SLOTS = 2  # images a child may hold at once: one it works on, the next one waiting (submit twice, then result)
 
 
@@ -49,22 +49,68 @@ def _shm_dir() -> str:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
 
 
+def _encode(obj, arrays: list) -> object:
+    """obj as JSON with its arrays set aside (Detections and numpy arrays; tuples become lists)."""
+    if isinstance(obj, Detections):
+        return {"__detections__": [_encode(a, arrays) for a in (obj.boxes, obj.centroids, obj.scores, obj.areas)],
+                "classes": None if obj.classes is None else obj.classes.tolist()}
+    if isinstance(obj, np.ndarray):
+        arrays.append(np.ascontiguousarray(obj))
+        return {"__array__": len(arrays) - 1, "dtype": obj.dtype.str, "shape": list(obj.shape)}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v, arrays) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): _encode(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _decode(obj, buffers: list[bytes]):
+    if isinstance(obj, dict):
+        if "__array__" in obj:
+            return np.frombuffer(buffers[obj["__array__"]], np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
+        if "__detections__" in obj:
+            b, c, s, a = (_decode(v, buffers) for v in obj["__detections__"])
+            return Detections(b, c, s, a, None if obj["classes"] is None else np.array(obj["classes"], dtype=object))
+        return {k: _decode(v, buffers) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v, buffers) for v in obj]
+    return obj
+
+
 def _send(f: BinaryIO, obj) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    f.write(_HEADER.pack(len(data)) + data)
+    """One message: its JSON (arrays replaced by references) and the arrays' bytes, each
+    length-prefixed. No pickle: nothing that runs code on loading crosses the pipe."""
+    arrays: list[np.ndarray] = []
+    head = json.dumps(_encode(obj, arrays)).encode()
+    f.write(_HEADER.pack(len(arrays)) + _HEADER.pack(len(head)) + head
+            + b"".join(_HEADER.pack(a.nbytes) + a.tobytes() for a in arrays))
     f.flush()
+
+
+def _read_exact(f: BinaryIO, n: int) -> Optional[bytes]:
+    data = f.read(n)
+    return data if len(data) == n else None
 
 
 def _receive(f: BinaryIO):
     """The next message, or None at end of stream."""
-    head = f.read(_HEADER.size)
-    if len(head) < _HEADER.size:
+    head = _read_exact(f, 2 * _HEADER.size)
+    if head is None:
         return None
-    (n,) = _HEADER.unpack(head)
-    data = f.read(n)
-    if len(data) < n:
+    count, size = _HEADER.unpack(head[:_HEADER.size])[0], _HEADER.unpack(head[_HEADER.size:])[0]
+    text = _read_exact(f, size)
+    if text is None:
         return None
-    return pickle.loads(data)
+    buffers = []
+    for _ in range(count):
+        n = _read_exact(f, _HEADER.size)
+        data = None if n is None else _read_exact(f, _HEADER.unpack(n)[0])
+        if data is None:
+            return None
+        buffers.append(data)
+    return _decode(json.loads(text), buffers)
 
 
 class DetectorProcess:
@@ -116,7 +162,7 @@ class DetectorProcess:
     def _reply(self):
         try:
             rep = _receive(self._proc.stdout)
-        except (OSError, ValueError, pickle.UnpicklingError):
+        except (OSError, ValueError):
             rep = None
         if rep is None:
             raise Tracker3DError(self._ended())
