@@ -138,3 +138,22 @@ def test_messages_carry_detections_exactly_without_pickle():
         if want.classes is not None:
             assert list(got.classes) == list(want.classes)
     assert _receive(buf) is None  # end of stream
+
+
+def test_no_room_for_the_shared_image_is_one_line_not_a_crash(monkeypatch):
+    import errno
+
+    import tracker3d.detect.process as proc
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(proc.os, "posix_fallocate", full, raising=False)
+    before = set(glob.glob(os.path.join(_shm_dir(), "tracker3d-frame-*")))
+    child = DetectorProcess("bg", name="cam0 detector")
+    try:
+        with pytest.raises(Tracker3DError, match=r"cam0 detector: no room for a 9216 byte image in .*No space left"):
+            child.detect(np.zeros((48, 64, 3), np.uint8), 0.0)
+    finally:
+        child.close()
+    assert set(glob.glob(os.path.join(_shm_dir(), "tracker3d-frame-*"))) <= before  # the file was removed

@@ -187,9 +187,20 @@ class DetectorProcess:
             self._held.append(self._read_result())
         if self._maps[slot] is not None:
             self._maps[slot].close()
-        fd, path = tempfile.mkstemp(prefix="tracker3d-frame-", dir=_shm_dir())
+        where = _shm_dir()
         try:
-            os.ftruncate(fd, nbytes)
+            fd, path = tempfile.mkstemp(prefix="tracker3d-frame-", dir=where)
+        except OSError as e:
+            raise Tracker3DError(f"{self.name}: cannot create a shared image file in {where} ({e.strerror})") from None
+        try:
+            try:  # the space itself, now: a full tmpfs would otherwise kill us (SIGBUS) at the first write
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fd, 0, nbytes)
+                else:
+                    os.ftruncate(fd, nbytes)
+            except OSError as e:
+                raise Tracker3DError(f"{self.name}: no room for a {nbytes} byte image in {where} ({e.strerror}); "
+                                     "free some, or detect with --no-detect-processes") from None
             self._maps[slot] = mmap.mmap(fd, nbytes)
             self._sizes[slot] = nbytes
             self._request(("map", slot, path, nbytes))
