@@ -70,5 +70,6 @@ def test_the_warm_up_median_by_sorting_network_is_numpys_median(n):
             frames[1][0, 0] = 255
             frames[-1][1, 1] = frames[0][1, 1]
         want = np.median(np.stack(frames), axis=0)
-        got = median_of_frames(frames)
-        assert got.dtype == want.dtype and np.array_equal(got, want)
+        for dtype in (np.float64, np.float32, np.uint8):
+            got = median_of_frames(frames, dtype)
+            assert got.dtype == dtype and np.array_equal(got, want.astype(dtype)), dtype

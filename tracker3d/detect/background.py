@@ -45,17 +45,33 @@ def _sorting_network(n: int) -> list[tuple[int, int]]:
     return [(i, j) for i, j in sort(0, size - 1) if j < n]
 
 
-def median_of_frames(frames: list[np.ndarray]) -> np.ndarray:
-    """np.median(np.stack(frames), axis=0) of same-shape uint8 images, exactly (float64), by a
-    sorting network of whole-image min/max: ~15 warm-up frames at 640x480x3 in ~10 ms instead of
-    ~70 (the warm-up's last frame, a live pair, waited for it)."""
+def _median_network(n: int) -> list[tuple[int, int]]:
+    """The comparators of _sorting_network(n) that the middle output(s) depend on (walking back
+    from them): the others only order values the median does not need."""
+    need = {n // 2} if n % 2 else {n // 2 - 1, n // 2}
+    keep = []
+    for i, j in reversed(_sorting_network(n)):
+        if i in need or j in need:
+            keep.append((i, j))
+            need |= {i, j}
+    return keep[::-1]
+
+
+def median_of_frames(frames: list[np.ndarray], dtype=np.float64) -> np.ndarray:
+    """np.median(np.stack(frames), axis=0).astype(dtype) of same-shape uint8 images, exactly, by
+    a network of whole-image min/max (~15 warm-up frames at 640x480x3 in ~10 ms instead of ~70:
+    the warm-up's last frame, a live pair, waited for it). dtype float32/float64, or uint8 (the
+    median's floor, as astype(np.uint8) gives)."""
     s = list(frames)
-    for i, j in _sorting_network(len(s)):
-        s[i], s[j] = cv2.min(s[i], s[j]), cv2.max(s[i], s[j])
     n = len(s)
+    for i, j in _median_network(n):
+        s[i], s[j] = cv2.min(s[i], s[j]), cv2.max(s[i], s[j])
     if n % 2:
-        return s[n // 2].astype(np.float64)
-    return (s[n // 2 - 1].astype(np.float64) + s[n // 2]) / 2
+        return s[n // 2].astype(dtype)
+    lo, hi = s[n // 2 - 1], s[n // 2]
+    if np.dtype(dtype) == np.uint8:  # floor((lo + hi) / 2) without overflow
+        return (lo >> 1) + (hi >> 1) + (lo & hi & 1)
+    return (lo.astype(dtype) + hi) / dtype(2)
 
 
 class BackgroundSubtractionDetector:
@@ -155,8 +171,8 @@ class BackgroundSubtractionDetector:
         warm-up (and would leave 'ghosts' when they move): rebuild the background from the
         per-pixel median of the warm-up frames, in which moving objects do not survive."""
         stack = [w[0] for w in self._warm]
-        small = median_of_frames(stack).astype(np.uint8)
-        full = median_of_frames([w[1] for w in self._warm]).astype(np.float32)
+        small = median_of_frames(stack, np.uint8)
+        full = median_of_frames([w[1] for w in self._warm], np.float32)
         self._warm = []
         self.sub = self._make_sub()
         # Re-learn from the warm-up frames with whatever moved replaced by the median, so the
