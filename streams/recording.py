@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -408,7 +407,6 @@ class RecordingReader(StereoSource):
             raise StreamError(f"{cp}: missing (a recording needs its calibration; pass --calib FILE)")
         self.video_paths = (_find_video(self.dir, "cam0"), _find_video(self.dir, "cam1"))
         self.caps = [cv2.VideoCapture(str(p)) for p in self.video_paths]
-        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode-cam1")
         for p, c in zip(self.video_paths, self.caps):
             if not c.isOpened():
                 raise StreamError(f"{p}: cannot open the video")
@@ -444,9 +442,8 @@ class RecordingReader(StereoSource):
         if self._i >= len(self.rows):
             return None
         idx, t0, t1 = self.rows[self._i]
-        fut = self._decoder.submit(self.caps[1].read)  # the two videos decode side by side
         ok0, img0 = self.caps[0].read()
-        ok1, img1 = fut.result()
+        ok1, img1 = self.caps[1].read()
         if not (ok0 and ok1):
             self.truncated = len(self.rows) - self._i
             log.warning("%s: videos end after %d of %d pairs listed in frames.csv; stopping cleanly",
@@ -464,6 +461,5 @@ class RecordingReader(StereoSource):
         return self._hand_out(pair, self._pacer)
 
     def close(self) -> None:
-        self._decoder.shutdown(wait=True)
         for c in self.caps:
             c.release()

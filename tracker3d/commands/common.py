@@ -71,7 +71,7 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
                    "turns on Python's interpreter lock)")
     g.add_argument("--no-pipelining", action="store_true",
                    help="read and detect each pair only after the previous one was tracked and published (by "
-                   "default the next pair is read and detected on a thread of its own meanwhile)")
+                   "default reading, detection and tracking run side by side, each a pair ahead of the next)")
 
 
 def _floats(text: Optional[str], n: int, option: str) -> Optional[tuple]:

@@ -27,8 +27,6 @@ import numpy as np
 from ..errors import Tracker3DError
 from .detections import Detections
 
-log = logging.getLogger(__name__)
-
 _HEADER = struct.Struct("<Q")  # a count or a length in bytes
 SLOTS = 2  # images a child may hold at once: one it works on, the next one waiting (submit twice, then result)
 
@@ -146,7 +144,7 @@ class DetectorProcess:
             env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "tracker3d.detect.process"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, env=env, start_new_session=False)
+                                          stdout=subprocess.PIPE, env=env)
         except OSError as e:
             raise Tracker3DError(f"{self.name}: cannot start a detector process ({e}); --no-detect-processes "
                                  "detects in this process instead") from None
