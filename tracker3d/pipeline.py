@@ -280,8 +280,8 @@ class StereoPipeline:
         return self.track(self.detect(pair))
 
     def detect(self, pair: FramePair | DetectionPair) -> Detected:
-        """The detection half of step(): touches only the detectors (the pipelined loop runs it on
-        its own thread, one pair ahead of track())."""
+        """The detection half of step(): touches only the detectors (the pipelined loop calls
+        submit() on a thread of its own, a pair or two ahead of track())."""
         return self.submit(pair)()
 
     def submit(self, pair: FramePair | DetectionPair) -> Callable[[], Detected]:
