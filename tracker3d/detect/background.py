@@ -141,6 +141,10 @@ class BackgroundSubtractionDetector:
         self._stride = 4  # keep every stride-th warm-up frame for the median
         self._prev_mask: Optional[np.ndarray] = None
         self.gain = np.ones((1, 1), np.float32)  # the last frame's illumination gain field (per 64 px cell)
+        # A warm-up frame's model work may wait until flush() (the detector process sets this: it
+        # answers first, then does it while the caller tracks); the frame then must stay untouched.
+        self.defer_warmup = False
+        self._deferred: Optional[tuple] = None
 
     @property
     def warmup_frames(self) -> int:
@@ -208,6 +212,7 @@ class BackgroundSubtractionDetector:
         return cv2.bitwise_not(cv2.dilate(full_mask, None, iterations=2))
 
     def detect(self, image: np.ndarray, t: float) -> Detections:
+        self.flush()
         check_image(image, self._size)
         if self._size is None:
             self._size = (image.shape[1], image.shape[0])
@@ -216,6 +221,22 @@ class BackgroundSubtractionDetector:
         warm, last = self._in_warmup(t)
         dt = (float(t) - self._t_prev) if self._t_prev is not None and t > self._t_prev else 1.0 / DEFAULT_FPS
         self._t_prev = float(t)
+        if warm and self.defer_warmup:
+            # Nothing is reported during the warm-up, so the answer does not wait for its model work
+            # (the last frame's rebuild from the median above all): flush() does it, before the next
+            # frame at the latest. The frame is kept: only for callers that never reuse its buffer.
+            self._deferred = (src, dt, warm, last)
+            return Detections.empty()
+        return self._learn_and_find(src, dt, warm, last)
+
+    def flush(self) -> None:
+        """The model work a warm-up frame left for later (defer_warmup), if any."""
+        if self._deferred is not None:
+            args, self._deferred = self._deferred, None
+            self._learn_and_find(*args)
+
+    def _learn_and_find(self, src: np.ndarray, dt: float, warm: bool, last: bool) -> Detections:
+        """Everything after the frame's bookkeeping: the model's update and, after the warm-up, the blobs."""
         if self.compensate and not warm:
             src = self._compensate(src, dt)
         small = src if self.scale == 1.0 else cv2.resize(src, None, fx=self.scale, fy=self.scale,

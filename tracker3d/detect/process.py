@@ -270,11 +270,14 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
 
     detector = None
     views: list[Optional[mmap.mmap]] = [None] * SLOTS
+    later = None  # an error of the work done after the last answer: the next request gets it
     while True:
         msg = _receive(inp)
         if msg is None:
             return
         try:
+            if later is not None:
+                raise later
             if msg[0] == "init":
                 _, spec, scale, options, level, cpu = msg
                 if cpu is not None:
@@ -284,6 +287,9 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
                 from . import make_detector
 
                 detector = make_detector(spec, detect_scale=scale, **options)
+                for d in _chain(detector):  # each image here is a copy of its own: its warm-up may wait
+                    if hasattr(d, "defer_warmup"):
+                        d.defer_warmup = True
                 reply = ("ok", None)
             elif msg[0] == "map":
                 _, slot, path, nbytes = msg
@@ -305,6 +311,21 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
         except Exception as e:  # noqa: BLE001 - anything the detector raises reaches the parent as one line
             reply = ("error", f"{type(e).__name__}: {e}")
         _send(out, reply)
+        try:  # the work the answer did not need (a warm-up frame's), while the caller goes on
+            for d in _chain(detector):
+                if hasattr(d, "flush"):
+                    d.flush()
+        except Exception as e:  # noqa: BLE001
+            later = e
+
+
+def _chain(detector) -> list:
+    """The detector and the ones it wraps (ScaledDetector.inner)."""
+    out = []
+    while detector is not None:
+        out.append(detector)
+        detector = getattr(detector, "inner", None)
+    return out
 
 
 def main() -> None:
