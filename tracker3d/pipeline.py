@@ -267,8 +267,21 @@ class StereoPipeline:
         for d in self.children:
             d.wait_ready()
 
+    @staticmethod
+    def _jobs(detectors, pair: FramePair) -> list[tuple]:
+        """(detector, image, capture time) of each camera (image None: no frame from it)."""
+        return [(detectors[0], pair.img0, pair.t0), (detectors[1], pair.img1, pair.t1)]
+
+    @staticmethod
+    def _detected(pair: FramePair, det0: Optional[Detections], det1: Optional[Detections], ms: float) -> Detected:
+        """A detected image pair: a camera without a frame has no detections and a NaN time."""
+        return Detected(pair, pair.t0 if pair.img0 is not None else math.nan,
+                        pair.t1 if pair.img1 is not None else math.nan,
+                        det0 if pair.img0 is not None else None, det1 if pair.img1 is not None else None,
+                        ms, outside=False)
+
     def _detect(self, pair: FramePair) -> tuple[Detections, Detections]:
-        jobs = [(self.detectors[0], pair.img0, pair.t0), (self.detectors[1], pair.img1, pair.t1)]
+        jobs = self._jobs(self.detectors, pair)
         if self._pool is not None and pair.img0 is not None and pair.img1 is not None:
             futs = [self._pool.submit(d.detect, img, t) for d, img, t in jobs]
             return futs[0].result(), futs[1].result()
@@ -293,16 +306,15 @@ class StereoPipeline:
         time of detection here."""
         if not (self.children and isinstance(pair, FramePair)):
             return lambda: self._detect_now(pair)
-        jobs = [(self.children[0], pair.img0, pair.t0), (self.children[1], pair.img1, pair.t1)]
+        jobs = self._jobs(self.children, pair)
         for d, img, t in jobs:
             if img is not None:
                 d.submit(img, t)
 
         def finish() -> Detected:
             dets = [d.result() if img is not None else None for d, img, _ in jobs]
-            ms = max((d.last_ms for d, img, _ in jobs if img is not None), default=0.0)
-            return Detected(pair, pair.t0 if pair.img0 is not None else math.nan,
-                            pair.t1 if pair.img1 is not None else math.nan, dets[0], dets[1], ms, outside=False)
+            return self._detected(pair, dets[0], dets[1],
+                                  max((d.last_ms for d, img, _ in jobs if img is not None), default=0.0))
 
         return finish
 
@@ -312,10 +324,7 @@ class StereoPipeline:
             d0, d1 = self.detections_from_boxes(pair.boxes0), self.detections_from_boxes(pair.boxes1)
             return Detected(pair, pair.t0, pair.t1, d0, d1, (time.perf_counter() - c0) * 1e3, outside=True)
         d0, d1 = self._detect(pair)
-        return Detected(pair, pair.t0 if pair.img0 is not None else math.nan,
-                        pair.t1 if pair.img1 is not None else math.nan,
-                        d0 if pair.img0 is not None else None, d1 if pair.img1 is not None else None,
-                        (time.perf_counter() - c0) * 1e3, outside=False)
+        return self._detected(pair, d0, d1, (time.perf_counter() - c0) * 1e3)
 
     def track(self, d: Detected) -> Frame3D:
         """The rest of step() for a detected pair (in pair order: the trackers' state moves on)."""
