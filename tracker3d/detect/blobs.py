@@ -9,14 +9,16 @@ import numpy as np
 from .detections import Detections
 
 
-def blobs_to_detections(mask: np.ndarray, weight: Callable[[int, int, int, int], np.ndarray],
+def blobs_to_detections(mask: np.ndarray, strength: Callable[[np.ndarray], np.ndarray],
                         full_size: tuple[int, int], scale: float, min_area: float, max_area: float,
                         contrast_ref: float, merge_px: float = 0.0) -> Detections:
     """Blobs of `mask` (computed at `scale` x full resolution) as full-resolution Detections.
 
-    weight(y0, y1, x0, x1): the full-resolution foreground strength (e.g. |frame - background|,
-    grey levels) in a window; centroids are its weighted centroid inside each blob's box; score =
-    mean strength of the box's strong pixels / contrast_ref, clipped to [0,1]. Areas and limits are
+    strength(idx): the full-resolution foreground strength (e.g. |frame - background|, grey
+    levels) at the pixels of flat indices idx = row * width + column (np.take of the image
+    reshaped to (height * width, channels) is the fast gather), float32; centroids are its
+    weighted centroid inside each blob's box (above a quarter of the box's peak); score = mean
+    strength of the box's strong pixels / contrast_ref, clipped to [0,1]. Areas and limits are
     in full-resolution pixels^2. With merge_px > 0, blobs whose boxes come within merge_px
     (full-resolution pixels) of each other are fragments of one object (legs, torso): they are
     merged (box = union, area = sum) before the size limits apply.
@@ -40,21 +42,40 @@ def blobs_to_detections(mask: np.ndarray, weight: Callable[[int, int, int, int],
     y0 = np.clip(np.floor(st[:, 1] * inv) - 1, 0, H - 1).astype(int)
     x1 = np.clip(np.ceil((st[:, 0] + st[:, 2]) * inv) + 1, 1, W).astype(int)
     y1 = np.clip(np.ceil((st[:, 1] + st[:, 3]) * inv) + 1, 1, H).astype(int)
-    cents = np.empty((len(st), 2))
-    scores = np.empty(len(st))
-    for i in range(len(st)):
-        win = weight(y0[i], y1[i], x0[i], x1[i])
-        thr = 0.25 * float(win.max())
-        win = np.maximum(win - thr, 0.0)  # = np.where(win > thr, win - thr, 0), one pass fewer
-        m = cv2.moments(win)
-        if m["m00"] > 0:
-            cents[i] = (x0[i] + m["m10"] / m["m00"], y0[i] + m["m01"] / m["m00"])
-            scores[i] = (m["m00"] / max(np.count_nonzero(win), 1) + thr) / contrast_ref
-        else:
-            cents[i] = ((x0[i] + x1[i] - 1) / 2, (y0[i] + y1[i] - 1) / 2)
-            scores[i] = 0.0
+    cents, scores = weighted_centroids(strength, x0, y0, x1, y1, W, contrast_ref)
     boxes = np.column_stack([x0, y0, x1, y1]).astype(np.float64)
     return Detections(boxes, cents, np.clip(scores, 0.0, 1.0), areas)
+
+
+def weighted_centroids(strength: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, y0: np.ndarray,
+                       x1: np.ndarray, y1: np.ndarray, width: int, contrast_ref: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per box [x0, x1) x [y0, y1) (pixels of an image `width` wide; strength(idx) gives the
+    values at flat indices row * width + column): the centroid (x, y) of max(strength - peak / 4, 0)
+    over the box and the score (mean of that over its non-zero pixels + peak / 4) / contrast_ref;
+    a box with no strength gives its centre and 0. Every box's pixels in one gather (the per-box
+    loop with cv2.moments it replaces cost 30 us a box: 3.8 ms a frame for 120 blobs)."""
+    n = len(x0)
+    w, h = x1 - x0, y1 - y0
+    size = w * h
+    start = np.zeros(n, np.int64)
+    np.cumsum(size[:-1], out=start[1:])
+    box = np.repeat(np.arange(n), size)
+    off = np.arange(int(start[-1] + size[-1])) - start[box]
+    bw = w[box]
+    ly, lx = off // bw, off % bw
+    v = np.asarray(strength((y0[box] + ly) * width + x0[box] + lx), np.float32)
+    thr = np.maximum.reduceat(v, start) * np.float32(0.25)
+    v = np.maximum(v - thr[box], np.float32(0.0)).astype(np.float64)
+    m00 = np.add.reduceat(v, start)
+    m10 = np.add.reduceat(v * lx, start)
+    m01 = np.add.reduceat(v * ly, start)
+    strong = np.maximum(np.add.reduceat(v > 0, start), 1)
+    ok = m00 > 0
+    safe = np.where(ok, m00, 1.0)
+    cents = np.where(ok[:, None], np.column_stack([x0 + m10 / safe, y0 + m01 / safe]),
+                     np.column_stack([(x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2]))
+    scores = np.where(ok, (m00 / strong + thr) / contrast_ref, 0.0)
+    return cents, scores
 
 
 def merge_fragments(st: np.ndarray, areas: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray]:
