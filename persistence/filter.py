@@ -11,6 +11,7 @@ real tracks at merges and 2D ID switches and cost 3D IDF1).
 """
 from __future__ import annotations
 
+import heapq
 import logging
 from typing import Any, Iterable, Optional, Sequence
 
@@ -89,7 +90,7 @@ class TrackPersistenceFilter:
         self.image_size = image_size
         self.fallbacks = 0  # times a GPU failure moved the gate to the CPU
         self._slot_of: dict[int, int] = {}
-        self._free: list[int] = []
+        self._free: list[int] = []  # a min-heap of free cache slots
         self._last_ids: Optional[np.ndarray] = None  # the previous call's ids and slots (reused when equal)
         self._last_slots = np.zeros(0, np.int64)
         # Per cache slot: steps scored, time of the last scored row, birth time, time of the last
@@ -200,7 +201,7 @@ class TrackPersistenceFilter:
         for i in ids:
             slot = self._slot_of.pop(int(i), None)
             if slot is not None:
-                self._free.append(slot)
+                heapq.heappush(self._free, slot)
 
     def reset(self) -> None:
         self.forget(list(self._slot_of))
@@ -213,7 +214,8 @@ class TrackPersistenceFilter:
         for name in ("_t_scored", "_t_birth", "_t_obs", "_score", "_t_on"):
             setattr(self, name, np.r_[getattr(self, name), np.zeros(extra)])
         self._persist = np.r_[self._persist, np.zeros(extra, bool)]
-        self._free.extend(range(capacity - 1, old - 1, -1))
+        self._free.extend(range(old, capacity))
+        heapq.heapify(self._free)
 
     def _slots(self, ids: np.ndarray, hist: np.ndarray) -> np.ndarray:
         last = self._last_ids
@@ -226,7 +228,7 @@ class TrackPersistenceFilter:
             if s is None:
                 if not self._free:
                     self._grow(2 * len(self._pos))
-                s = self._free.pop()
+                s = heapq.heappop(self._free)  # the lowest: the slots in use stay packed
                 self._slot_of[i] = s
                 new.append(k)
             slots[k] = s

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -81,19 +82,31 @@ class Block(nn.Module):
         return self._out(x, a)
 
     def step(self, x: torch.Tensor, ck: torch.Tensor, cv: torch.Tensor, slots: torch.Tensor, ring: torch.Tensor,
-             bias: torch.Tensor) -> torch.Tensor:
+             bias: torch.Tensor, span: Optional[int] = None) -> torch.Tensor:
         """One new step per row of x (B, 1, d) for the tracks in cache `slots` (B,): writes the
         new key/value at ring position `ring` (B,) of this layer's cache ck, cv (slots, heads, W,
-        dh), then attends to the cache entries whose bias (B, 1, W) is 0 (-inf: not seen)."""
+        dh), then attends to the cache entries whose bias (B, 1, W) is 0 (-inf: not seen).
+        span (> every slot): attend in slot order over the first `span` slots of the cache as
+        they lie (the rows of slots not scored are computed and dropped) instead of gathering
+        the B tracks' caches first: the cheaper way when the slots fill most of that span."""
         q, k, v = self._qkv(x)
         ck[slots, :, ring] = k[:, :, 0]
         cv[slots, :, ring] = v[:, :, 0]
-        kc, vc = ck.index_select(0, slots), cv.index_select(0, slots)
+        if span is None:
+            kc, vc, qc, bc = ck.index_select(0, slots), cv.index_select(0, slots), q[:, :, 0], bias
+        else:
+            kc, vc = ck[:span], cv[:span]
+            qc = q.new_zeros((span,) + q.shape[1:2] + q.shape[3:])
+            qc[slots] = q[:, :, 0]
+            bc = bias.new_zeros((span,) + bias.shape[1:])
+            bc[slots] = bias
         # A single query per track: einsum beats the fused kernel's mask handling here.
-        w = torch.einsum("bhwd,bhd->bhw", kc, q[:, :, 0]) * (self.dh ** -0.5)
-        w = torch.softmax(w + bias, dim=-1)
-        a = torch.einsum("bhw,bhwd->bhd", w, vc)[:, :, None, :]  # (B, heads, 1, dh)
-        return self._out(x, a)
+        w = torch.einsum("bhwd,bhd->bhw", kc, qc) * (self.dh ** -0.5)
+        w = torch.softmax(w + bc, dim=-1)
+        a = torch.einsum("bhw,bhwd->bhd", w, vc)
+        if span is not None:
+            a = a[slots]
+        return self._out(x, a[:, :, None, :])  # (B, heads, 1, dh)
 
 
 class PersistenceTransformer(nn.Module):
@@ -133,22 +146,22 @@ class PersistenceTransformer(nn.Module):
         return self.step_ring(feats, age_s, cache.k, cache.v, slots, pos % W, pos >= W)
 
     def step_ring(self, feats: torch.Tensor, age_s: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  slots: torch.Tensor, ring: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+                  slots: torch.Tensor, ring: torch.Tensor, full: torch.Tensor, span: Optional[int] = None) -> torch.Tensor:
         """`step` on raw cache tensors k, v (layers, slots, heads, W, dh), with each track's ring
-        position ring = pos % W (B,) and full = pos >= W (B,) bool."""
+        position ring = pos % W (B,) and full = pos >= W (B,) bool (span: Block.step's)."""
         j = torch.arange(self.config.max_len, device=feats.device)
         hidden = (j[None, :] > ring[:, None]) & ~full[:, None]
         bias = torch.zeros(hidden.shape, device=feats.device).masked_fill_(hidden, float("-inf"))
-        return self.step_bias(feats, age_s, k, v, slots, ring, bias[:, None, :])
+        return self.step_bias(feats, age_s, k, v, slots, ring, bias[:, None, :], span)
 
     def step_bias(self, feats: torch.Tensor, age_s: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  slots: torch.Tensor, ring: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+                  slots: torch.Tensor, ring: torch.Tensor, bias: torch.Tensor, span: Optional[int] = None) -> torch.Tensor:
         """`step_ring` with the attention bias (B, 1, W) given: 0 for the cache entries a track
         sees (ring positions <= its own, or all once its window is full), -inf for the others.
         The form a CUDA graph captures: every input a tensor, no value read on the host."""
         z = (self.embed(feats) + self.time(age_s.clamp(max=self.config.age_cap_s)))[:, None, :]
         for li, blk in enumerate(self.blocks):
-            z = blk.step(z, k[li], v[li], slots, ring, bias)
+            z = blk.step(z, k[li], v[li], slots, ring, bias, span)
         return self.head(self.norm(z))[:, 0, 0]
 
     def n_parameters(self) -> int:

@@ -53,6 +53,35 @@ def test_numpy_step_scores_like_the_torch_step(monkeypatch):
     assert _max_diff(numpy_only, chunked) < 1e-6
 
 
+def test_attending_in_place_over_the_slots_span_scores_like_gathering(monkeypatch):
+    """TorchStep on the CPU attends over the cache's first slots as they lie when the tracks fill
+    most of them (steppers.SPAN_FILL): bit for bit the scores of gathering each track's cache,
+    with tracks born and forgotten (holes in the slots, reused lowest first)."""
+    import persistence.steppers as steppers
+
+    m = _model()
+
+    def run(fill):
+        monkeypatch.setattr(steppers, "SPAN_FILL", fill)
+        gate = TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), numpy_max=0)
+        spans = []
+        real = TorchStep.step
+
+        def spy(self, feats, age, slots, pos):
+            spans.append((int(slots.max()) + 1) / len(slots))
+            return real(self, feats, age, slots, pos)
+
+        monkeypatch.setattr(TorchStep, "step", spy)
+        out = _drive(gate, 90)
+        monkeypatch.setattr(TorchStep, "step", real)
+        return out, spans
+
+    gathered, _ = run(0.0)
+    in_place, spans = run(1e9)
+    assert sum(len(x) for x in gathered) > 1000 and max(spans) > 1.2  # holes were there
+    assert _max_diff(gathered, in_place) == 0.0
+
+
 def test_row_features_equal_the_full_features_bit_for_bit():
     """Random windows (young tracks with 0-2 context rows, repeated times, still objects,
     unobserved rows, per-track image sizes): row_features of the new row and the two before it
