@@ -1,10 +1,10 @@
-"""blobs.weighted_centroids (every box in one gather) against the per-box cv2.moments loop it
-replaced, kept here as the reference."""
+"""blobs.weighted_centroids (small boxes in one gather, large ones by slices) against the
+per-box cv2.moments loop it replaced, kept here as the reference."""
 import cv2
 import numpy as np
 import pytest
 
-from tracker3d.detect.blobs import weighted_centroids
+from tracker3d.detect.blobs import GATHER_MAX_PX, GATHER_MIN_BOXES, weighted_centroids
 
 
 def _reference(image: np.ndarray, x0, y0, x1, y1, contrast_ref: float):
@@ -31,7 +31,7 @@ def test_weighted_centroids_equal_the_per_box_moments(seed):
     image = (rng.random((H, W)) ** 3 * 90).astype(np.float32)
     image[rng.random((H, W)) < 0.3] = 0.0
     image[40:60, 10:30] = 0.0  # boxes with no strength at all
-    n = int(rng.integers(1, 60))
+    n = int(rng.integers(1, 80))
     x0 = rng.integers(0, W - 3, n)
     y0 = rng.integers(0, H - 3, n)
     # (At least 3 x 3: cv2.moments takes an N x 2 or 1 x N float window for a list of points.)
@@ -44,9 +44,14 @@ def test_weighted_centroids_equal_the_per_box_moments(seed):
         calls.append(len(idx))
         return np.take(image, idx)
 
-    cents, scores = weighted_centroids(strength, x0, y0, x1, y1, W, 40.0)
+    cents, scores = weighted_centroids(lambda a, b, c, d: image[a:b, c:d], strength, x0, y0, x1, y1, W, 40.0)
     ref_c, ref_s = _reference(image, x0, y0, x1, y1, 40.0)
-    assert len(calls) == 1 and calls[0] == int(((x1 - x0) * (y1 - y0)).sum())
+    size = (x1 - x0) * (y1 - y0)
+    small = size < GATHER_MAX_PX
+    if small.sum() >= GATHER_MIN_BOXES:  # the small ones, gathered
+        assert len(calls) == 1 and calls[0] == int(size[small].sum())
+    else:
+        assert not calls
     np.testing.assert_allclose(cents, ref_c, rtol=0, atol=1e-9)
     np.testing.assert_allclose(scores, ref_s, rtol=1e-12, atol=1e-12)
     assert tuple(cents[0]) == ((12 + 25 - 1) / 2, (42 + 55 - 1) / 2) and scores[0] == 0.0
@@ -55,11 +60,13 @@ def test_weighted_centroids_equal_the_per_box_moments(seed):
 def test_thin_boxes_are_images_too():
     """A blob at the image's edge can give a box 1 or 2 pixels wide: its centroid is still the
     weighted mean of its pixels (cv2.moments read such a window as a list of 2D points)."""
-    image = np.zeros((10, 10), np.float32)
+    image = np.zeros((600, 10), np.float32)
     image[3, 0], image[5, 0], image[5, 1] = 8.0, 4.0, 4.0
-    x0, y0, x1, y1 = np.array([0, 0]), np.array([2, 2]), np.array([2, 1]), np.array([7, 7])
-    cents, scores = weighted_centroids(lambda idx: np.take(image, idx), x0, y0, x1, y1, 10, 10.0)
+    x0, y0, x1, y1 = np.array([0, 0, 0]), np.array([2, 2, 2]), np.array([2, 1, 2]), np.array([7, 7, 599])
+    cents, scores = weighted_centroids(lambda a, b, c, d: image[a:b, c:d], lambda idx: np.take(image, idx),
+                                       x0, y0, x1, y1, 10, 10.0)
     w = np.array([6.0, 2.0, 2.0])  # each minus 8 / 4
     np.testing.assert_allclose(cents[0], [(2.0 * 1) / 10.0, (6 * 3 + 2 * 5 + 2 * 5) / 10.0])
     np.testing.assert_allclose(scores[0], (w.mean() + 2.0) / 10.0)
     np.testing.assert_allclose(cents[1], [0.0, (6 * 3 + 2 * 5) / 8.0])
+    np.testing.assert_allclose(cents[2], cents[0])  # 2 x 597 pixels: above GATHER_MAX_PX, still gathered
