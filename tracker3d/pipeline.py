@@ -183,6 +183,12 @@ class StereoPipeline:
             if "torch" in sys.modules:  # a learned gate: its small per-frame ops gain nothing from a
                 # thread pool whose idle workers spin on the cores the detectors need
                 sys.modules["torch"].set_num_threads(1)
+            # Nor numpy's BLAS: OpenBLAS splits the association's pruning products ((150 x 39) @
+            # (39 x 150) at 200 objects) over its threads, 0.04 ms on one, 0.3-2.5 ms on two when
+            # the other core is busy (process-wide, like the two above).
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(1, user_api="blas")
         if self.cfg.threads and not self.cfg.processes:
             self._pool = ThreadPoolExecutor(2, thread_name_prefix="detect")
         self._last_t: Optional[float] = None
