@@ -148,7 +148,8 @@ class PersistenceTransformer(nn.Module):
         return self.step_ring(feats, age_s, cache.k, cache.v, slots, pos % W, pos >= W)
 
     def step_ring(self, feats: torch.Tensor, age_s: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  slots: torch.Tensor, ring: torch.Tensor, full: torch.Tensor, span: Optional[int] = None) -> torch.Tensor:
+                  slots: torch.Tensor, ring: torch.Tensor, full: torch.Tensor,
+                  span: Optional[int] = None) -> torch.Tensor:
         """`step` on raw cache tensors k, v (layers, slots, heads, W, dh), with each track's ring
         position ring = pos % W (B,) and full = pos >= W (B,) bool (span: Block.step's)."""
         j = torch.arange(self.config.max_len, device=feats.device)
@@ -157,7 +158,8 @@ class PersistenceTransformer(nn.Module):
         return self.step_bias(feats, age_s, k, v, slots, ring, bias[:, None, :], span)
 
     def step_bias(self, feats: torch.Tensor, age_s: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  slots: torch.Tensor, ring: torch.Tensor, bias: torch.Tensor, span: Optional[int] = None) -> torch.Tensor:
+                  slots: torch.Tensor, ring: torch.Tensor, bias: torch.Tensor,
+                  span: Optional[int] = None) -> torch.Tensor:
         """`step_ring` with the attention bias (B, 1, W) given: 0 for the cache entries a track
         sees (ring positions <= its own, or all once its window is full), -inf for the others.
         The form a CUDA graph captures: every input a tensor, no value read on the host."""
