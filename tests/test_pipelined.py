@@ -194,3 +194,21 @@ def test_sigint_stops_a_live_pipelined_demo_at_once_with_its_summary():
     assert "pairs in" in stdout and "stopped by SIGINT" in stderr and waited < 5.0
     assert int(stdout.split("processed ")[1].split()[0]) > 30  # it was tracking when stopped
     assert "still inside a read or detection" not in stderr
+
+
+def test_side_by_side_detection_holds_numpy_blas_to_one_thread_and_copes_without_threadpoolctl(monkeypatch, caplog):
+    """Detectors side by side: numpy's BLAS gets one thread (its second one stalled the
+    association on a busy core); an environment without threadpoolctl only gets a warning."""
+    import sys
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from calib.rigs import make_rig
+
+    with threadpool_limits(2, user_api="blas"):
+        StereoPipeline(make_rig(160, 120), PipelineConfig(threads=True))
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+        monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails
+        caplog.set_level("WARNING")
+        StereoPipeline(make_rig(160, 120), PipelineConfig(threads=True))
+        assert "threadpoolctl is not installed" in caplog.text

@@ -186,9 +186,13 @@ class StereoPipeline:
             # Nor numpy's BLAS: OpenBLAS splits the association's pruning products ((150 x 39) @
             # (39 x 150) at 200 objects) over its threads, 0.04 ms on one, 0.3-2.5 ms on two when
             # the other core is busy (process-wide, like the two above).
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(1, user_api="blas")
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:  # an environment installed before it was a dependency: only slower
+                log.warning("threadpoolctl is not installed (pip install threadpoolctl): numpy's BLAS "
+                            "keeps its threads, which slows the loop on a busy machine")
+            else:
+                threadpool_limits(1, user_api="blas")
         if self.cfg.threads and not self.cfg.processes:
             self._pool = ThreadPoolExecutor(2, thread_name_prefix="detect")
         self._last_t: Optional[float] = None
