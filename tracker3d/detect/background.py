@@ -255,23 +255,27 @@ class BackgroundSubtractionDetector:
         if self._bg is None:
             self._bg = src.astype(np.float32)
         bg = self._bg
-
-        def weight(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-            d = np.abs(src[y0:y1, x0:x1].astype(np.float32) - bg[y0:y1, x0:x1])
-            # The channel mean; written out, 3x faster than d.sum(axis=2) and the same sums.
-            return d if d.ndim == 2 else (d[..., 0] + d[..., 1] + d[..., 2]) * np.float32(1.0 / 3.0)
-
-        flat_src, flat_bg = src.reshape(src.shape[0] * src.shape[1], -1), bg.reshape(bg.shape[0] * bg.shape[1], -1)
-
-        def strength(idx: np.ndarray) -> np.ndarray:  # weight's values at flat pixel indices
-            d = np.abs(np.take(flat_src, idx, axis=0).astype(np.float32) - np.take(flat_bg, idx, axis=0))
-            return d[:, 0] if d.shape[1] == 1 else (d[:, 0] + d[:, 1] + d[:, 2]) * np.float32(1.0 / 3.0)
-
         if warm or self._frames % 2 == 0:  # every other frame, at twice the rate, after the warm-up
             still = self._still(mask)
             alpha = 1.0 / self._frames if warm else min(1.0, 2 * self.bg_alpha)
             cv2.accumulateWeighted(src, self._bg, alpha, mask=still)
         if warm:  # no background yet: anything reported now would be a ghost later
             return Detections.empty()
+        colour = src.ndim == 3
+
+        def contrast(pixels: np.ndarray, background: np.ndarray) -> np.ndarray:
+            d = np.abs(pixels.astype(np.float32) - background)
+            # The channel mean; written out, 3x faster than d.sum(axis=-1) and the same sums.
+            return (d[..., 0] + d[..., 1] + d[..., 2]) * np.float32(1.0 / 3.0) if colour else d
+
+        flat_src = src.reshape(src.shape[0] * src.shape[1], *src.shape[2:])
+        flat_bg = bg.reshape(flat_src.shape)
+
+        def weight(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+            return contrast(src[y0:y1, x0:x1], bg[y0:y1, x0:x1])
+
+        def strength(idx: np.ndarray) -> np.ndarray:  # weight's values at flat pixel indices
+            return contrast(np.take(flat_src, idx, axis=0), np.take(flat_bg, idx, axis=0))
+
         return blobs_to_detections(mask, weight, strength, self._size, self.scale, self.min_area, self.max_area,
                                    self.contrast_ref, merge_px=self.merge_px)

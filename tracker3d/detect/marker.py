@@ -49,13 +49,15 @@ class MarkerDetector:
             mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.kernel)
         floor = float(self.min_value - 1)
 
+        def brightness(v: np.ndarray, m: np.ndarray) -> np.ndarray:  # above the floor, inside the mask
+            w = v.astype(np.float32) - floor
+            return np.where(m > 0, np.maximum(w, 0.0), 0.0).astype(np.float32)
+
         def weight(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-            w = value[y0:y1, x0:x1].astype(np.float32) - floor
-            return np.where(mask[y0:y1, x0:x1] > 0, np.maximum(w, 0.0), 0.0).astype(np.float32)
+            return brightness(value[y0:y1, x0:x1], mask[y0:y1, x0:x1])
 
         def strength(idx: np.ndarray) -> np.ndarray:  # weight's values at flat pixel indices
-            w = np.take(value, idx).astype(np.float32) - floor
-            return np.where(np.take(mask, idx) > 0, np.maximum(w, 0.0), 0.0).astype(np.float32)
+            return brightness(np.take(value, idx), np.take(mask, idx))
 
         dets = blobs_to_detections(mask, weight, strength, (image.shape[1], image.shape[0]), 1.0, self.min_area,
                                    self.max_area, 255.0 - floor)
