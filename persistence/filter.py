@@ -7,7 +7,9 @@ full causal forward pass over the newest `max_len` steps. A track enters the per
 its score reaches `on` and leaves it when the score falls below `off` (hysteresis); once it has
 been persistent for `latch_s` seconds it stays so for the rest of its life (the gate decides
 confirmation; ending tracks is the tracker's job: a model judged on young tracks revoked long,
-real tracks at merges and 2D ID switches and cost 3D IDF1).
+real tracks at merges and 2D ID switches and cost 3D IDF1). A latched track is not scored again
+(its score stays the one it latched with): nothing its score could do would change a decision,
+so a frame's cost follows the undecided tracks, not every live one.
 """
 from __future__ import annotations
 
@@ -101,6 +103,7 @@ class TrackPersistenceFilter:
         self._t_obs = np.zeros(0)
         self._score = np.zeros(0)
         self._persist = np.zeros(0, bool)
+        self._latched = np.zeros(0, bool)  # persistent for the rest of its life: no longer scored
         self._t_on = np.zeros(0)  # time the current persistent spell began
         self._cpu = CpuStep(self.model, 64, numpy_max)
         self._gpu: Optional[TorchStep] = None
@@ -214,6 +217,7 @@ class TrackPersistenceFilter:
         for name in ("_t_scored", "_t_birth", "_t_obs", "_score", "_t_on"):
             setattr(self, name, np.r_[getattr(self, name), np.zeros(extra)])
         self._persist = np.r_[self._persist, np.zeros(extra, bool)]
+        self._latched = np.r_[self._latched, np.zeros(extra, bool)]
         self._free.extend(range(old, capacity))
         heapq.heapify(self._free)
 
@@ -240,6 +244,7 @@ class TrackPersistenceFilter:
             self._t_obs[ns] = -np.inf
             self._score[ns] = 0.0
             self._persist[ns] = False
+            self._latched[ns] = False
             self._t_on[ns] = np.inf
         if len(np.unique(slots)) == len(slots):  # repeated ids are scored, never reused
             self._last_ids, self._last_slots = ids.copy(), slots
@@ -285,7 +290,7 @@ class TrackPersistenceFilter:
         win = _newest3(hist, lengths)
         t_sc = self._t_scored[slots]
         t_last = win[0, 2]
-        new = t_last > t_sc
+        new = (t_last > t_sc) & ~self._latched[slots]
         # Time never decreases along a history, so the unscored rows are the newest ones.
         one = new & ((win[0, 1] <= t_sc) | (lengths == 1))
         if not one.all():
@@ -315,8 +320,11 @@ class TrackPersistenceFilter:
         t_on = self._t_on[slots]
         latched = was & (self.latch_s > 0) & (t_last - t_on >= self.latch_s)
         now = latched | (last >= np.where(was, self.off, self.on))
-        self._t_on[slots] = np.where(now & ~was, t_last, np.where(now, t_on, np.inf))
+        t_on = np.where(now & ~was, t_last, np.where(now, t_on, np.inf))
+        self._t_on[slots] = t_on
         self._persist[slots] = now
+        if self.latch_s > 0:  # from the next row on, persistent whatever the score: not scored
+            self._latched[slots] = now & (t_last - t_on >= self.latch_s)
 
     def _score_rows(self, slots, hist, lengths, size) -> None:
         """Score each track's unscored rows, any number per track (a step per row)."""
@@ -326,9 +334,10 @@ class TrackPersistenceFilter:
         t_last = hist[rows, lengths - 1, 0]
         # Time never decreases along a history, so the unscored rows are the newest ones: usually
         # just the last (counted in full only for the tracks with more).
-        one = (t_last > t_sc) & ((lengths == 1) | (hist[rows, np.maximum(lengths - 2, 0), 0] <= t_sc))
+        new = (t_last > t_sc) & ~self._latched[slots]
+        one = new & ((lengths == 1) | (hist[rows, np.maximum(lengths - 2, 0), 0] <= t_sc))
         n_new = one.astype(np.int64)
-        more = np.flatnonzero((t_last > t_sc) & ~one)
+        more = np.flatnonzero(new & ~one)
         if len(more):
             live = np.arange(L)[None, :] < lengths[more, None]
             n_new[more] = np.count_nonzero(live & (hist[more, :, 0] > t_sc[more, None]), axis=1)

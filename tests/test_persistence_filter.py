@@ -27,14 +27,28 @@ def _full_scores(m, ts):
         return torch.sigmoid(m(f, age)).numpy()
 
 
-@pytest.mark.parametrize("max_len", [64, 8])
-def test_incremental_gate_equals_full_forward(max_len):
+def _check_scores(g, ids, s, expected, prev):
+    """The scores of tracks that were latched before this call stay what they were (`prev`:
+    id -> score); the others equal `expected`. Updates prev; returns how many were latched."""
+    slots = np.array([g._slot_of[i] for i in ids.tolist()])
+    frozen = np.array([i in prev and g._latched[k] and prev[i][1] for i, k in zip(ids.tolist(), slots)], bool)
+    np.testing.assert_allclose(s[~frozen], expected[~frozen], atol=2e-6)
+    np.testing.assert_array_equal(s[frozen], [prev[i][0] for i in ids[frozen].tolist()])
+    prev.update({i: (v, bool(g._latched[k])) for i, v, k in zip(ids.tolist(), s, slots)})
+    return int(frozen.sum())
+
+
+@pytest.mark.parametrize("max_len,latch", [(64, 0.0), (8, 0.0), (64, 0.5)])
+def test_incremental_gate_equals_full_forward(max_len, latch):
     """Frame by frame (sometimes several new rows at once, tracks born and dying at different
-    times, histories longer than the attention window) the gate's scores equal a full pass."""
+    times, histories longer than the attention window) the gate's scores equal a full pass;
+    with the latch, a latched track keeps the score it latched with."""
     m = _model(max_len)
     ts = synthetic_tracks(60, 3, max_len=40)
     full = _full_scores(m, ts)
-    g = TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480))
+    g = TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), latch_s=latch)
+    prev: dict = {}
+    latched = 0
     born = np.random.default_rng(0).integers(0, 10, len(ts))  # frame at which each track appears
     L = ts.hist.shape[1] + 10
     t, checked = 0, 0
@@ -44,12 +58,12 @@ def test_incremental_gate_equals_full_forward(max_len):
         alive = (n > 0) & (t - born < ts.lengths)
         ids = np.flatnonzero(alive)
         _, s = g(ids + 1000, ts.hist[ids], n[ids])
-        np.testing.assert_allclose(s, full[ids, n[ids] - 1], atol=2e-6)
+        latched += _check_scores(g, ids + 1000, s, full[ids, n[ids] - 1], prev)
         checked += len(ids)
         gone = np.flatnonzero((t + step - born >= ts.lengths) & (t - born < ts.lengths))
         g.forget(gone + 1000)
         t += step
-    assert checked > 500
+    assert checked > 500 and (latched > 50) == (latch > 0)
     assert not g._slot_of  # every track was forgotten
 
 
@@ -64,7 +78,7 @@ def test_gate_with_per_track_image_sizes_and_a_strided_history_equals_full_forwa
     age = torch.from_numpy((ts.hist[..., 0] - ts.hist[:, :1, 0]).astype(np.float32))
     with torch.inference_mode():
         full = torch.sigmoid(m(f, age)).numpy()
-    g = TrackPersistenceFilter(model=m, device="cpu", image_size=(1, 1))
+    g = TrackPersistenceFilter(model=m, device="cpu", image_size=(1, 1), latch_s=0.0)
     wide = np.concatenate([ts.hist, np.zeros_like(ts.hist)], axis=2)[:, :, :7]  # a strided view
     assert not wide.flags.c_contiguous
     born = np.random.default_rng(1).integers(0, 6, len(ts))
@@ -97,26 +111,34 @@ def test_hysteresis_and_thresholds():
             g(np.array([1]), np.zeros((1, 1, 7)), np.array(lengths))
 
 
-def test_a_long_persistent_track_latches():
+def test_a_long_persistent_track_latches_and_is_no_longer_scored():
     """Scores driven through the head's bias: high for 20 frames, then low. With the latch (0.5 s)
-    the track stays persistent; without it, it drops at the first low score."""
+    the track stays persistent, keeps the score it latched with and costs no model step from then
+    on (nothing a score could do would change a decision); without it, it is scored every frame
+    and drops at the first low score. A track that has not latched yet is still scored."""
     for latch, expect in ((0.5, True), (0.0, False)):
         m = _model()
         with torch.no_grad():
             m.head.weight.zero_()
             m.head.bias.fill_(5.0)
         g = TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), on=0.6, off=0.4, latch_s=latch)
-        h = np.zeros((1, 40, 7))
-        h[0, :, 0] = np.arange(40) / 30
-        h[0, :, 1:5] = [100, 100, 10, 10]
-        h[0, :, 5:7] = [0.9, 1.0]
+        stepped = []
+        real = g._step.step
+        g._step.step = lambda f, *a: stepped.append(len(f)) or real(f, *a)
+        h = np.zeros((2, 40, 7))
+        h[:, :, 0] = np.arange(40) / 30
+        h[:, :, 1:5] = [100, 100, 10, 10]
+        h[:, :, 5:7] = [0.9, 1.0]
         for k in range(20):
-            p, s = g(np.array([1]), h, np.array([k + 1]))
+            p, s = g(np.array([1]), h[:1], np.array([k + 1]))
         assert p[0] and s[0] > 0.99
+        assert stepped == [1] * (20 if latch == 0 else 16)  # latched at 15/30 s after it turned persistent
         with torch.no_grad():
             m.head.bias.fill_(-5.0)
-        p, s = g(np.array([1]), h, np.array([21]))
-        assert s[0] < 0.01 and bool(p[0]) is expect
+        p, s = g(np.array([1, 2]), h, np.array([21, 1]))
+        assert bool(p[0]) is expect and s[1] < 0.01
+        assert (s[0] > 0.99) if latch else (s[0] < 0.01)
+        assert stepped[-1] == (1 if latch else 2)
 
 
 def test_gpu_absent_or_out_of_memory_falls_back_to_cpu(caplog, monkeypatch):
