@@ -129,12 +129,12 @@ def _numpy_vs_torch(counts=(16, 64, 128, 256, 512, 1024)) -> dict:
 
 def _host_ms(n: int, frames: int = 60) -> float:
     """ms per frame of the gate's own work around the model step (features, bookkeeping): the
-    step replaced by a constant."""
+    step replaced by a constant (no latch: every track is scored each frame)."""
     from persistence.filter import TrackPersistenceFilter
 
     from .gate_speed import _histories
 
-    g = TrackPersistenceFilter(device="cpu", image_size=(640, 480))
+    g = TrackPersistenceFilter(device="cpu", image_size=(640, 480), latch_s=0.0)
     g._step.step = lambda f, a, s, p: np.zeros(len(s))
     hist, ids, ts = _histories(n, 64 + frames), np.arange(n), []
     for k in range(1, 65 + frames):

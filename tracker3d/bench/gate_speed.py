@@ -27,7 +27,9 @@ def gate_speed(n_tracks: int, device: str = "cpu", steps: int = 64, frames: int 
     already hold `steps` steps (each frame adds one row per track), on one CPU thread or a GPU
     (CUDA graphs, or eager torch with cuda_graphs=False); plus one full forward pass over
     n_tracks x steps, and the hit-count rule for comparison. `scores`, if given, receives each
-    frame's scores (to compare devices)."""
+    frame's scores (to compare devices). No latch: every track is scored every frame (in the
+    pipeline a track latched persistent is not scored again, so this is the cost of n_tracks
+    undecided tracks, the worst case)."""
     import torch
 
     from persistence.filter import TrackPersistenceFilter
@@ -35,7 +37,8 @@ def gate_speed(n_tracks: int, device: str = "cpu", steps: int = 64, frames: int 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the CPU side of the GPU gate runs on one thread too
     try:
-        gate = TrackPersistenceFilter(weights, device=device, image_size=(640, 480), cuda_graphs=cuda_graphs)
+        gate = TrackPersistenceFilter(weights, device=device, image_size=(640, 480), cuda_graphs=cuda_graphs,
+                                      latch_s=0.0)
         total = steps + frames
         hist = _histories(n_tracks, total)
         ids = np.arange(n_tracks)
