@@ -16,6 +16,11 @@ from typing import Any, Optional
 
 from .errors import SchemaError
 
+try:  # 10x faster than json.dumps on a crowd's message (130 tracks: ~1 ms a pair in the loop)
+    import orjson
+except ImportError:  # an environment installed before it became a dependency: json only
+    orjson = None
+
 SCHEMA = "tracker3d/tracks3d@1"
 TOPIC = b"tracks3d"
 DET_SCHEMA = "tracker3d/detections2d@1"
@@ -218,8 +223,26 @@ def make_message(seq: int, frame: int, t: float, tracks: list[dict], frame_id: s
             "latency_ms": None if latency_ms is None else float(latency_ms), "tracks": tracks}
 
 
+# The keys whose value may be null in a message; orjson writes NaN and inf as null too, so a
+# payload with any other null goes through json.dumps, which refuses them.
+_NULL_OK = (b'"latency_ms":null', b'"cam0":null', b'"cam1":null')
+
+
 def encode(msg: dict) -> bytes:
-    """UTF-8 JSON bytes (NaN/inf are refused: JSON has no such numbers)."""
+    """UTF-8 JSON bytes (NaN/inf are refused: JSON has no such numbers). orjson where installed
+    (the same values; non-ASCII text as UTF-8, not \\u escapes), json.dumps for anything it
+    refuses or writes as a null that may stand for NaN."""
+    if orjson is not None:
+        try:
+            payload = orjson.dumps(msg)
+        except TypeError:  # a type it does not take (numpy scalars, ints over 64 bits): json's turn
+            payload = None
+        if payload is not None:
+            nulls = payload.count(b"null")
+            lat = msg.get("latency_ms") if isinstance(msg, dict) else None
+            if (not nulls or nulls == sum(payload.count(k) for k in _NULL_OK)) and (
+                    lat is None or (isinstance(lat, (int, float)) and math.isfinite(lat))):
+                return payload
     try:
         return json.dumps(msg, separators=(",", ":"), allow_nan=False).encode("utf-8")
     except ValueError as exc:
