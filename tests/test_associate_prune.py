@@ -104,3 +104,35 @@ def test_pruned_association_is_the_full_association_on_random_scenes(seed):
     a = _run(scene, seed=seed, frames=25, noise_px=float(rng.uniform(0.1, 1.5)), miss=float(rng.uniform(0.0, 0.2)),
              false_per_cam=float(rng.uniform(0.0, 4.0)))
     assert a.calls == 25 and a.paired > 0 and a.pruned > 0
+
+
+def test_window_undistortion_reuses_kept_rows_and_equals_the_lens_model_bit_for_bit():
+    """_normalized keeps last call's window: rows a track keeps (one row on) are not undistorted
+    again. Whatever happens between calls (rows appended, tracks born and gone, a pixel changed,
+    the window's length changing, ids out of order) its output equals the lens model's."""
+    calib = SimWorld(get_scene("default"), seed=0).calib
+    assoc = StereoAssociator(calib, AssociationConfig())
+    rng = np.random.default_rng(3)
+    ids = np.arange(1, 41)
+    hist = {int(i): list(rng.uniform(0, 640, (rng.integers(1, 20), 2))) for i in ids}
+    calls = []
+    real = calib.cam1.normalize
+    for frame in range(40):
+        for i in list(hist):
+            hist[i].append(rng.uniform(0, 640, 2))
+        if frame % 5 == 2:  # one track gone, one born
+            hist.pop(min(hist))
+            hist[max(hist) + 1] = [rng.uniform(0, 640, 2)]
+        W = 8 if frame < 20 else 6
+        ids = np.array(sorted(hist))
+        if frame == 30:
+            ids = ids[::-1].copy()  # out of order: no reuse, still right
+        uv = np.array([[hist[int(i)][max(len(hist[int(i)]) - W + k, 0)] for k in range(W)] for i in ids])
+        if frame == 10:
+            uv[3, 2] += 0.5  # a kept row that changed (camera 1's rows move with the shutter offset)
+        object.__setattr__(calib.cam1, "normalize", lambda p: calls.append(len(p)) or real(p))  # a frozen dataclass
+        got = assoc._normalized(1, ids, uv)
+        object.__delattr__(calib.cam1, "normalize")
+        assert np.array_equal(got, real(uv.reshape(-1, 2)).reshape(uv.shape))
+    # From the second call on, mostly the newest row of each track was undistorted.
+    assert sum(calls[1:]) < 0.3 * 39 * 40 * 7

@@ -67,6 +67,41 @@ class StereoAssociator:
         # offset (up . x0 - offset = height, metres), the layer's height, its tolerance), or None.
         # A candidate pair triangulating outside the layer is two objects on one epipolar line.
         self.height_layer: Optional[tuple[np.ndarray, float, float, float]] = None
+        # Per camera, the last window's (track ids (sorted), pixels (n,W,2), normalised coordinates):
+        # the rows a track keeps from frame to frame are not undistorted again (_normalized).
+        self._norm: list[Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [None, None]
+
+    def _normalized(self, c: int, ids: np.ndarray, uv: np.ndarray) -> np.ndarray:
+        """Camera c's normalised undistorted coordinates (n,W,2) of the window pixels uv (n,W,2) of
+        tracks `ids`. A track's window moves one row a frame, so a pixel its window held in the last
+        call at the row before is taken from there (the same value: undistortion is per point),
+        and only the newest row, and whatever changed, goes through the lens model."""
+        cam = self.calib.cam0 if c == 0 else self.calib.cam1
+        n, W = uv.shape[:2]
+        out = np.empty_like(uv)
+        todo = np.ones((n, W), bool)
+        prev = self._norm[c]
+        if prev is not None and n and len(prev[0]) and W > 1:
+            pids, praw, pnorm = prev
+            m = min(W - 1, praw.shape[1])  # rows W-1-m .. W-2 now were rows Wp-m .. Wp-1 then
+            pos = np.minimum(np.searchsorted(pids, ids), len(pids) - 1)
+            found = pids[pos] == ids
+            if found.any():
+                rows = np.flatnonzero(found)
+                old_raw = praw[pos[rows], -m:]
+                same = (uv[rows, W - 1 - m:W - 1] == old_raw).all(axis=2)
+                r, k = np.nonzero(same)
+                out[rows[r], W - 1 - m + k] = pnorm[pos[rows[r]], praw.shape[1] - m + k]
+                todo[rows[r], W - 1 - m + k] = False
+        if todo.all():
+            out = cam.normalize(uv.reshape(-1, 2)).reshape(n, W, 2)
+        elif todo.any():
+            out[todo] = cam.normalize(uv[todo])
+        if n and (n == 1 or (ids[1:] > ids[:-1]).all()):
+            self._norm[c] = (ids.copy(), uv.copy(), out)
+        else:
+            self._norm[c] = None
+        return out
 
     def _window(self, trk: ByteTracker, idx: np.ndarray, W: int):
         """Last W rows of tracks idx: uv (n,W,2), t (n,W), observed (n,W) (False where absent)."""
@@ -100,8 +135,9 @@ class StereoAssociator:
         dt = _col_median(t0) - _col_median(t1)  # (W,) per-row shutter offset
         dt = np.where(np.isfinite(dt), dt, 0.0)
         uv1 = uv1 + trk1.kf.x[idx1, None, 4:6] * dt[None, :, None]
-        u0 = self.calib.cam0.undistort_points(uv0.reshape(-1, 2)).reshape(n0, W, 2)
-        u1 = self.calib.cam1.undistort_points(uv1.reshape(-1, 2)).reshape(n1, W, 2)
+        K0, K1 = self.calib.cam0.K, self.calib.cam1.K  # undistorted pixels, as CameraModel.undistort_points
+        u0 = (self._normalized(0, trk0.ids[idx0], uv0).reshape(-1, 2) @ K0[:2, :2].T + K0[:2, 2]).reshape(n0, W, 2)
+        u1 = (self._normalized(1, trk1.ids[idx1], uv1).reshape(-1, 2) @ K1[:2, :2].T + K1[:2, 2]).reshape(n1, W, 2)
         F = self.calib.F
         x0 = np.concatenate([u0, np.ones((n0, W, 1))], axis=2)
         x1 = np.concatenate([u1, np.ones((n1, W, 1))], axis=2)
