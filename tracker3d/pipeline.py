@@ -773,13 +773,17 @@ class StereoPipeline:
         tri = triangulate(self.calib, np.array([o.uv0 for o in both]), np.array([o.uv1 for o in both]),
                           pixel_sigma=sigma)
         cal = self.calib
+        valid = tri.valid.tolist()
+        z0s = tri.xyz[:, 2].tolist()
+        z1s = (tri.xyz @ cal.R[2] + cal.T.reshape(3)[2]).tolist()  # depths in camera 1
+        f0, f1 = float(cal.cam0.K[0, 0]), float(cal.cam1.K[0, 0])
         for k, o in enumerate(both):
-            if tri.valid[k]:
+            if valid[k]:
                 o.xyz, o.cov = tri.xyz[k], tri.cov[k]
-                z0, z1 = o.xyz[2], (cal.R @ o.xyz + cal.T.reshape(3))[2]
+                z0, z1 = z0s[k], z1s[k]
                 s0, s1 = o.view_size_px
                 if s0 > 0 and s1 > 0 and z0 > 0 and z1 > 0:
-                    o.size_m = 0.5 * (s0 * z0 / cal.cam0.K[0, 0] + s1 * z1 / cal.cam1.K[0, 0])
+                    o.size_m = 0.5 * (s0 * z0 / f0 + s1 * z1 / f1)
 
     def smoothed_states(self) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
         """After the input ended (and keep_log): {(3D id, frame): (state, covariance)} smoothed by RTS."""

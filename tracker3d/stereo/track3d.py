@@ -525,10 +525,12 @@ class Tracker3D:
             d2[todo] = self._gate_d2([stereo[k][0] for k in todo], [stereo[k][1] for k in todo])
             ok = [s for s, d in zip(stereo, d2) if not d > self.cfg.gate_chi2]  # beyond: coast this frame
             if ok:
+                covs = np.array([p.cov for _, p, _ in ok])
                 self.bank.update_position(np.array([tr.kf.row for tr, _, _ in ok]), np.array([p.xyz for _, p, _ in ok]),
-                                          np.array([p.cov for _, p, _ in ok]))
-            for tr, p, _ in ok:
-                tr.meas_std = float(np.sqrt(np.trace(p.cov)))
+                                          covs)
+                stds = np.sqrt(np.trace(covs, axis1=1, axis2=2)).tolist()
+            for (tr, p, _), std in zip(ok, stds if ok else ()):
+                tr.meas_std = std
                 if p.size_m > 0:
                     tr.size_m = p.size_m if tr.size_m <= 0 else 0.7 * tr.size_m + 0.3 * p.size_m
                 tr.updates += 1
