@@ -14,6 +14,8 @@ import json
 import math
 from typing import Any, Optional
 
+import numpy as np
+
 from .errors import SchemaError
 
 try:  # 10x faster than json.dumps on a crowd's message (130 tracks: ~1 ms a pair in the loop)
@@ -221,6 +223,41 @@ def make_message(seq: int, frame: int, t: float, tracks: list[dict], frame_id: s
     """One tracks3d@1 message; latency_ms None (null): no capture wall time to measure from."""
     return {"schema": SCHEMA, "seq": int(seq), "frame": int(frame), "t": float(t), "frame_id": frame_id,
             "latency_ms": None if latency_ms is None else float(latency_ms), "tracks": tracks}
+
+
+_POW10 = 10.0 ** np.arange(-22, 23)  # exact for 0..22: the exponents a double holds exactly
+
+
+def significant(values: np.ndarray, digits: int = 6) -> list[float]:
+    """float(f"{v:.{digits}g}") of every value (the nearest double to v rounded to `digits`
+    significant decimal digits, as a short number on the wire), bit for bit, ~7x faster in
+    batch: v x 10^k rounds to an integer q of `digits` digits and q / 10^k (or q x 10^-k) is one
+    correctly rounded operation on exact numbers, so the nearest double to the decimal, as
+    float() of the string gives. Values near a rounding tie (where the product's own rounding
+    could decide), outside the exact powers, zeros, NaN and inf take the string way."""
+    if not 1 <= digits <= 12:
+        raise ValueError(f"digits {digits}: expected 1..12")
+    v = np.asarray(values, np.float64).ravel()
+    out = v.copy()
+    lo, hi = 10.0 ** (digits - 1), 10.0 ** digits - 0.5
+    margin = 10.0 ** (digits - 14)  # 45x the product's worst error (~1 ulp of a number < 10^digits)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mag = np.abs(v)
+        k = (digits - 1) - np.floor(np.log10(mag))
+        ok = np.isfinite(v) & (mag > 0) & (np.abs(k) <= 22)
+        kk = np.where(ok, k, 0).astype(np.int64)
+        scaled = v * _POW10[kk + 22]  # within ~1 ulp of the exact product (10^-k is not exact)
+        q = np.rint(scaled)
+        a = np.abs(scaled)
+        ok &= (a >= lo) & (a < hi) & (np.abs(np.abs(scaled - np.trunc(scaled)) - 0.5) > margin)
+        p = _POW10[np.abs(kk) + 22]
+        r = np.where(kk >= 0, q / p, q * p)
+    out[ok] = r[ok]
+    rest = np.flatnonzero(~ok)
+    if len(rest):
+        fmt = f"%.{digits}g"
+        out[rest] = [float(fmt % x) for x in v[rest].tolist()]
+    return out.tolist()
 
 
 # The keys whose value may be null in a message; orjson writes NaN and inf as null too, so a

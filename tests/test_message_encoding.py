@@ -58,3 +58,26 @@ def test_nan_or_inf_is_refused_wherever_it_sits(monkeypatch, with_orjson, bad):
 def test_types_orjson_refuses_go_through_json():
     m = make_message(1, 2, 3.0, [_track(5, persistence=np.float64(0.5), id=2 ** 70)])
     assert json.loads(encode(m)) == json.loads(json.dumps(m))
+
+
+@pytest.mark.parametrize("digits", [1, 3, 6, 9, 12])
+def test_significant_is_float_of_the_g_format_bit_for_bit(digits):
+    """significant() (the covariance's 6 digits on the wire) equals float(f"{v:.Ng}") for every
+    value: random magnitudes over 600 decades, exact decimal ties, values next to ties and to
+    powers of ten, zeros of both signs, subnormals, the largest doubles, NaN and inf."""
+    rng = np.random.default_rng(digits)
+    ties = (rng.integers(10 ** (digits - 1), 10 ** digits, 5000) + 0.5) * 10.0 ** rng.integers(-12, 6, 5000)
+    edges = np.concatenate([10.0 ** np.arange(-30, 31), np.nextafter(10.0 ** np.arange(-30, 31), 0),
+                            np.nextafter(10.0 ** np.arange(-30, 31), np.inf)])
+    values = np.concatenate([
+        rng.lognormal(0, 40, 20000) * rng.choice([-1, 1], 20000), rng.normal(0, 1e-3, 20000), ties,
+        np.nextafter(ties, 0), np.nextafter(ties, np.inf), edges, -edges,
+        [0.0, -0.0, 5e-324, -5e-324, 2.2e-308, 1.7976931348623157e308, math.nan, math.inf, -math.inf]])
+    got = messages.significant(values, digits)
+    want = [float(f"{v:.{digits}g}") for v in values.tolist()]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert (g == w and math.copysign(1, g) == math.copysign(1, w)) or (math.isnan(g) and math.isnan(w))
+    assert messages.significant(np.zeros((0, 3, 3))) == []
+    with pytest.raises(ValueError, match="digits"):
+        messages.significant(values, 13)

@@ -21,6 +21,7 @@ from calib.triangulate import triangulate
 from persistence import Gate, HitCountGate, RateGuardedGate
 from streams.detections import Boxes2D, DetectionPair
 from streams.frames import FramePair
+from streams.messages import significant
 
 from .detect import make_detector
 from .detect.detections import Detections
@@ -842,9 +843,8 @@ class StereoPipeline:
         n = len(xyz)
         if n == 0:
             return []
-        # In batch (one %-format call for every covariance entry): the same floats as round(v, 5),
-        # round(v, 4) and float(f"{v:.6g}") one by one.
-        c = list(map(float, (" ".join(("%.6g",) * (9 * n)) % tuple(cov.ravel().tolist())).split()))
+        # In batch: the same floats as round(v, 5), round(v, 4) and float(f"{v:.6g}") one by one.
+        c = significant(cov, 6)
         x = list(map(round, xyz.ravel().tolist(), (5,) * (3 * n)))
         w = list(map(round, vel.ravel().tolist(), (4,) * (3 * n)))
         return [{"xyz": x[i:i + 3], "vel": w[i:i + 3], "cov": [c[j:j + 3], c[j + 3:j + 6], c[j + 6:j + 9]]}
