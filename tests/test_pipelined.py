@@ -4,6 +4,7 @@ source's errors raised to the caller."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -17,6 +18,7 @@ from streams.errors import StreamError
 from streams.frames import FramePair
 from streams.recording import RecordingReader
 from tracker3d.cli import main
+from tracker3d.cores import TrackCore
 from tracker3d.handoff import EMPTY, END, HandOff
 from tracker3d.pipeline import IN_FLIGHT, PipelineConfig, StereoPipeline, run
 from tracker3d.sim import get_scene, write_sim_recording
@@ -212,3 +214,87 @@ def test_side_by_side_detection_holds_numpy_blas_to_one_thread_and_copes_without
         caplog.set_level("WARNING")
         StereoPipeline(make_rig(160, 120), PipelineConfig(threads=True))
         assert "threadpoolctl is not installed" in caplog.text
+
+
+class _FakeChild:
+    def __init__(self):
+        self.pins = []
+
+    def pin(self, cpu):
+        self.pins.append(cpu)
+        return True
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs thread affinity and 2 cores")
+def test_tracking_gets_a_core_of_its_own_only_while_it_is_the_bottleneck():
+    """Every DECIDE_EVERY pairs: the tracking thread alone on the first core (children on the
+    others) when its CPU per pair exceeds the others' per remaining core by MARGIN, shared again
+    when it falls below by MARGIN; close() puts the calling thread's affinity back."""
+    before = os.sched_getaffinity(0)
+    cpus = sorted(before)
+    kids = [_FakeChild(), _FakeChild()]
+    core = TrackCore(kids, cpus[0], cpus[1:], before)
+    rest = len(cpus) - 1
+
+    def pairs(track_ms, other_ms, n=TrackCore.DECIDE_EVERY):
+        for _ in range(n):
+            core.read_s += other_ms * rest / 2e3
+            core.detect_s += other_ms * rest / 2e3
+            core.note_track(track_ms / 1e3)
+
+    try:
+        pairs(5.0, 10.0)  # detection-bound (few objects): shared
+        assert not core.dedicated and kids[0].pins == []
+        pairs(11.0, 10.0)  # within the margin: no move
+        assert not core.dedicated
+        pairs(20.0, 10.0)  # tracking-bound (a crowd)
+        assert core.dedicated and os.sched_getaffinity(0) == {cpus[0]}
+        assert kids[0].pins == [cpus[1]] and kids[1].pins == [cpus[1 % rest + 1] if rest > 1 else cpus[1]]
+        pairs(9.5, 10.0)  # within the margin the other way: stays
+        assert core.dedicated
+        pairs(5.0, 10.0)
+        assert not core.dedicated and os.sched_getaffinity(0) == before and kids[0].pins[-1] is None
+        pairs(20.0, 10.0)
+        assert core.dedicated and core.dedicated_pairs == 2 * TrackCore.DECIDE_EVERY  # pairs tracked alone
+    finally:
+        core.close()
+    assert os.sched_getaffinity(0) == before and not core.dedicated
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs thread affinity and 2 cores")
+def test_replay_with_detector_processes_and_the_tracking_core_gives_the_plain_loops_tracks(rec, monkeypatch):
+    """Detector processes, the tracking thread moved to a core of its own from the 5th pair on
+    (forced): the same tracks as the plain loop; meanwhile the children and the stage threads run
+    on the other cores; afterwards every affinity is back. Live sources never get the layout."""
+    monkeypatch.setattr(TrackCore, "DECIDE_EVERY", 5)
+    monkeypatch.setattr(TrackCore, "_decide", lambda self: None if self.dedicated else self._place(True))
+    before = os.sched_getaffinity(0)
+    cpus = sorted(before)
+    plain, _ = _tracks(RecordingReader(rec), RecordingReader(rec).calib, pipelined=False)
+    seen = []
+    pipe = StereoPipeline(RecordingReader(rec).calib, PipelineConfig(processes=True), gate=HitCountGate(3, 1.0))
+    src = RecordingReader(rec)
+    got = []
+
+    def keep(f3):
+        got.append((f3.index, f3.t, json.dumps(f3.tracks, sort_keys=True)))
+        if f3.index == 20:
+            seen.append((os.sched_getaffinity(0), [os.sched_getaffinity(d._proc.pid) for d in pipe.children],
+                         {t.name: os.sched_getaffinity(t.native_id) for t in threading.enumerate()
+                          if t.name in ("read", "detect")}))
+
+    try:
+        run(src, pipe, on_frame=keep, pipelined=True)
+        children_after = [os.sched_getaffinity(d._proc.pid) for d in pipe.children]
+    finally:
+        pipe.close()
+        src.close()
+    assert got == plain
+    main_then, kids_then, threads_then = seen[0]
+    assert main_then == {cpus[0]} and all(k == {cpus[1 + c % (len(cpus) - 1)]} for c, k in enumerate(kids_then))
+    assert threads_then and all(v == set(cpus[1:]) for v in threads_then.values())
+    assert os.sched_getaffinity(0) == before
+    assert children_after == [{cpus[c % len(cpus)]} for c in range(2)]  # each back on its own core (pin_cpu)
+    assert TrackCore.for_run(pipe, live=True, pipelined=True) is None

@@ -101,6 +101,11 @@ class ProducerThread:
         self._thread.start()
         return self
 
+    @property
+    def native_id(self) -> Optional[int]:
+        """The thread's id in the operating system (once started)."""
+        return self._thread.native_id
+
     def _run(self) -> None:
         error = None
         try:

@@ -23,6 +23,7 @@ from streams.detections import Boxes2D, DetectionPair
 from streams.frames import FramePair
 from streams.messages import significant
 
+from .cores import TrackCore
 from .detect import make_detector
 from .detect.detections import Detections
 from .detect.process import SLOTS, DetectorProcess, pin_cpu
@@ -75,6 +76,10 @@ class PipelineConfig:
     processes: bool = False
     # run(): read and detect pair k+1 on a thread of its own while pair k is tracked and published
     pipelined: bool = True
+    # run(), pipelined, detector processes, a file or recording (not a live source): the tracking
+    # thread gets a core of its own while it is the bottleneck (tracker3d.cores.TrackCore). Live
+    # sources keep each child on its own core: a live pair's detection waits for both children.
+    track_core: bool = True
     # Detect on images downscaled by this factor (0 < s <= 1; cv2.resize INTER_AREA), positions mapped
     # back to full-resolution pixels: for 1280x720 and above, where detection dominates the loop.
     detect_scale: float = 1.0
@@ -973,6 +978,7 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
     # pair stalled every few seconds). Thawed at the end: whatever of it is garbage by then is
     # collected as usual, so repeated runs leak nothing.
     gc.freeze()
+    cores = TrackCore.for_run(pipeline, live, pipelined)
     start = time.perf_counter()
     bar = progress
 
@@ -981,7 +987,10 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
         while not halted() and (live or max_pairs is None or st.pairs_in < max_pairs):
             if stop is not None and stop():
                 return
+            c = time.thread_time()
             pair = source.read(timeout=0.5)
+            if cores is not None:  # this thread's CPU (decoding), for the tracking core's choice
+                cores.read_s += time.thread_time() - c
             if pair is None:
                 if live and not getattr(source, "ended", False):
                     continue  # a live source had nothing new yet
@@ -994,6 +1003,7 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
 
     def finish(det: Detected, captured: bool) -> None:
         """Track, publish and hand on one detected pair."""
+        cpu = time.thread_time()
         if recorder is not None:
             recorder.write(det.pair)
         f3 = pipeline.track(det)
@@ -1013,6 +1023,8 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
             on_frame(f3)
         if bar is not None:
             bar.update(1)
+        if cores is not None:
+            cores.note_track(time.thread_time() - cpu)
 
     stages: list[ProducerThread] = []
     try:
@@ -1029,6 +1041,17 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
                 # one's detections are taken, when it is there already (replay); a live pair's
                 # detections are taken at once (no latency added waiting for the next capture).
                 started: deque = deque()
+                mark = [time.thread_time()]
+
+                def taken() -> tuple[Detected, bool]:
+                    finish, captured = started.popleft()
+                    det = finish()
+                    if cores is not None:  # this thread's CPU and the children's, per pair
+                        now = time.thread_time()
+                        cores.detect_s += now - mark[0] + sum(d.last_cpu_ms for d in pipeline.children) / 1e3
+                        mark[0] = now
+                    return det, captured
+
                 try:
                     while not halted():
                         item = reads.take(timeout=0.0 if started else STOP_POLL_S)
@@ -1037,15 +1060,15 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
                         if item is not EMPTY:
                             started.append((pipeline.submit(item[0]), item[1]))
                         if started and (item is EMPTY or len(started) >= DETECT_AHEAD):
-                            finish, captured = started.popleft()
-                            yield finish(), captured
+                            yield taken()
                 finally:  # the reader's end or error comes after the pairs read before it
                     while started and not halted():
-                        finish, captured = started.popleft()
-                        yield finish(), captured
+                        yield taken()
 
             handoff = HandOff(PIPELINE_QUEUE, newest_wins=live)
             stages.append(ProducerThread(detected, handoff, name="detect").start())
+            if cores is not None:
+                cores.stage_threads = [stage.native_id for stage in stages]
             while max_pairs is None or st.processed < max_pairs:
                 if stop is not None and stop():
                     break
@@ -1061,6 +1084,8 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
             stage.stop()
         st.dropped_stale = sum(stage.handoff.dropped for stage in stages)
         st.wall_s = time.perf_counter() - start
+        if cores is not None:
+            cores.close()
         st.warnings = list(getattr(pipeline, "warnings", []))
         gc.unfreeze()
         if bar is not None:

@@ -72,6 +72,10 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-pipelining", action="store_true",
                    help="read and detect each pair only after the previous one was tracked and published (by "
                    "default reading, detection and tracking run side by side, each a pair ahead of the next)")
+    g.add_argument("--no-track-core", action="store_true",
+                   help="replaying files or recordings, never give the tracking thread a core of its own (by default "
+                   "it gets one, with the reader and the detector processes on the other cores, while its CPU time "
+                   "per pair is the larger share; on a machine busy with other work, leave the scheduler free)")
 
 
 def _floats(text: Optional[str], n: int, option: str) -> Optional[tuple]:
@@ -156,6 +160,7 @@ def pipeline_from_args(args: argparse.Namespace):
                          # the next pair is detected while this one is tracked, unless asked not to or
                          # each core already runs its own pipeline (no core is idle to overlap on)
                          pipelined=getattr(args, "detect_threads", True) and not getattr(args, "no_pipelining", False),
+                         track_core=not getattr(args, "no_track_core", False),
                          detect_scale=getattr(args, "detect_scale", 1.0))
     return cfg, make_gate(args)
 

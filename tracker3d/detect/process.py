@@ -116,7 +116,8 @@ class DetectorProcess:
     child process. Also split in two (submit, then result, in order) so that one thread keeps two
     children busy at once, and up to SLOTS images ahead so that a child never waits for the
     caller between two images. Errors in the child come back as Tracker3DError (one line).
-    `last_ms`: how long the child took for the image whose result() came last (ms). cpu: a core
+    `last_ms`: how long the child took for the image whose result() came last (ms; `last_cpu_ms`
+    its CPU time). cpu: a core
     for the child alone (None: wherever the system puts it; see pin_cpu)."""
 
     def __init__(self, spec: str, detect_scale: float = 1.0, options: Optional[dict] = None, name: str = "detector",
@@ -129,6 +130,7 @@ class DetectorProcess:
         self._outstanding = 0  # of them, results not yet taken
         self._starting = False  # the child's answer to its start-up is still to be read
         self.last_ms = 0.0
+        self.last_cpu_ms = 0.0  # ... and the CPU time it used for it (ms)
         self._held: list[Detections] = []  # results read early (before a new shared file), oldest first
         self._init = ("init", spec, detect_scale, dict(options or {}), logging.getLogger().getEffectiveLevel(), cpu)
         self._proc: Optional[subprocess.Popen] = None  # started at the first use: boxes need none
@@ -150,6 +152,18 @@ class DetectorProcess:
                                  "detects in this process instead") from None
         self._request(self._init)
         self._starting = True  # its acknowledgement is read by wait_ready()
+
+    def pin(self, cpu: Optional[int]) -> bool:
+        """Move the running child to core `cpu` (None: back to its own, `self.cpu`, or anywhere).
+        False where the system refuses (or there is no child)."""
+        if self._proc is None or self._proc.poll() is not None or not hasattr(os, "sched_setaffinity"):
+            return False
+        want = cpu if cpu is not None else self.cpu
+        try:
+            os.sched_setaffinity(self._proc.pid, {want} if want is not None else os.sched_getaffinity(0))
+        except OSError:
+            return False
+        return True
 
     def _request(self, msg) -> None:
         try:
@@ -231,7 +245,7 @@ class DetectorProcess:
 
     def _read_result(self) -> Detections:
         self._outstanding -= 1
-        det, self.last_ms = self._reply()
+        det, self.last_ms, self.last_cpu_ms = self._reply()
         return det
 
     def result(self) -> Detections:
@@ -300,12 +314,12 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
                 reply = ("ok", None)
             else:
                 _, slot, t, shape, dtype = msg
-                c = time.perf_counter()
+                c, cpu = time.perf_counter(), time.process_time()
                 n = int(np.prod(shape))
                 # A copy: detectors may keep frames (the warm-up's median) and the slot is reused.
                 image = np.frombuffer(views[slot], np.dtype(dtype), n).reshape(shape).copy()
                 det = detector.detect(image, t)
-                reply = ("det", (det, (time.perf_counter() - c) * 1e3))
+                reply = ("det", (det, (time.perf_counter() - c) * 1e3, (time.process_time() - cpu) * 1e3))
         except Tracker3DError as e:
             reply = ("error", str(e))
         except Exception as e:  # noqa: BLE001 - anything the detector raises reaches the parent as one line

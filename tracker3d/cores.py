@@ -1,0 +1,105 @@
+"""Where a replay's tracking thread runs on a machine with few cores (Linux affinity).
+
+With detection in child processes, a pipelined replay runs three kinds of work at once: the
+tracking thread (2D and 3D tracking, the gate, publishing), the reader (video decoding) and the
+detector processes. Left free, the scheduler runs the children and the decoder on the tracking
+thread's core too; when tracking is the bottleneck (a crowd), every slice it loses is a slice of
+throughput (2 cores, 200 objects: 2D tracking's median 4.6-5.9 ms a pair shared, 3.3-3.5 on a
+core of its own; 48-54 pairs/s shared, 55-65 alone). When detection is (few objects), the
+other way round: its work needs both cores. `TrackCore` measures both sides' CPU time per pair
+and gives the tracking thread a core of its own only while its share is the larger.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Sequence
+
+log = logging.getLogger(__name__)
+
+
+class TrackCore:
+    """The tracking thread on core `track` alone and everything else on `rest`, while tracking
+    needs more CPU per pair than the others can give it elsewhere; decided every DECIDE_EVERY
+    pairs on the pairs since the last decision, with a MARGIN either way (no flapping).
+
+    The run reports CPU seconds: `read_s` (the reader thread's), `detect_s` (the detect thread's
+    and its children's), each written by its own thread, and note_track() per pair from the
+    tracking thread, which also moves the threads (an affinity call of its own thread)."""
+
+    DECIDE_EVERY = 15
+    MARGIN = 1.15
+
+    def __init__(self, children: Sequence, track: int, rest: list[int], before: set[int]):
+        self.children = list(children)
+        self.track, self.rest, self.before = track, list(rest), set(before)
+        self.stage_threads: list[Optional[int]] = []  # native ids of the reader and detect threads
+        self.dedicated = False
+        self.read_s = 0.0
+        self.detect_s = 0.0
+        self.track_s = 0.0
+        self.pairs = 0
+        self.dedicated_pairs = 0  # pairs tracked with a core of its own
+        self._mark = (0.0, 0.0, 0.0, 0)
+
+    @classmethod
+    def for_run(cls, pipeline, live: bool, pipelined: bool) -> Optional["TrackCore"]:
+        """A TrackCore for run(): pipelined replays (not live sources) with detector processes
+        on a system that has thread affinity and 2 or more cores; else None."""
+        children = getattr(pipeline, "children", None)
+        if live or not pipelined or not children or not getattr(getattr(pipeline, "cfg", None), "track_core", False):
+            return None
+        if not hasattr(os, "sched_setaffinity"):
+            return None
+        try:
+            before = os.sched_getaffinity(0)
+        except OSError:
+            return None
+        cpus = sorted(before)
+        if len(cpus) < 2:
+            return None
+        return cls(children, cpus[0], cpus[1:], before)
+
+    def note_track(self, seconds: float) -> None:
+        """The tracking thread's CPU seconds for one pair (called on that thread)."""
+        self.track_s += seconds
+        self.pairs += 1
+        self.dedicated_pairs += self.dedicated
+        if self.pairs - self._mark[3] >= self.DECIDE_EVERY:
+            self._decide()
+
+    def _decide(self) -> None:
+        r, d, t, n = self._mark
+        k = self.pairs - n
+        self._mark = (self.read_s, self.detect_s, self.track_s, self.pairs)
+        track = (self.track_s - t) / k
+        other = (self.read_s - r + self.detect_s - d) / k / len(self.rest)  # per core left to them
+        want = track > other * (self.MARGIN if not self.dedicated else 1.0 / self.MARGIN)
+        if want != self.dedicated:
+            log.debug("tracking %.2f ms a pair, the rest %.2f ms per other core (read %.2f, detect %.2f): %s",
+                      track * 1e3, other * 1e3, (self.read_s - r) / k * 1e3, (self.detect_s - d) / k * 1e3,
+                      "a core of its own" if want else "shared cores")
+            self._place(want)
+
+    def _place(self, dedicated: bool) -> None:
+        try:
+            os.sched_setaffinity(0, {self.track} if dedicated else self.before)
+        except OSError as e:  # a container's cpuset changed under us: leave things as they are
+            log.debug("tracking core: %s", e)
+            return
+        for tid in self.stage_threads:
+            if tid is not None:
+                try:
+                    os.sched_setaffinity(tid, set(self.rest) if dedicated else self.before)
+                except OSError:  # the thread has ended
+                    pass
+        for c, d in enumerate(self.children):
+            d.pin(self.rest[c % len(self.rest)] if dedicated else None)
+        self.dedicated = dedicated
+
+    def close(self) -> None:
+        """Everything back where it was (call on the tracking thread)."""
+        if self.dedicated:
+            self._place(False)
+        if self.pairs:
+            log.debug("tracking had a core of its own for %d of %d pairs", self.dedicated_pairs, self.pairs)
