@@ -230,11 +230,20 @@ class _FakeChild:
 def test_tracking_gets_a_core_of_its_own_only_while_it_is_the_bottleneck():
     """Every DECIDE_EVERY pairs: the tracking thread alone on the first core (children on the
     others) when its CPU per pair exceeds the others' per remaining core by MARGIN, shared again
-    when it falls below by MARGIN; close() puts the calling thread's affinity back."""
+    when it falls below by MARGIN or while other programs keep the machine busy; close() puts
+    the calling thread's affinity back."""
     before = os.sched_getaffinity(0)
     cpus = sorted(before)
     kids = [_FakeChild(), _FakeChild()]
-    core = TrackCore(kids, cpus[0], cpus[1:], before)
+    busy = {"other programs": False, "s": 0.0}
+
+    def machine_busy():  # None: no machine-wide figure (the check is skipped); else huge growth
+        if not busy["other programs"]:
+            return None
+        busy["s"] += 1e6
+        return busy["s"]
+
+    core = TrackCore(kids, cpus[0], cpus[1:], before, machine_busy=machine_busy)
     rest = len(cpus) - 1
 
     def pairs(track_ms, other_ms, n=TrackCore.DECIDE_EVERY):
@@ -257,6 +266,12 @@ def test_tracking_gets_a_core_of_its_own_only_while_it_is_the_bottleneck():
         assert not core.dedicated and os.sched_getaffinity(0) == before and kids[0].pins[-1] is None
         pairs(20.0, 10.0)
         assert core.dedicated and core.dedicated_pairs == 2 * TrackCore.DECIDE_EVERY  # pairs tracked alone
+        busy["other programs"] = True  # another program keeps cores busy: the core is given back ...
+        pairs(20.0, 10.0)
+        pairs(20.0, 10.0)
+        assert not core.dedicated and core.foreign > TrackCore.FOREIGN_MAX and os.sched_getaffinity(0) == before
+        pairs(20.0, 10.0)  # ... and not taken while it does
+        assert not core.dedicated
     finally:
         core.close()
     assert os.sched_getaffinity(0) == before and not core.dedicated

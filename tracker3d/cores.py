@@ -13,9 +13,34 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Sequence
+import time
+from typing import Callable, Optional, Sequence
 
 log = logging.getLogger(__name__)
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used, from /proc (0 where unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def busy_cpu_s() -> Optional[float]:
+    """CPU seconds the whole machine has been busy (all cores: user, nice, system, irq, softirq;
+    from /proc/stat), or None where there is no such file."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        if fields[0] != "cpu":
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 class TrackCore:
@@ -24,13 +49,20 @@ class TrackCore:
     pairs on the pairs since the last decision, with a MARGIN either way (no flapping).
 
     The run reports CPU seconds: `read_s` (the reader thread's), `detect_s` (the detect thread's
-    and its children's), each written by its own thread, and note_track() per pair from the
-    tracking thread, which also moves the threads (an affinity call of its own thread)."""
+    and its children's), each written by its own thread, and
+    note_track() per pair from the tracking thread, which also moves the threads (an affinity
+    call of its own thread). While other programs keep more than FOREIGN_MAX cores busy (the
+    machine's busy time from /proc/stat less this process's and its children's, from /proc), nothing moves
+    and a core taken is given back."""
 
     DECIDE_EVERY = 15
     MARGIN = 1.15
+    # Other programs busy on the machine, in cores: then no core is ours to take (two replays at
+    # once would both put their tracking on the same core), and one taken is given back.
+    FOREIGN_MAX = 0.25
 
-    def __init__(self, children: Sequence, track: int, rest: list[int], before: set[int]):
+    def __init__(self, children: Sequence, track: int, rest: list[int], before: set[int],
+                 machine_busy: Callable[[], Optional[float]] = busy_cpu_s):
         self.children = list(children)
         self.track, self.rest, self.before = track, list(rest), set(before)
         self.stage_threads: list[Optional[int]] = []  # native ids of the reader and detect threads
@@ -40,7 +72,16 @@ class TrackCore:
         self.track_s = 0.0
         self.pairs = 0
         self.dedicated_pairs = 0  # pairs tracked with a core of its own
+        self._machine_busy = machine_busy
         self._mark = (0.0, 0.0, 0.0, 0)
+        self._usage = self._usage_now()
+        self.foreign = 0.0  # cores' worth of other programs' work over the last window
+
+    def _usage_now(self) -> tuple[float, float, Optional[float]]:
+        """(wall clock, this process's and its children's CPU seconds, the machine's busy CPU seconds)."""
+        t = os.times()
+        kids = sum(process_cpu_s(d.pid) for d in self.children if getattr(d, "pid", None) is not None)
+        return time.monotonic(), t.user + t.system + kids, self._machine_busy()
 
     @classmethod
     def for_run(cls, pipeline, live: bool, pipelined: bool) -> Optional["TrackCore"]:
@@ -75,10 +116,15 @@ class TrackCore:
         track = (self.track_s - t) / k
         other = (self.read_s - r + self.detect_s - d) / k / len(self.rest)  # per core left to them
         want = track > other * (self.MARGIN if not self.dedicated else 1.0 / self.MARGIN)
+        usage, self._usage = self._usage, self._usage_now()
+        if usage[2] is not None and self._usage[2] is not None and self._usage[0] > usage[0]:
+            ours = self._usage[1] - usage[1]
+            self.foreign = max(0.0, (self._usage[2] - usage[2] - ours) / (self._usage[0] - usage[0]))
+            want = want and self.foreign <= self.FOREIGN_MAX
         if want != self.dedicated:
-            log.debug("tracking %.2f ms a pair, the rest %.2f ms per other core (read %.2f, detect %.2f): %s",
-                      track * 1e3, other * 1e3, (self.read_s - r) / k * 1e3, (self.detect_s - d) / k * 1e3,
-                      "a core of its own" if want else "shared cores")
+            log.debug("tracking %.2f ms a pair, the rest %.2f ms per other core (read %.2f, detect %.2f), other "
+                      "programs %.2f cores: %s", track * 1e3, other * 1e3, (self.read_s - r) / k * 1e3,
+                      (self.detect_s - d) / k * 1e3, self.foreign, "a core of its own" if want else "shared cores")
             self._place(want)
 
     def _place(self, dedicated: bool) -> None:

@@ -153,6 +153,11 @@ class DetectorProcess:
         self._request(self._init)
         self._starting = True  # its acknowledgement is read by wait_ready()
 
+    @property
+    def pid(self) -> Optional[int]:
+        """The child's process id (None before start)."""
+        return self._proc.pid if self._proc is not None else None
+
     def pin(self, cpu: Optional[int]) -> bool:
         """Move the running child to core `cpu` (None: back to its own, `self.cpu`, or anywhere).
         False where the system refuses (or there is no child)."""
