@@ -11,8 +11,8 @@ from streams import SchemaError, decode, encode, make_message
 
 
 def _track(i=1, **kw):
-    t = {"id": i, "xyz": [0.1, -2.5e-05, 3.0], "vel": [0.0, 1e16, -0.0], "cov": [[1e-4, 0, 0], [0, 1e-4, 0], [0, 0, 1e-3]],
-         "persistence": 0.9, "age_s": 1.0, "state": "tracked", "cam0": {"track": 4, "uv": [100.0, 50.25]}, "cam1": None}
+    t = {"id": i, "xyz": [0.1, -2.5e-05, 3.0], "vel": [0.0, 1e16, -0.0],
+         "cov": [[1e-4, 0, 0], [0, 1e-4, 0], [0, 0, 1e-3]], "persistence": 0.9, "age_s": 1.0, "state": "tracked", "cam0": {"track": 4, "uv": [100.0, 50.25]}, "cam1": None}
     t.update(kw)
     return t
 

@@ -48,12 +48,12 @@ class TrackCore:
     needs more CPU per pair than the others can give it elsewhere; decided every DECIDE_EVERY
     pairs on the pairs since the last decision, with a MARGIN either way (no flapping).
 
-    The run reports CPU seconds: `read_s` (the reader thread's), `detect_s` (the detect thread's
-    and its children's), each written by its own thread, and
-    note_track() per pair from the tracking thread, which also moves the threads (an affinity
-    call of its own thread). While other programs keep more than FOREIGN_MAX cores busy (the
-    machine's busy time from /proc/stat less this process's and its children's, from /proc), nothing moves
-    and a core taken is given back."""
+    The run reports CPU seconds: `read_s` (the reader thread's) and `detect_s` (the detect
+    thread's and its children's), each written by its own thread, and note_track() per pair from
+    the tracking thread, which also moves the threads (an affinity call of its own thread).
+    While other programs keep more than FOREIGN_MAX cores busy (the machine's busy time from
+    /proc/stat less this process's and its children's), nothing moves and a core taken is given
+    back."""
 
     DECIDE_EVERY = 15
     MARGIN = 1.15

@@ -164,8 +164,8 @@ class DetectorProcess:
         if self._proc is None or self._proc.poll() is not None or not hasattr(os, "sched_setaffinity"):
             return False
         want = cpu if cpu is not None else self.cpu
-        try:
-            os.sched_setaffinity(self._proc.pid, {want} if want is not None else os.sched_getaffinity(0))
+        try:  # with no core of its own: the cores this process may use (its main thread's)
+            os.sched_setaffinity(self._proc.pid, {want} if want is not None else os.sched_getaffinity(os.getpid()))
         except OSError:
             return False
         return True
