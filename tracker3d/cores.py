@@ -49,11 +49,11 @@ class TrackCore:
     pairs on the pairs since the last decision, with a MARGIN either way (no flapping).
 
     The run reports CPU seconds: `read_s` (the reader thread's) and `detect_s` (the detect
-    thread's and its children's), each written by its own thread, and note_track() per pair from
-    the tracking thread, which also moves the threads (an affinity call of its own thread).
-    While other programs keep more than FOREIGN_MAX cores busy (the machine's busy time from
-    /proc/stat less this process's and its children's), nothing moves and a core taken is given
-    back."""
+    thread's), each written by its own thread, and note_track() per pair from the tracking
+    thread, which also moves the threads (an affinity call of its own thread); the children's
+    comes from /proc. While other programs keep more than FOREIGN_MAX cores busy (the machine's
+    busy time from /proc/stat less this process's and its children's), nothing moves and a core
+    taken is given back."""
 
     DECIDE_EVERY = 15
     MARGIN = 1.15
@@ -77,11 +77,11 @@ class TrackCore:
         self._usage = self._usage_now()
         self.foreign = 0.0  # cores' worth of other programs' work over the last window
 
-    def _usage_now(self) -> tuple[float, float, Optional[float]]:
-        """(wall clock, this process's and its children's CPU seconds, the machine's busy CPU seconds)."""
+    def _usage_now(self) -> tuple[float, float, float, Optional[float]]:
+        """(wall clock, this process's CPU seconds, its children's, the machine's busy CPU seconds)."""
         t = os.times()
         kids = sum(process_cpu_s(d.pid) for d in self.children if getattr(d, "pid", None) is not None)
-        return time.monotonic(), t.user + t.system + kids, self._machine_busy()
+        return time.monotonic(), t.user + t.system, kids, self._machine_busy()
 
     @classmethod
     def for_run(cls, pipeline, live: bool, pipelined: bool) -> Optional["TrackCore"]:
@@ -113,18 +113,19 @@ class TrackCore:
         r, d, t, n = self._mark
         k = self.pairs - n
         self._mark = (self.read_s, self.detect_s, self.track_s, self.pairs)
+        (wall0, own0, kids0, busy0), (wall, own, kids, busy) = self._usage, self._usage_now()
+        self._usage = (wall, own, kids, busy)
         track = (self.track_s - t) / k
-        other = (self.read_s - r + self.detect_s - d) / k / len(self.rest)  # per core left to them
+        other = (self.read_s - r + self.detect_s - d + kids - kids0) / k / len(self.rest)  # per core left to them
         want = track > other * (self.MARGIN if not self.dedicated else 1.0 / self.MARGIN)
-        usage, self._usage = self._usage, self._usage_now()
-        if usage[2] is not None and self._usage[2] is not None and self._usage[0] > usage[0]:
-            ours = self._usage[1] - usage[1]
-            self.foreign = max(0.0, (self._usage[2] - usage[2] - ours) / (self._usage[0] - usage[0]))
+        if busy0 is not None and busy is not None and wall > wall0:
+            self.foreign = max(0.0, (busy - busy0 - (own - own0) - (kids - kids0)) / (wall - wall0))
             want = want and self.foreign <= self.FOREIGN_MAX
         if want != self.dedicated:
-            log.debug("tracking %.2f ms a pair, the rest %.2f ms per other core (read %.2f, detect %.2f), other "
-                      "programs %.2f cores: %s", track * 1e3, other * 1e3, (self.read_s - r) / k * 1e3,
-                      (self.detect_s - d) / k * 1e3, self.foreign, "a core of its own" if want else "shared cores")
+            log.debug("tracking %.2f ms a pair, the rest %.2f ms per other core (read %.2f, detect %.2f, children "
+                      "%.2f), other programs %.2f cores: %s", track * 1e3, other * 1e3, (self.read_s - r) / k * 1e3,
+                      (self.detect_s - d) / k * 1e3, (kids - kids0) / k * 1e3, self.foreign,
+                      "a core of its own" if want else "shared cores")
             self._place(want)
 
     def _place(self, dedicated: bool) -> None:

@@ -1046,9 +1046,9 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
                 def taken() -> tuple[Detected, bool]:
                     finish, captured = started.popleft()
                     det = finish()
-                    if cores is not None:  # this thread's CPU and the children's, per pair
+                    if cores is not None:  # this thread's CPU, for the tracking core's choice
                         now = time.thread_time()
-                        cores.detect_s += now - mark[0] + sum(d.last_cpu_ms for d in pipeline.children) / 1e3
+                        cores.detect_s += now - mark[0]
                         mark[0] = now
                     return det, captured
 

@@ -116,8 +116,7 @@ class DetectorProcess:
     child process. Also split in two (submit, then result, in order) so that one thread keeps two
     children busy at once, and up to SLOTS images ahead so that a child never waits for the
     caller between two images. Errors in the child come back as Tracker3DError (one line).
-    `last_ms`: how long the child took for the image whose result() came last (ms; `last_cpu_ms`
-    its CPU time). cpu: a core
+    `last_ms`: how long the child took for the image whose result() came last (ms). cpu: a core
     for the child alone (None: wherever the system puts it; see pin_cpu)."""
 
     def __init__(self, spec: str, detect_scale: float = 1.0, options: Optional[dict] = None, name: str = "detector",
@@ -130,7 +129,6 @@ class DetectorProcess:
         self._outstanding = 0  # of them, results not yet taken
         self._starting = False  # the child's answer to its start-up is still to be read
         self.last_ms = 0.0
-        self.last_cpu_ms = 0.0  # ... and the CPU time it used for it (ms)
         self._held: list[Detections] = []  # results read early (before a new shared file), oldest first
         self._init = ("init", spec, detect_scale, dict(options or {}), logging.getLogger().getEffectiveLevel(), cpu)
         self._proc: Optional[subprocess.Popen] = None  # started at the first use: boxes need none
@@ -250,7 +248,7 @@ class DetectorProcess:
 
     def _read_result(self) -> Detections:
         self._outstanding -= 1
-        det, self.last_ms, self.last_cpu_ms = self._reply()
+        det, self.last_ms = self._reply()
         return det
 
     def result(self) -> Detections:
@@ -319,12 +317,12 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
                 reply = ("ok", None)
             else:
                 _, slot, t, shape, dtype = msg
-                c, cpu = time.perf_counter(), time.process_time()
+                c = time.perf_counter()
                 n = int(np.prod(shape))
                 # A copy: detectors may keep frames (the warm-up's median) and the slot is reused.
                 image = np.frombuffer(views[slot], np.dtype(dtype), n).reshape(shape).copy()
                 det = detector.detect(image, t)
-                reply = ("det", (det, (time.perf_counter() - c) * 1e3, (time.process_time() - cpu) * 1e3))
+                reply = ("det", (det, (time.perf_counter() - c) * 1e3))
         except Tracker3DError as e:
             reply = ("error", str(e))
         except Exception as e:  # noqa: BLE001 - anything the detector raises reaches the parent as one line
