@@ -20,7 +20,7 @@ from streams.recording import RecordingReader
 from tracker3d.cli import main
 from tracker3d.cores import TrackCore
 from tracker3d.handoff import EMPTY, END, HandOff
-from tracker3d.pipeline import IN_FLIGHT, PipelineConfig, StereoPipeline, run
+from tracker3d.pipeline import IN_FLIGHT, PipelineConfig, StereoPipeline, _free_children, run
 from tracker3d.sim import get_scene, write_sim_recording
 
 SCENE = get_scene("default").with_(seconds=3.5, width=320, height=240, n_objects=6)
@@ -259,11 +259,11 @@ def test_tracking_gets_a_core_of_its_own_only_while_it_is_the_bottleneck():
         assert not core.dedicated
         pairs(20.0, 10.0)  # tracking-bound (a crowd)
         assert core.dedicated and os.sched_getaffinity(0) == {cpus[0]}
-        assert kids[0].pins == [cpus[1]] and kids[1].pins == [cpus[1 % rest + 1] if rest > 1 else cpus[1]]
+        assert kids[0].pins == [{cpus[1]}] and kids[1].pins == [{cpus[1 % rest + 1] if rest > 1 else cpus[1]}]
         pairs(9.5, 10.0)  # within the margin the other way: stays
         assert core.dedicated
         pairs(5.0, 10.0)
-        assert not core.dedicated and os.sched_getaffinity(0) == before and kids[0].pins[-1] is None
+        assert not core.dedicated and os.sched_getaffinity(0) == before and kids[0].pins[-1] == before
         pairs(20.0, 10.0)
         assert core.dedicated and core.dedicated_pairs == 2 * TrackCore.DECIDE_EVERY  # pairs tracked alone
         busy["other programs"] = True  # another program keeps cores busy: the core is given back ...
@@ -280,9 +280,10 @@ def test_tracking_gets_a_core_of_its_own_only_while_it_is_the_bottleneck():
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs thread affinity and 2 cores")
 def test_replay_with_detector_processes_and_the_tracking_core_gives_the_plain_loops_tracks(rec, monkeypatch):
-    """Detector processes, the tracking thread moved to a core of its own from the 5th pair on
-    (forced): the same tracks as the plain loop; meanwhile the children and the stage threads run
-    on the other cores; afterwards every affinity is back. Live sources never get the layout."""
+    """Detector processes, free to run on every core in a replay, the tracking thread moved to a
+    core of its own from the 5th pair on (forced): the same tracks as the plain loop; meanwhile
+    the children and the stage threads run on the other cores; afterwards every affinity is back
+    (each child on its own core). Live sources never get the layout."""
     monkeypatch.setattr(TrackCore, "DECIDE_EVERY", 5)
     monkeypatch.setattr(TrackCore, "_decide", lambda self: None if self.dedicated else self._place(True))
     before = os.sched_getaffinity(0)
@@ -295,6 +296,8 @@ def test_replay_with_detector_processes_and_the_tracking_core_gives_the_plain_lo
 
     def keep(f3):
         got.append((f3.index, f3.t, json.dumps(f3.tracks, sort_keys=True)))
+        if f3.index == 2:
+            seen.append([os.sched_getaffinity(d._proc.pid) for d in pipe.children])
         if f3.index == 20:
             seen.append((os.sched_getaffinity(0), [os.sched_getaffinity(d._proc.pid) for d in pipe.children],
                          {t.name: os.sched_getaffinity(t.native_id) for t in threading.enumerate()
@@ -307,9 +310,11 @@ def test_replay_with_detector_processes_and_the_tracking_core_gives_the_plain_lo
         pipe.close()
         src.close()
     assert got == plain
-    main_then, kids_then, threads_then = seen[0]
+    assert seen[0] == [before, before]  # free before the tracking core is given
+    main_then, kids_then, threads_then = seen[1]
     assert main_then == {cpus[0]} and all(k == {cpus[1 + c % (len(cpus) - 1)]} for c, k in enumerate(kids_then))
     assert threads_then and all(v == set(cpus[1:]) for v in threads_then.values())
     assert os.sched_getaffinity(0) == before
     assert children_after == [{cpus[c % len(cpus)]} for c in range(2)]  # each back on its own core (pin_cpu)
     assert TrackCore.for_run(pipe, live=True, pipelined=True) is None
+    assert _free_children(pipe, live=True, pipelined=True) == []  # live: each child keeps its core

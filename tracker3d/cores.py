@@ -140,8 +140,8 @@ class TrackCore:
                     os.sched_setaffinity(tid, set(self.rest) if dedicated else self.before)
                 except OSError:  # the thread has ended
                     pass
-        for c, d in enumerate(self.children):
-            d.pin(self.rest[c % len(self.rest)] if dedicated else None)
+        for c, d in enumerate(self.children):  # shared: free to run anywhere (see run())
+            d.pin({self.rest[c % len(self.rest)]} if dedicated else self.before)
         self.dedicated = dedicated
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -951,6 +952,19 @@ IN_FLIGHT = 2 * PIPELINE_QUEUE + DETECT_AHEAD + 1  # pairs read but not yet trac
 STOP_POLL_S = 0.1  # the tracking thread checks stop() at least this often while it waits
 
 
+def _free_children(pipeline, live: bool, pipelined: bool) -> list:
+    """In a pipelined replay, the detector children free to run on every core this process may
+    use; returns those that moved (run() puts them back on their own core at the end)."""
+    children = getattr(pipeline, "children", None)
+    if live or not pipelined or not children or not hasattr(os, "sched_getaffinity"):
+        return []
+    try:
+        cpus = os.sched_getaffinity(0)
+    except OSError:
+        return []
+    return [d for d in children if d.cpu is not None and d.pin(cpus)]
+
+
 def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Callable[[Frame3D], None]] = None,
         recorder=None, max_pairs: Optional[int] = None, progress=None,
         stop: Optional[Callable[[], bool]] = None, pipelined: Optional[bool] = None) -> RunStats:
@@ -978,6 +992,12 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
     # pair stalled every few seconds). Thawed at the end: whatever of it is garbage by then is
     # collected as usual, so repeated runs leak nothing.
     gc.freeze()
+    # Each detector child has a core of its own for live sources (a live pair waits for both:
+    # left free, the scheduler often ran them on one core). A pipelined replay keeps them busy
+    # with pairs in turn and is faster with them free to run on any core (10 objects: 89-104
+    # pairs/s against 80-93 pinned in six interleaved pairs of runs, 82-95 against 69-104 in seven
+    # more): there they are let go.
+    freed = _free_children(pipeline, live, pipelined)
     cores = TrackCore.for_run(pipeline, live, pipelined)
     start = time.perf_counter()
     bar = progress
@@ -1086,6 +1106,8 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
         st.wall_s = time.perf_counter() - start
         if cores is not None:
             cores.close()
+        for d in freed:
+            d.pin(None)  # back on its own core
         st.warnings = list(getattr(pipeline, "warnings", []))
         gc.unfreeze()
         if bar is not None:

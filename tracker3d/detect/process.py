@@ -156,14 +156,16 @@ class DetectorProcess:
         """The child's process id (None before start)."""
         return self._proc.pid if self._proc is not None else None
 
-    def pin(self, cpu: Optional[int]) -> bool:
-        """Move the running child to core `cpu` (None: back to its own, `self.cpu`, or anywhere).
-        False where the system refuses (or there is no child)."""
+    def pin(self, cpus: Optional[set[int]]) -> bool:
+        """Let the running child run on the cores `cpus` (None: back to its own core, `self.cpu`,
+        or where it has none, the cores this process may use). False where the system refuses
+        (or there is no child)."""
         if self._proc is None or self._proc.poll() is not None or not hasattr(os, "sched_setaffinity"):
             return False
-        want = cpu if cpu is not None else self.cpu
-        try:  # with no core of its own: the cores this process may use (its main thread's)
-            os.sched_setaffinity(self._proc.pid, {want} if want is not None else os.sched_getaffinity(os.getpid()))
+        if cpus is None:
+            cpus = {self.cpu} if self.cpu is not None else os.sched_getaffinity(os.getpid())
+        try:
+            os.sched_setaffinity(self._proc.pid, cpus)
         except OSError:
             return False
         return True
