@@ -18,9 +18,9 @@ from streams.errors import StreamError
 from streams.frames import FramePair
 from streams.recording import RecordingReader
 from tracker3d.cli import main
-from tracker3d.cores import TrackCore
+from tracker3d.cores import TrackCore, free_children
 from tracker3d.handoff import EMPTY, END, HandOff
-from tracker3d.pipeline import IN_FLIGHT, PipelineConfig, StereoPipeline, _free_children, run
+from tracker3d.pipeline import IN_FLIGHT, PipelineConfig, StereoPipeline, run
 from tracker3d.sim import get_scene, write_sim_recording
 
 SCENE = get_scene("default").with_(seconds=3.5, width=320, height=240, n_objects=6)
@@ -317,4 +317,4 @@ def test_replay_with_detector_processes_and_the_tracking_core_gives_the_plain_lo
     assert os.sched_getaffinity(0) == before
     assert children_after == [{cpus[c % len(cpus)]} for c in range(2)]  # each back on its own core (pin_cpu)
     assert TrackCore.for_run(pipe, live=True, pipelined=True) is None
-    assert _free_children(pipe, live=True, pipelined=True) == []  # live: each child keeps its core
+    assert free_children(pipe, live=True, pipelined=True) == []  # live: each child keeps its core

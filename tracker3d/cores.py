@@ -43,6 +43,29 @@ def busy_cpu_s() -> Optional[float]:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+def replay_cores(pipeline, live: bool, pipelined: bool) -> Optional[set[int]]:
+    """The cores this process may use, where run() may place its threads and detector
+    processes: a pipelined replay (not a live source) with detector processes, on a system with
+    thread affinity; else None."""
+    if live or not pipelined or not getattr(pipeline, "children", None) or not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        return os.sched_getaffinity(0)
+    except OSError:
+        return None
+
+
+def free_children(pipeline, live: bool, pipelined: bool) -> list:
+    """In a pipelined replay, the detector children free to run on every core this process may
+    use (each keeps a core of its own for live sources, where a pair waits for both: left free,
+    the scheduler often ran them on one core); returns those that moved (run() puts them back
+    on their own core at the end)."""
+    cpus = replay_cores(pipeline, live, pipelined)
+    if cpus is None:
+        return []
+    return [d for d in pipeline.children if d.cpu is not None and d.pin(cpus)]
+
+
 class TrackCore:
     """The tracking thread on core `track` alone and everything else on `rest`, while tracking
     needs more CPU per pair than the others can give it elsewhere; decided every DECIDE_EVERY
@@ -87,19 +110,11 @@ class TrackCore:
     def for_run(cls, pipeline, live: bool, pipelined: bool) -> Optional["TrackCore"]:
         """A TrackCore for run(): pipelined replays (not live sources) with detector processes
         on a system that has thread affinity and 2 or more cores; else None."""
-        children = getattr(pipeline, "children", None)
-        if live or not pipelined or not children or not getattr(getattr(pipeline, "cfg", None), "track_core", False):
-            return None
-        if not hasattr(os, "sched_setaffinity"):
-            return None
-        try:
-            before = os.sched_getaffinity(0)
-        except OSError:
+        before = replay_cores(pipeline, live, pipelined)
+        if before is None or len(before) < 2 or not getattr(getattr(pipeline, "cfg", None), "track_core", False):
             return None
         cpus = sorted(before)
-        if len(cpus) < 2:
-            return None
-        return cls(children, cpus[0], cpus[1:], before)
+        return cls(pipeline.children, cpus[0], cpus[1:], before)
 
     def note_track(self, seconds: float) -> None:
         """The tracking thread's CPU seconds for one pair (called on that thread)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from streams.detections import Boxes2D, DetectionPair
 from streams.frames import FramePair
 from streams.messages import significant
 
-from .cores import TrackCore
+from .cores import TrackCore, free_children
 from .detect import make_detector
 from .detect.detections import Detections
 from .detect.process import SLOTS, DetectorProcess, pin_cpu
@@ -952,19 +951,6 @@ IN_FLIGHT = 2 * PIPELINE_QUEUE + DETECT_AHEAD + 1  # pairs read but not yet trac
 STOP_POLL_S = 0.1  # the tracking thread checks stop() at least this often while it waits
 
 
-def _free_children(pipeline, live: bool, pipelined: bool) -> list:
-    """In a pipelined replay, the detector children free to run on every core this process may
-    use; returns those that moved (run() puts them back on their own core at the end)."""
-    children = getattr(pipeline, "children", None)
-    if live or not pipelined or not children or not hasattr(os, "sched_getaffinity"):
-        return []
-    try:
-        cpus = os.sched_getaffinity(0)
-    except OSError:
-        return []
-    return [d for d in children if d.cpu is not None and d.pin(cpus)]
-
-
 def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Callable[[Frame3D], None]] = None,
         recorder=None, max_pairs: Optional[int] = None, progress=None,
         stop: Optional[Callable[[], bool]] = None, pipelined: Optional[bool] = None) -> RunStats:
@@ -992,12 +978,10 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
     # pair stalled every few seconds). Thawed at the end: whatever of it is garbage by then is
     # collected as usual, so repeated runs leak nothing.
     gc.freeze()
-    # Each detector child has a core of its own for live sources (a live pair waits for both:
-    # left free, the scheduler often ran them on one core). A pipelined replay keeps them busy
-    # with pairs in turn and is faster with them free to run on any core (10 objects: 89-104
-    # pairs/s against 80-93 pinned in six interleaved pairs of runs, 82-95 against 69-104 in seven
-    # more): there they are let go.
-    freed = _free_children(pipeline, live, pipelined)
+    # A pipelined replay keeps the detector children busy with pairs in turn and is faster with
+    # them free to run on any core (10 objects: 89-104 pairs/s against 80-93 pinned in six
+    # interleaved pairs of runs, 82-95 against 69-104 in seven more): there they are let go.
+    freed = free_children(pipeline, live, pipelined)
     cores = TrackCore.for_run(pipeline, live, pipelined)
     start = time.perf_counter()
     bar = progress
