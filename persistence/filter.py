@@ -74,7 +74,7 @@ class TrackPersistenceFilter:
     def __init__(self, weights: Optional[str] = None, on: Optional[float] = None, off: Optional[float] = None,
                  device: str = "auto", image_size: Optional[tuple[int, int]] = None,
                  model: Optional[PersistenceTransformer] = None, latch_s: float = 0.5,
-                 cuda_graphs: bool = True, numpy_max: int = NUMPY_MAX):
+                 cuda_graphs: bool = True, numpy_max: int = NUMPY_MAX, fused: Optional[bool] = None):
         if model is None:
             model, card = checkpoint.load(weights, "cpu")
         else:
@@ -120,7 +120,8 @@ class TrackPersistenceFilter:
                     "persistence gate: device %s: torch sees no GPU; using the CPU", name)
             else:
                 dev = torch.device("cuda" if name == "auto" else name)
-                self._gpu = CudaGraphStep(self.model, dev, 64) if cuda_graphs else TorchStep(self.model, dev, 64)
+                self._gpu = (CudaGraphStep(self.model, dev, 64, fused=fused) if cuda_graphs
+                             else TorchStep(self.model, dev, 64))
                 if name == "auto":
                     self._measure()
                 else:

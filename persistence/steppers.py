@@ -17,6 +17,7 @@ values. All steppers compute `PersistenceTransformer.step` (equal to a full caus
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from typing import Optional
@@ -24,8 +25,11 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import fused_step
 from .graph_step import Packed, PackedStep, visible_limit
 from .model import PersistenceTransformer
+
+log = logging.getLogger(__name__)
 
 NUMPY_MAX = 128  # CpuStep: numpy up to this many tracks, torch above (measured: docs/benchmarks.md)
 SPAN_FILL = 1.5  # TorchStep on the CPU: attend in place when the slots' span <= this x the tracks
@@ -202,6 +206,7 @@ class _Graph:
     def __init__(self, B: int, model: PersistenceTransformer, device: torch.device):
         c, pin = model.config, device.type == "cuda"
         self.p = Packed(B, c.n_features, c.d_model, device, pin)
+        self.out_buf = torch.zeros(B, device=device)  # the fused step's output
         self.hout = torch.zeros(B, dtype=torch.float32, pin_memory=pin)
         self.hout_np = self.hout.numpy()
         self.graph: Optional[torch.cuda.CUDAGraph] = None
@@ -219,11 +224,59 @@ class CudaGraphStep(TorchStep):
     name = "cuda"
     _extra = 1
 
-    def __init__(self, model: PersistenceTransformer, device="cuda", capacity: int = 64, graphs: bool = True):
+    def __init__(self, model: PersistenceTransformer, device="cuda", capacity: int = 64, graphs: bool = True,
+                 fused: Optional[bool] = None):
         self.graphs = graphs and torch.device(device).type == "cuda"
         self._g: dict[int, _Graph] = {}
         super().__init__(model, device, capacity)
         self._packed = PackedStep(self.model, self.device)
+        # The step as one Triton kernel (fused_step): by default on a GPU where Triton imports;
+        # fused=True asks for it anywhere (on the CPU: Triton's interpreter, for tests).
+        if fused is None:
+            fused = self.device.type == "cuda" and fused_step.available()
+        self._fused = self._check_fused() if fused else None
+
+    FUSED_TOL = 1e-4  # the self-check's largest accepted logit difference from PackedStep
+
+    def _check_fused(self) -> Optional[fused_step.FusedStep]:
+        """A FusedStep when it builds and agrees with PackedStep on random tracks in a scratch
+        cache (two steps, so the second sees the first's keys), else None (logged)."""
+        try:
+            f = fused_step.FusedStep(self._packed)
+            c = self.model.config
+            rng = np.random.default_rng(0)
+            kv = torch.randn((c.n_layers, 40) + tuple(self.kv.shape[2:]), generator=torch.Generator().manual_seed(0))
+            kv = kv.to(self.device)
+            kv2 = kv.clone()
+            p = Packed(fused_step.BT * 2, c.n_features, c.d_model, self.device, False)
+            out = torch.zeros(p.B, device=self.device)
+            worst = 0.0
+            slots = rng.permutation(39)[:p.B - 3]
+            pos = rng.integers(0, 3 * c.max_len, len(slots))
+            for t in range(2):
+                pos = pos + t
+                self._packed.pack(p, rng.normal(0, 0.5, (len(slots), c.n_features)).astype(np.float32),
+                                  rng.uniform(0, 3, len(slots)).astype(np.float32), slots, pos, 39)
+                p.dev.copy_(p.host)
+                with torch.inference_mode():
+                    ref = self._packed(p, kv)
+                    f(p, kv2, out)
+                worst = max(worst, float((ref - out)[:len(slots)].abs().max()),
+                            float((kv[:, :39] - kv2[:, :39]).abs().max()))
+            if not worst <= self.FUSED_TOL:
+                log.warning("persistence gate: fused Triton step differs from the torch step by %.2g; not used", worst)
+                return None
+            log.info("persistence gate: fused Triton step on %s (agrees with the torch step to %.1g)",
+                     self.device, worst)
+            return f
+        except Exception as e:  # noqa: BLE001  (any failure: the torch step stays)
+            log.warning("persistence gate: fused Triton step unavailable (%s: %s); using the torch step",
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            return None
+
+    @property
+    def fused(self) -> bool:
+        return self._fused is not None
 
     def _alloc(self, slots: int) -> None:
         c = self.model.config
@@ -247,6 +300,8 @@ class CudaGraphStep(TorchStep):
 
     def _run(self, g: _Graph) -> torch.Tensor:
         """Logits (B,) of the step on g's packed device input."""
+        if self._fused is not None:
+            return self._fused(g.p, self.kv, g.out_buf)
         return self._packed(g.p, self.kv)
 
     def _graph(self, B: int) -> _Graph:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from persistence import fused_step
 from persistence.data import synthetic_tracks
 from persistence.features import NEWEST3, features, row_features
 from persistence.filter import TrackPersistenceFilter
@@ -239,14 +240,85 @@ def test_measured_pick_is_a_table_by_track_count_and_is_logged(caplog):
 
 
 @cuda
-def test_gpu_gate_scores_like_the_cpu_gate():
-    """CUDA graphs over buckets 16/64/256, the cache grown on the GPU: the CPU gate's scores."""
+@pytest.mark.parametrize("fused", [None, False])
+def test_gpu_gate_scores_like_the_cpu_gate(fused):
+    """CUDA graphs over buckets 16/64/256, the cache grown on the GPU, with the fused Triton step
+    (the default where Triton imports) or the torch step: the CPU gate's scores."""
     m = _model()
     ref = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480)), n_tracks=300)
-    g = TrackPersistenceFilter(model=m, device="cuda", image_size=(640, 480))
+    g = TrackPersistenceFilter(model=m, device="cuda", image_size=(640, 480), fused=fused)
     got = _drive(g, n_tracks=300)
     assert g.device.type == "cuda" and g._step.graphs and len(g._step._g) >= 2
+    assert g._step.fused == (fused is None and fused_step.available())
     assert _max_diff(ref, got) < 1e-5
+
+
+_FUSED_ON_CPU = """
+import os, sys
+os.environ["TRITON_INTERPRET"] = "1"  # Triton's interpreter: the kernel run with numpy on the CPU
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from test_persistence_steppers import _drive, _model, _max_diff
+from persistence.filter import TrackPersistenceFilter
+from persistence.steppers import CudaGraphStep
+m = _model()
+ref = _drive(TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480)))
+g = TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480))
+g._gpu = CudaGraphStep(m, "cpu", 64, graphs=False, fused=True)
+g._prefer = [(0, "cuda")]
+g._move_to(g._gpu)
+got = _drive(g)
+print(g._gpu.fused, g._gpu.capacity, _max_diff(ref, got), sum(len(x) for x in got))
+"""
+
+
+@pytest.mark.skipif(not fused_step.available(), reason="needs Triton (its interpreter runs the kernel on the CPU)")
+def test_fused_triton_step_scores_like_the_cpu_gate_in_the_interpreter():
+    """The fused kernel, run by Triton's interpreter on the CPU (TRITON_INTERPRET is read when
+    Triton compiles a function, so in a fresh process): the padded buckets, padding rows on the
+    scratch slot, a cache grown past 64 slots, several new rows at once: the CPU gate's scores."""
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, here, os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", _FUSED_ON_CPU, here], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    fused, capacity, diff, n = r.stdout.split()
+    assert fused == "True" and int(capacity) > 64 and int(n) > 500
+    assert float(diff) < 2e-6
+
+
+def test_fused_step_is_refused_when_its_self_check_disagrees(monkeypatch, caplog):
+    """A fused step whose logits are off is not used: the torch step runs, and the log says why."""
+    from persistence import steppers
+
+    class Wrong:
+        def __init__(self, packed):
+            self.packed = packed
+
+        def __call__(self, p, kv, out):
+            out.copy_(self.packed(p, kv) + 1e-3)
+            return out
+
+    monkeypatch.setattr(steppers.fused_step, "FusedStep", Wrong)
+    with caplog.at_level(logging.WARNING, logger="persistence.steppers"):
+        st = CudaGraphStep(_model(), "cpu", 64, graphs=False, fused=True)
+    assert not st.fused and "differs from the torch step" in caplog.text
+
+    class Broken:
+        def __init__(self, packed):
+            raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(steppers.fused_step, "FusedStep", Broken)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="persistence.steppers"):
+        st = CudaGraphStep(_model(), "cpu", 64, graphs=False, fused=True)
+    assert not st.fused and "unavailable (RuntimeError: no compiler)" in caplog.text
+    assert not CudaGraphStep(_model(), "cpu", 64, graphs=False).fused  # by default only on a GPU
 
 
 @cuda

@@ -1,11 +1,12 @@
 """The learned gate's device check, made to run once on a lent GPU machine (and on the CPU alone).
 
 Per-frame cost of the gate before (an older checkout's code, `--before DIR` holding its
-persistence/ and tracker3d/bench/) and now, on one CPU thread and on the GPU (CUDA graphs; eager
-torch beside), the device `--gate-device auto` picks per track count, and the largest score
-difference between the GPU and the CPU gate on the same frames.
+persistence/ and tracker3d/bench/) and now, on one CPU thread and on the GPU (CUDA graphs with the
+fused Triton step, and with the torch step beside; eager torch with --eager), the device
+`--gate-device auto` picks per track count, and the largest score difference between the GPU and
+the CPU gate on the same frames.
 
-    python -m tracker3d.bench.gate_device --out DIR [--before DIR] [--quick]
+    python -m tracker3d.bench.gate_device --out DIR [--before DIR] [--quick] [--eager]
 
 Writes DIR/gate_gpu_last.json and prints a table (this is a script: it prints).
 """
@@ -71,7 +72,7 @@ model, _ = checkpoint.load(None)
 res = {}
 rng = np.random.default_rng(0)
 for dev in DEVICES:
-    st = CudaGraphStep(model, dev, 1024, graphs=False)
+    st = CudaGraphStep(model, dev, 1024, graphs=False, **KW)
     n = N
     args = (rng.normal(0, 0.5, (n, model.config.n_features)).astype(np.float32),
             rng.uniform(0, 3, n).astype(np.float32), np.arange(n, dtype=np.int64), rng.integers(0, 200, n))
@@ -94,12 +95,14 @@ print(json.dumps(res))
 """
 
 
-def _op_counts(root: str, n: int = 200) -> dict:
-    """_COUNT_CODE run in the checkout at `root` (n tracks; 'cpu', and 'cuda' when there is one)."""
+def _op_counts(root: str, n: int = 200, fused: Optional[bool] = None) -> dict:
+    """_COUNT_CODE run in the checkout at `root` (n tracks; 'cpu', and 'cuda' when there is one;
+    fused: CudaGraphStep's fused argument, None for a checkout without it)."""
     import torch
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    return _in_tree(root, f"DEVICES = {devices!r}; N = {n}\n" + _COUNT_CODE, timeout=300)
+    kw = {} if fused is None else {"fused": fused}
+    return _in_tree(root, f"DEVICES = {devices!r}; N = {n}; KW = {kw!r}\n" + _COUNT_CODE, timeout=300)
 
 
 def _max_score_diff(n: int, frames: int) -> float:
@@ -164,7 +167,7 @@ def _add(res: dict, row, **extra) -> None:
 ROOT = str(Path(__file__).resolve().parents[2])  # this checkout (persistence/, tracker3d/)
 
 
-def run(before: str | None, quick: bool, reps: int, out: Optional[Path] = None) -> dict:
+def run(before: str | None, quick: bool, reps: int, out: Optional[Path] = None, eager: bool = False) -> dict:
     """All parts, each failing on its own; with `out`, the JSON is rewritten after each part
     (a run stopped by a time limit keeps what it measured)."""
     import torch
@@ -179,7 +182,8 @@ def run(before: str | None, quick: bool, reps: int, out: Optional[Path] = None) 
         if out is not None:
             _write(res, out)
 
-    res["op_counts"] = {"now": _try(res, "op counts now", lambda: _op_counts(ROOT))}
+    res["op_counts"] = {"now": _try(res, "op counts now", lambda: _op_counts(ROOT)),
+                        "now torch step": _try(res, "op counts torch step", lambda: _op_counts(ROOT, fused=False))}
     if before:
         res["op_counts"]["before"] = _try(res, "op counts before", lambda: _op_counts(before))
     dump()
@@ -195,8 +199,12 @@ def run(before: str | None, quick: bool, reps: int, out: Optional[Path] = None) 
         if cuda:
             for n in gpu_counts:
                 _add(res, _try(res, f"cuda {n}", lambda: gate_speed(n, "cuda", frames=frames)), version="now", rep=rep)
-                _add(res, _try(res, f"cuda eager {n}", lambda: gate_speed(n, "cuda", frames=frames, cuda_graphs=False)),
-                     version="now eager", rep=rep)
+                _add(res, _try(res, f"cuda torch step {n}", lambda: gate_speed(n, "cuda", frames=frames, fused=False)),
+                     version="now", rep=rep)
+                if eager:
+                    _add(res, _try(res, f"cuda eager {n}",
+                                   lambda: gate_speed(n, "cuda", frames=frames, cuda_graphs=False)),
+                         version="now eager", rep=rep)
         res["summary"] = summary(res)
         dump()
     if cuda:
@@ -234,8 +242,9 @@ def summary(res: dict) -> list[dict]:
     """One row per (tracks, device, version): medians over repetitions."""
     groups: dict = {}
     for r in res["rows"]:
-        dev = "cpu 1 thread" if r["device"].startswith("cpu") else ("gpu eager" if "graphs" not in r["device"]
-                                                                   else "gpu graphs")
+        d = r["device"]
+        dev = ("cpu 1 thread" if d.startswith("cpu") else "gpu eager" if "graphs" not in d
+               else "gpu fused" if "fused" in d else "gpu graphs")
         groups.setdefault((r["tracks"], dev, r["version"]), []).append(r)
     out = []
     for (n, dev, ver), rs in sorted(groups.items()):
@@ -261,8 +270,9 @@ def main(argv=None) -> int:
     p.add_argument("--before", help="folder with the older code (persistence/, tracker3d/bench/)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--eager", action="store_true", help="also time eager torch on the GPU (no graphs)")
     a = p.parse_args(argv)
-    res = run(a.before, a.quick, a.reps, Path(a.out))
+    res = run(a.before, a.quick, a.reps, Path(a.out), a.eager)
     res["summary"] = summary(res)
     _write(res, Path(a.out))
     print(f"gpu: {res['gpu']}, torch {res['torch']}, {res['cpu_cores']} cores, {res['frames']} frames x "

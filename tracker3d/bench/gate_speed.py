@@ -22,7 +22,8 @@ def _histories(n: int, steps: int, seed: int = 0) -> np.ndarray:
 
 
 def gate_speed(n_tracks: int, device: str = "cpu", steps: int = 64, frames: int = 30,
-               weights: Optional[str] = None, cuda_graphs: bool = True, scores: Optional[list] = None) -> dict:
+               weights: Optional[str] = None, cuda_graphs: bool = True, scores: Optional[list] = None,
+               fused: Optional[bool] = None) -> dict:
     """ms per frame (median, p99) of the learned gate scoring n_tracks live tracks whose caches
     already hold `steps` steps (each frame adds one row per track), on one CPU thread or a GPU
     (CUDA graphs, or eager torch with cuda_graphs=False); plus one full forward pass over
@@ -38,7 +39,7 @@ def gate_speed(n_tracks: int, device: str = "cpu", steps: int = 64, frames: int 
     torch.set_num_threads(1)  # the CPU side of the GPU gate runs on one thread too
     try:
         gate = TrackPersistenceFilter(weights, device=device, image_size=(640, 480), cuda_graphs=cuda_graphs,
-                                      latch_s=0.0)
+                                      latch_s=0.0, fused=fused)
         total = steps + frames
         hist = _histories(n_tracks, total)
         ids = np.arange(n_tracks)
@@ -73,7 +74,8 @@ def gate_speed(n_tracks: int, device: str = "cpu", steps: int = 64, frames: int 
             hits(ids, hist[:, :steps], np.full(n_tracks, steps))
             ht.append(time.perf_counter() - c)
         if cuda:
-            name = torch.cuda.get_device_name(gate.device) + (" graphs" if cuda_graphs else " eager")
+            name = torch.cuda.get_device_name(gate.device) + (
+                (" graphs, fused" if gate._step.fused else " graphs") if cuda_graphs else " eager")
         else:
             name = "cpu, 1 thread"
         return {"tracks": n_tracks, "device": name, "ms_median": float(np.median(times) * 1e3),
