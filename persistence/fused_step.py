@@ -159,6 +159,10 @@ class FusedStep:
         B = p.B
         if B % BT:
             raise ValueError(f"fused step: batch {B} is not a multiple of {BT}")
-        _step_kernel[(B // BT,)](p.d_slot, p.d_ring, p.d_lim, p.d_feats, p.d_age, kv, out, *self.w,
-                                 kv.shape[1], self.eps, **self.dims, num_warps=4)
+        args = (p.d_slot, p.d_ring, p.d_lim, p.d_feats, p.d_age, kv, out, *self.w, kv.shape[1], self.eps)
+        if kv.device.type == "cuda":  # Triton launches on the current device: make it the cache's
+            with torch.cuda.device(kv.device):
+                _step_kernel[(B // BT,)](*args, **self.dims, num_warps=4)
+        else:
+            _step_kernel[(B // BT,)](*args, **self.dims, num_warps=4)
         return out
