@@ -68,7 +68,9 @@ class TrackPersistenceFilter:
 
     `image_size` is (W, H) pixels for all tracks or an (N, 2) array; rows of a track that the
     filter has already scored are recognised by their time, so every call may pass whole
-    histories. `forget(ids)` drops removed tracks' state.
+    histories. `forget(ids)` drops removed tracks' state. On a GPU the step runs in CUDA graphs
+    (`cuda_graphs`), as one Triton kernel where Triton imports (`fused`: None = then, False =
+    never; the torch step otherwise).
     """
 
     def __init__(self, weights: Optional[str] = None, on: Optional[float] = None, off: Optional[float] = None,

@@ -8,10 +8,11 @@ values. All steppers compute `PersistenceTransformer.step` (equal to a full caus
 - `CpuStep`: torch on the CPU; up to `numpy_max` tracks a numpy mirror of the step (`NumpyStep`,
   float32 like torch), which costs a fraction of torch's per-op overhead at small counts.
 - `CudaGraphStep`: the cache stays on the GPU; the step for a padded batch of B tracks (B one of
-  `BUCKETS`) is captured once in a CUDA graph (`graph_step.PackedStep`: 40 torch ops for 2 layers,
-  the attention mask built on the device), so a frame is one host->device copy of the packed
+  `BUCKETS`) is captured once in a CUDA graph, so a frame is one host->device copy of the packed
   inputs (F + 7 floats' worth a track), one graph replay, one device->host copy of the logits
-  and one sync.
+  and one sync. The captured step is one Triton kernel (`fused_step.FusedStep`) where Triton
+  imports and the kernel passes a self-check at start-up, else `graph_step.PackedStep` (40
+  torch ops for 2 layers, the attention mask built on the device).
 - `TorchStep`: torch eagerly on any device (the GPU path before graphs; kept for comparison).
 """
 from __future__ import annotations
@@ -245,24 +246,25 @@ class CudaGraphStep(TorchStep):
             f = fused_step.FusedStep(self._packed)
             c = self.model.config
             rng = np.random.default_rng(0)
-            kv = torch.randn((c.n_layers, 40) + tuple(self.kv.shape[2:]), generator=torch.Generator().manual_seed(0))
-            kv = kv.to(self.device)
+            scratch = 39  # a 40-slot cache: 29 tracks in scattered slots, padding rows on the last
+            kv = torch.randn((c.n_layers, scratch + 1) + tuple(self.kv.shape[2:]),
+                             generator=torch.Generator().manual_seed(0)).to(self.device)
             kv2 = kv.clone()
             p = Packed(fused_step.BT * 2, c.n_features, c.d_model, self.device, False)
             out = torch.zeros(p.B, device=self.device)
             worst = 0.0
-            slots = rng.permutation(39)[:p.B - 3]
+            slots = rng.permutation(scratch)[:p.B - 3]
             pos = rng.integers(0, 3 * c.max_len, len(slots))
             for t in range(2):
                 pos = pos + t
                 self._packed.pack(p, rng.normal(0, 0.5, (len(slots), c.n_features)).astype(np.float32),
-                                  rng.uniform(0, 3, len(slots)).astype(np.float32), slots, pos, 39)
+                                  rng.uniform(0, 3, len(slots)).astype(np.float32), slots, pos, scratch)
                 p.dev.copy_(p.host)
                 with torch.inference_mode():
                     ref = self._packed(p, kv)
                     f(p, kv2, out)
                 worst = max(worst, float((ref - out)[:len(slots)].abs().max()),
-                            float((kv[:, :39] - kv2[:, :39]).abs().max()))
+                            float((kv[:, :scratch] - kv2[:, :scratch]).abs().max()))
             if not worst <= self.FUSED_TOL:
                 log.warning("persistence gate: fused Triton step differs from the torch step by %.2g; not used", worst)
                 return None
