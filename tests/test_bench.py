@@ -41,6 +41,11 @@ def test_gate_speed_scores_every_frame_and_reports_the_device():
     assert np.isfinite([r["ms_median"], r["ms_p99"], r["full_pass_ms"], r["hits_ms"]]).all()
     assert r["ms_p99"] >= r["ms_median"] > 0
     assert "cpu, 1 thread" in format_gates([r])
+    # A GPU's name is long: the track counts stay whole (they were once run into its cut name).
+    gpu = dict(r, tracks=10, device="NVIDIA H100 80GB HBM3 graphs, fused")
+    lines = format_gates([r, gpu]).splitlines()
+    assert lines[2].split()[:6] == ["10", "NVIDIA", "H100", "80GB", "HBM3", "graphs,"]
+    assert lines[1].split()[:4] == ["7", "cpu,", "1", "thread"]
 
 
 def test_scaling_line_gives_association_and_3d_per_live_track_as_ratios_to_10_objects():

@@ -101,9 +101,10 @@ def auto_picks(counts, weights: Optional[str] = None) -> dict[int, str]:
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = [f"{'tracks':>7s}{'device':>26s}{'per frame ms median':>21s}{'p99':>8s}"
+    w = max([len("device")] + [len(r["device"]) for r in rows])  # whole names: a GPU's runs to 35 characters
+    lines = [f"{'tracks':>7s}  {'device':<{w}s}{'per frame ms median':>21s}{'p99':>8s}"
              f"{'full 64-step pass ms':>22s}{'hit-count ms':>14s}"]
     for r in rows:
-        lines.append(f"{r['tracks']:>7d}{r['device'][-26:]:>26s}{r['ms_median']:>21.2f}{r['ms_p99']:>8.2f}"
+        lines.append(f"{r['tracks']:>7d}  {r['device']:<{w}s}{r['ms_median']:>21.2f}{r['ms_p99']:>8.2f}"
                      f"{r['full_pass_ms']:>22.1f}{r['hits_ms']:>14.3f}")
     return "\n".join(lines)
