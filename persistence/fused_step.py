@@ -12,6 +12,7 @@ window; the features are padded to the next power of two.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -159,10 +160,8 @@ class FusedStep:
         B = p.B
         if B % BT:
             raise ValueError(f"fused step: batch {B} is not a multiple of {BT}")
-        args = (p.d_slot, p.d_ring, p.d_lim, p.d_feats, p.d_age, kv, out, *self.w, kv.shape[1], self.eps)
-        if kv.device.type == "cuda":  # Triton launches on the current device: make it the cache's
-            with torch.cuda.device(kv.device):
-                _step_kernel[(B // BT,)](*args, **self.dims, num_warps=4)
-        else:
-            _step_kernel[(B // BT,)](*args, **self.dims, num_warps=4)
+        # Triton launches on the current device: make it the cache's (nothing to do on the CPU).
+        with torch.cuda.device(kv.device) if kv.device.type == "cuda" else contextlib.nullcontext():
+            _step_kernel[(B // BT,)](p.d_slot, p.d_ring, p.d_lim, p.d_feats, p.d_age, kv, out, *self.w,
+                                     kv.shape[1], self.eps, **self.dims, num_warps=4)
         return out
