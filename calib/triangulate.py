@@ -149,6 +149,7 @@ def triangulate(
     min_parallax_deg: float = 0.05,
     iterations: int = 5,
     covariance: bool = True,
+    reprojection: bool = True,
 ) -> Triangulation:
     """Triangulate matches uv0[i] <-> uv1[i] (distorted pixels, Nx2 each).
 
@@ -161,6 +162,7 @@ def triangulate(
     cut by the image border, so that coordinate barely counts). Points behind either
     camera or seen along near-parallel rays are flagged and returned as NaN. covariance=False
     (with refine=False) skips the noise model: a quicker check of where matches land.
+    reprojection=False leaves reproj_error NaN (two projections fewer: the tracking loop's calls).
     """
     uv0 = np.asarray(uv0, dtype=np.float64).reshape(-1, 2)
     uv1 = np.asarray(uv1, dtype=np.float64).reshape(-1, 2)
@@ -171,6 +173,8 @@ def triangulate(
     if sig.ndim == 2:
         if sig.shape != (n, 4):
             raise ValueError(f"triangulate: pixel_sigma per axis must be (N, 4) for {n} points, got {sig.shape}")
+    elif sig.ndim == 0:
+        sig = np.full((n, 4), float(sig))  # (two nested broadcast_to calls cost ~10x more)
     else:
         sig = np.broadcast_to(np.broadcast_to(sig, (n,))[:, None], (n, 4))
     if (sig <= 0).any():
@@ -260,7 +264,7 @@ def triangulate(
     else:
         Xg, ag, u0g, u1g = X[good], ang[good], uv0[good], uv1[good]
     err = None
-    if len(Xg):
+    if len(Xg) and reprojection:
         p0, p1 = calib.project(Xg)
         e = np.concatenate([p0 - u0g, p1 - u1g], axis=1)
         err = np.sqrt((e * e).mean(axis=1) * 2.0)  # RMS of the two 2D error lengths
@@ -276,14 +280,16 @@ def triangulate(
 def _assemble(n: int, good: np.ndarray | None, flags: np.ndarray, xyz: np.ndarray | None,
               cov: np.ndarray | None, err: np.ndarray | None, par: np.ndarray | None) -> Triangulation:
     """The Triangulation of n points from the values of the `good` ones (NaN elsewhere; a
-    None `good`: none, None cov: not computed)."""
+    None `good`: none, None cov or err: not computed)."""
     if good is not None and good.all():
-        return Triangulation(xyz, np.full((n, 3, 3), np.nan) if cov is None else cov, err, par, flags)
+        return Triangulation(xyz, np.full((n, 3, 3), np.nan) if cov is None else cov,
+                             np.full(n, np.nan) if err is None else err, par, flags)
     out = Triangulation(np.full((n, 3), np.nan), np.full((n, 3, 3), np.nan), np.full(n, np.nan),
                         np.full(n, np.nan), flags)
     if good is not None and good.any():
         out.xyz[good] = xyz
-        out.reproj_error[good] = err
+        if err is not None:
+            out.reproj_error[good] = err
         out.parallax_deg[good] = par
         if cov is not None:
             out.cov[good] = cov

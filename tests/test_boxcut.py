@@ -26,6 +26,11 @@ def test_cut_sides_counts_boxes_clipped_to_the_last_pixel_or_past_it():
     s = cut_sides(boxes, 1920, 1080, margin=1.0)
     assert s.tolist() == [[True, False, False, False], [False, False, False, True], [False, False, False, True],
                           [False, False, True, False], [False, False, False, False]]
+    # A margin per box (the scalar's fast path and the per-box one give the same sides).
+    assert (cut_sides(boxes, 1920, 1080, margin=np.full(5, 1.0)) == s).all()
+    assert cut_sides(boxes, 1920, 1080, margin=np.array([0.0, 1.0, 1.0, 1.0, 3.0]))[[0, 4]].tolist() == [
+        [False, False, False, False], [False, False, False, True]]
+    assert cut_sides(np.zeros((0, 4)), 1920, 1080).shape == (0, 4)
 
 
 def test_aspect_model_learns_from_uncut_boxes_only():

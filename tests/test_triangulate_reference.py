@@ -218,6 +218,27 @@ def test_fast_triangulation_equals_reference_on_degenerate_matches(rig):
     assert triangulate(rig, np.zeros((0, 2)), np.zeros((0, 2))).xyz.shape == (0, 3)
 
 
+def test_triangulation_without_reprojection_is_the_same_but_the_error(rig):
+    """reprojection=False (the tracking loop's calls): the same points, covariances, parallax and
+    flags bit for bit, reproj_error NaN, with all points valid and with some flagged."""
+    rng = np.random.default_rng(3)
+    X = np.column_stack([rng.uniform(-1, 1, 20), rng.uniform(-0.7, 0.7, 20), rng.uniform(1, 30, 20)])
+    uv0, uv1 = rig.project(X)
+    uv0 = uv0 + rng.normal(0, 1.0, uv0.shape)
+    bad0 = uv0.copy()
+    bad0[3] = np.nan  # one non-finite match: the partial path
+    bad0[5] = [1e5, 1e5]  # one outside the lens model
+    for a in (uv0, bad0):
+        for kw in ({}, {"refine": False, "covariance": False}, {"pixel_sigma": rng.uniform(0.3, 3, (20, 4))}):
+            full = triangulate(rig, a, uv1, **kw)
+            fast = triangulate(rig, a, uv1, reprojection=False, **kw)
+            for got, ref in ((fast.xyz, full.xyz), (fast.cov, full.cov), (fast.parallax_deg, full.parallax_deg),
+                             (fast.flags, full.flags)):
+                np.testing.assert_array_equal(got, ref)
+            assert fast.reproj_error.shape == (20,) and np.isnan(fast.reproj_error).all()
+            assert np.isfinite(full.reproj_error[full.valid]).all() and full.valid.sum() >= 18
+
+
 def test_fast_triangulation_equals_reference_on_degenerate_rigs(rig):
     X = np.array([[0.1, 0.0, 3.0], [-0.358, 1.818, 10.248], [1.811, 1.694, 5.690]])
     turned = cv2.Rodrigues(np.array([0, np.pi / 2, 0]))[0] @ rig.R

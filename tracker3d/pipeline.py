@@ -777,7 +777,7 @@ class StereoPipeline:
         sigma = np.hstack([axis_sigma(sigma, np.array([o.cut_sigma[v] for o in both]),
                                       np.array([o.view_size_px[v] for o in both])) for v in (0, 1)])
         tri = triangulate(self.calib, np.array([o.uv0 for o in both]), np.array([o.uv1 for o in both]),
-                          pixel_sigma=sigma)
+                          pixel_sigma=sigma, reprojection=False)
         cal = self.calib
         valid = tri.valid.tolist()
         z0s = tri.xyz[:, 2].tolist()

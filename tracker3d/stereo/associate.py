@@ -223,7 +223,8 @@ class StereoAssociator:
         # sees one person at 10 m from one camera and 30 m from the other: pixel sizes differ 3x).
         r, q = np.nonzero(feasible)
         if len(r):
-            tri = triangulate(self.calib, m0[idx0[r], :2], m1[idx1[q], :2], refine=False, covariance=False)
+            tri = triangulate(self.calib, m0[idx0[r], :2], m1[idx1[q], :2], refine=False, covariance=False,
+                              reprojection=False)
             z0 = tri.xyz[:, 2]
             z1 = (tri.xyz @ self.calib.R.T + self.calib.T.reshape(1, 3))[:, 2]
             with np.errstate(invalid="ignore"):

@@ -24,8 +24,14 @@ def cut_sides(boxes: np.ndarray, width: int, height: int, margin: float | np.nda
     within `margin` pixels of the image border (boxes clipped to the image end at width - 1 or at
     width, by the detector's convention: both count)."""
     b = np.asarray(boxes, float).reshape(-1, 4)
-    m = np.broadcast_to(np.asarray(margin, float), (len(b),))
-    return np.column_stack([b[:, 0] < m, b[:, 1] < m, b[:, 2] > width - 1 - m, b[:, 3] > height - 1 - m])
+    m = np.asarray(margin, float)
+    if m.ndim:  # per box (a scalar compares as it is: broadcast_to would cost more than the test)
+        m = np.broadcast_to(m, (len(b),))
+        return np.column_stack([b[:, 0] < m, b[:, 1] < m, b[:, 2] > width - 1 - m, b[:, 3] > height - 1 - m])
+    lim = np.array([m, m, width - 1 - m, height - 1 - m])
+    out = b > lim
+    out[:, :2] = b[:, :2] < lim[:2]
+    return out
 
 
 @dataclass
