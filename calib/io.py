@@ -279,5 +279,12 @@ def load_calibration(path: str | os.PathLike) -> StereoCalibration:
     else:
         calib = _load_opencv(path)
     for w in check_plausible(calib, path):
-        log.warning("%s", w)
+        # Once per file and finding in a process: a bench or an evaluation loads one file dozens
+        # of times (the WildTrack bench printed the same line 50 times); later loads log at debug.
+        key = (str(path.resolve()), w)
+        (log.debug if key in _WARNED else log.warning)("%s", w)
+        _WARNED.add(key)
     return calib
+
+
+_WARNED: set[tuple[str, str]] = set()  # (file, warning) pairs logged by load_calibration

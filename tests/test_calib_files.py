@@ -204,6 +204,14 @@ def test_a_calibration_that_looks_wrong_is_warned_at_load(tmp_path, caplog, scal
         load_calibration(p)
     assert sum(match in r.getMessage() for r in caplog.records) == 1
     caplog.clear()
+    with caplog.at_level("DEBUG", logger="calib.io"):  # the same file again: said once a process
+        load_calibration(p)
+    assert [r.levelname for r in caplog.records if match in r.getMessage()] == ["DEBUG"]
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # another finding in the same file is news
+        load_calibration(save_calibration(_with(rig, T=rig.T * scale * 1.5), p))
+    assert sum(match in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
     with caplog.at_level("WARNING"):
         load_calibration(save_calibration(rig, tmp_path / "fine.yaml"))
     assert not caplog.records
