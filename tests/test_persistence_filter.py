@@ -94,6 +94,49 @@ def test_gate_with_per_track_image_sizes_and_a_strided_history_equals_full_forwa
     assert checked > 500
 
 
+def test_slots_follow_ids_in_order_reuse_the_lowest_free_and_grow():
+    """Track id -> cache slot, as one loop over the ids would give them: new ids take the lowest
+    free slots in the order they come (a repeated new id one slot), forgotten slots are reused,
+    the cache doubles when full; a new slot starts at its track's birth time."""
+    import heapq
+
+    g = TrackPersistenceFilter(device="cpu")
+    cap = len(g._pos)
+    ref_of, ref_free = {}, list(range(cap))
+    rng = np.random.default_rng(5)
+
+    def reference(ids):
+        nonlocal cap
+        out = []
+        for i in ids.tolist():
+            if i not in ref_of:
+                if not ref_free:
+                    ref_free.extend(range(cap, 2 * cap))
+                    cap *= 2
+                ref_of[i] = heapq.heappop(ref_free)
+            out.append(ref_of[i])
+        return out
+
+    live: list[int] = []
+    for frame in range(40):
+        gone = [i for i in live if rng.random() < 0.1]
+        g.forget(gone)
+        for i in gone:
+            heapq.heappush(ref_free, ref_of.pop(i))
+        live = [i for i in live if i not in gone]
+        live += [i for i in dict.fromkeys(rng.integers(1000 * frame, 1000 * frame + 900, 30).tolist())]
+        ids = np.array(live + live[-3:], np.int64)  # the last three twice: repeated new ids
+        hist = np.zeros((len(ids), 4, 7))
+        hist[:, 0, 0] = frame + (ids % 7) / 10
+        fresh = np.array([i not in ref_of for i in ids.tolist()])
+        slots = g._slots(ids, hist)
+        assert slots.dtype == np.int64 and slots.tolist() == reference(ids)
+        np.testing.assert_array_equal(g._t_birth[slots[fresh]], hist[fresh, 0, 0])
+        assert fresh.sum() >= 30
+    assert len(g._pos) == cap > 64 and len(set(ref_of.values())) == len(ref_of)
+    assert g._slots(np.zeros(0, np.int64), np.zeros((0, 4, 7))).shape == (0,)
+
+
 def test_hysteresis_and_thresholds():
     m = _model()
     g = TrackPersistenceFilter(model=m, device="cpu", image_size=(640, 480), on=0.6, off=0.4)
