@@ -261,6 +261,9 @@ def _load_anipose(path: Path) -> StereoCalibration:
     return validate(calib, path)
 
 
+_WARNED: set[tuple[str, str]] = set()  # (file, warning) pairs load_calibration has logged
+
+
 def load_calibration(path: str | os.PathLike) -> StereoCalibration:
     """Load and validate a stereo calibration (.yaml/.yml/.xml/.json OpenCV, .toml aniposelib).
 
@@ -285,6 +288,3 @@ def load_calibration(path: str | os.PathLike) -> StereoCalibration:
         (log.debug if key in _WARNED else log.warning)("%s", w)
         _WARNED.add(key)
     return calib
-
-
-_WARNED: set[tuple[str, str]] = set()  # (file, warning) pairs logged by load_calibration
