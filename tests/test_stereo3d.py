@@ -291,12 +291,46 @@ def test_a_one_hour_time_jump_does_not_blind_the_tracker():
     ("--max-coast", "-1", "--max-coast -1.0: expected seconds >= 0"),
     ("--window", "inf", "--window inf"),
     ("--min-hits", "0", "--min-hits 0"),
+    ("--min-area", "nan", "--min-area nan: expected pixels^2 >= 0"),
+    ("--max-area", "nan", "--max-area nan: expected pixels^2 > 0"),
+    ("--max-area", "4", "--max-area 4.0: expected pixels^2 above --min-area 10"),
+    ("--merge-px", "nan", "--merge-px nan: expected pixels >= 0"),
+    ("--seconds", "nan", "--seconds nan: expected a number > 0"),
+    ("--seconds", "inf", "--seconds inf: expected a number > 0"),
 ])
 def test_bad_option_values_are_refused_in_one_line(capsys, option, value, match):
-    extra = ["--gate-on", "0.5"] if option == "--gate-off" else []
-    assert main(["demo", "--fast", "--seconds", "0.5", "--no-publish", *extra, option, value]) == 2
+    extra = ["--gate-on", "0.5"] if option == "--gate-off" else ["--min-area", "10"] if value == "4" else []
+    seconds = [] if option == "--seconds" else ["--seconds", "0.5"]
+    assert main(["demo", "--fast", *seconds, "--no-publish", *extra, option, value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["sim", "--seconds", "nan"], "--seconds nan: expected a number > 0"),
+    (["sim", "--seconds", "inf"], "--seconds inf: expected a number > 0"),
+    (["sim", "--set", "drop_prob=2"], "--set drop_prob=2.0: expected a value in [0, 1]"),
+    (["replay", "REC", "--fps", "-5"], "--fps -5.0: expected frames per second > 0"),
+    (["replay", "REC", "--min-area", "nan"], "--min-area nan"),
+    (["live", "--cam0", "REC/cam0.mjpg", "--cam1", "REC/cam1.mjpg", "--calib", "REC/calib.yaml", "--seconds", "-3"],
+     "--seconds -3.0: expected a number of seconds > 0"),
+    (["record", "--cam0", "REC/cam0.mjpg", "--cam1", "REC/cam1.mjpg", "--seconds", "nan"],
+     "--seconds nan: expected a number of seconds > 0"),
+])
+def test_bad_values_of_every_command_are_refused_before_anything_is_written(tmp_path, capsys, argv, match):
+    """NaN, infinities, negative rates and durations, probabilities over 1: one line, exit 2,
+    nothing written (they used to crash, run zero pairs with exit 0, or write an empty recording)."""
+    rec = tmp_path / "rec"
+    assert main(["sim", "--out", str(rec), "--seconds", "0.5"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out"
+    argv = [a.replace("REC", str(rec)) for a in argv]
+    if argv[0] in ("sim", "record"):
+        argv += ["--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+    assert not out.exists()
 
 
 def _run_with_calib(calib_of, seconds=6.0):

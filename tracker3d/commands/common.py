@@ -120,6 +120,25 @@ def check_fps(fps: Optional[float], option: str = "--fps") -> None:
         raise _bad(option, fps, "frames per second > 0")
 
 
+def check_seconds(seconds: Optional[float], option: str = "--seconds") -> None:
+    """A duration option: None (not given) or a finite number of seconds > 0."""
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise _bad(option, seconds, "a number of seconds > 0")
+
+
+def check_detector_args(args: argparse.Namespace) -> None:
+    """The detector's size options (pixels, pixels^2), where the command has them: finite,
+    areas and merge distance >= 0, max above min. NaN is never a valid value."""
+    lo, hi, merge = (getattr(args, k, None) for k in ("min_area", "max_area", "merge_px"))
+    for option, v, ok, expected in (("--min-area", lo, lambda v: v >= 0, "pixels^2 >= 0"),
+                                    ("--max-area", hi, lambda v: v > 0, "pixels^2 > 0"),
+                                    ("--merge-px", merge, lambda v: v >= 0, "pixels >= 0")):
+        if v is not None and not (math.isfinite(v) and ok(v)):
+            raise _bad(option, v, expected)
+    if lo is not None and hi is not None and hi <= lo:
+        raise _bad("--max-area", hi, f"pixels^2 above --min-area {lo:g}")
+
+
 def check_pipeline_args(args: argparse.Namespace) -> None:
     """The pipeline options' values, checked before anything runs: Tracker3DError (one line)
     naming the option. NaN is never a valid value."""
@@ -141,6 +160,7 @@ def check_pipeline_args(args: argparse.Namespace) -> None:
     number("--max-coast", getattr(args, "max_coast", None), lambda v: v >= 0, "seconds >= 0")
     number("--box-noise", getattr(args, "box_noise", None), lambda v: 0 <= v < 1, "a fraction in [0, 1)")
     number("--detect-scale", getattr(args, "detect_scale", None), lambda v: 0 < v <= 1, "a factor in (0, 1]")
+    check_detector_args(args)
 
 
 def pipeline_from_args(args: argparse.Namespace):

@@ -20,6 +20,7 @@ from .common import (
     add_view_arg,
     check_fps,
     check_pipeline_args,
+    check_seconds,
     finish_viewer,
     format_summary,
     open_publisher,
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         require_display()
     check_pipeline_args(args)
     check_fps(args.fps)
+    check_seconds(args.seconds)
     calib = load_calibration(args.calib)
     # The socket first: a taken port is said at once, before cameras open and the gate loads.
     pub = open_publisher(args)

@@ -10,7 +10,7 @@ from streams import RecordingWriter, open_stereo
 from streams.errors import OutputError
 
 from ..progress import progress
-from .common import check_fps
+from .common import check_fps, check_seconds
 from .paths import Output, check_outputs, source_files
 from .signals import STOP
 
@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([Output("--out", args.out, folder=True)],
                   [args.calib, *source_files(args.cam0), *source_files(args.cam1)])
     check_fps(args.fps)
+    check_seconds(args.seconds)
     calib = load_calibration(args.calib) if args.calib else None
     if calib is None:
         print(f"tracker3d record: warning: no --calib: {args.out} will have no calib.yaml, and replay refuses it; "

@@ -19,6 +19,7 @@ from .common import (
     add_detection_input_args,
     add_pipeline_args,
     add_view_arg,
+    check_fps,
     check_pipeline_args,
     finish_viewer,
     format_summary,
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.view:
         require_display()
     check_pipeline_args(args)
+    check_fps(getattr(args, "fps", None))  # (used with detection files only; never valid <= 0)
     if (args.smooth or args.offline) and not args.out:
         raise Tracker3DError(f"{'--smooth' if args.smooth else '--offline'}: give --out FILE (the tracks are written "
                              "there at the end of the input, .jsonl, .csv or .mcap)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 import typing
 from pathlib import Path
@@ -76,8 +77,15 @@ def scene_from_args(args: argparse.Namespace) -> SceneConfig:
         k, v = item.split("=", 1)
         kw[k.strip()] = _coerce(cfg, k.strip(), v.strip())
     cfg = cfg.with_(**kw)
-    if cfg.seconds <= 0 or cfg.fps <= 0 or cfg.n_objects < 0:
-        raise Tracker3DError("--seconds, --fps must be > 0 and --objects >= 0")
+    for option, v in (("--seconds", cfg.seconds), ("--fps", cfg.fps)):
+        if not (math.isfinite(v) and v > 0):
+            raise Tracker3DError(f"{option} {v}: expected a number > 0")
+    if cfg.n_objects < 0:
+        raise Tracker3DError(f"--objects {cfg.n_objects}: expected a count >= 0")
+    for name in ("drop_prob", "flash_3d_fraction"):  # probabilities and shares
+        v = getattr(cfg, name)
+        if not 0 <= v <= 1:
+            raise Tracker3DError(f"--set {name}={v}: expected a value in [0, 1]")
     if cfg.stride < 1:
         raise Tracker3DError(f"--set stride={cfg.stride}: expected an integer >= 1 (keep every stride-th frame)")
     if not 0 <= cfg.jitter < cfg.stride / cfg.fps / 2:

@@ -17,7 +17,7 @@ from ..progress import progress
 from ..run2d import BOX_KINDS, run_2d, run_mot
 from ..track2d.mot import read_mot, read_seqinfo, write_mot
 from ..track2d.tracker import ByteTracker, TrackerConfig
-from .common import DEFAULT_GATE, detector_options, make_gate
+from .common import DEFAULT_GATE, check_detector_args, detector_options, make_gate
 from .paths import Output, check_outputs, source_files
 
 HELP = "track one camera in 2D: MOT detections (--det) or a video/image glob (--video) -> MOT tracks"
@@ -82,6 +82,7 @@ def data_fps(path: str | os.PathLike) -> Optional[tuple[float, str]]:
 def run(args: argparse.Namespace) -> int:
     check_outputs([Output("--out", args.out), Output("--det-out", args.det_out)],
                   [args.det, *source_files(args.video), args.weights])
+    check_detector_args(args)
     cfg = TrackerConfig(lost_buffer_s=args.lost_buffer)
     size = None
     if args.image_size:
