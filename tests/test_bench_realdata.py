@@ -47,6 +47,32 @@ def test_bench_wildtrack_prints_and_saves_finite_rows(tmp_path, capsys):
         assert np.isfinite(r["MOTA"]) and r["MOTA"] <= 1 and 0 <= r["IDF1"] <= 1
 
 
+def test_bench_wildtrack_never_writes_its_json_over_the_data(tmp_path, capsys):
+    """--json onto one of the folder's own files is refused up front (it replaced meta.json)."""
+    import shutil
+
+    data = tmp_path / "wt"
+    shutil.copytree(SLICE / "clean", data)
+    target = data / "meta.json"
+    kept = target.read_bytes()
+    assert main(["bench", "--wildtrack", str(data), "--json", str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "an output never replaces an input" in err[0]
+    assert target.read_bytes() == kept
+
+
+def test_json_outputs_are_strict_and_make_their_folder(tmp_path):
+    """NaN/inf figures become null (bare NaN is not JSON), and a new folder is made as for
+    every other output, so a long bench never dies at its last line."""
+    from tracker3d.commands.paths import write_json
+
+    out = tmp_path / "new" / "deeper" / "b.json"
+    write_json(out, {"a": float("nan"), "b": [1.5, float("inf"), {"c": -float("inf")}], "d": (1, 2), "e": "x"})
+    text = out.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.5, None, {"c": None}], "d": [1, 2], "e": "x"}
+
+
 def test_the_row_maker_matches_what_eval_prints(tmp_path, capsys):
     rows = wildtrack_rows(SLICE / "clean")
     ours = next(r for r in rows if r["method"] == "tracker3d")

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from ..bench.detect_speed import detect_speed
 from ..bench.machine import machine
 from ..progress import progress
+from .paths import write_json
 
 HELP = "benchmark detection and tracking (speed with accuracy); --quick in under a minute"
 
@@ -44,15 +44,20 @@ def _finish(res: dict, t_start: float, json_path) -> int:
     res["wall_s"] = time.perf_counter() - t_start
     print(f"\ntook {res['wall_s']:.0f} s")
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=2)
+        write_json(json_path, res)
     return 0
 
 
 def run_wildtrack(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..bench.peers import have_trackers
     from ..bench.realdata import format_rows, wildtrack_rows
+    from .paths import JSON_FILES, Output, check_outputs
 
+    folder = Path(args.wildtrack)
+    check_outputs([Output("--json", args.json, JSON_FILES)],
+                  [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else [folder])
     t_start = time.perf_counter()
     res: dict = {"machine": machine()}
     rows = wildtrack_rows(args.wildtrack, progress=lambda it: progress(it, "wildtrack"))
@@ -178,6 +183,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"\npeak memory (RSS) of this process: {res['peak_rss_mb']:.0f} MB")
     print(f"\nbench took {res['wall_s']:.0f} s")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=2)
+        write_json(args.json, res)
     return 0

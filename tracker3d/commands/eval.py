@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..errors import Tracker3DError
@@ -17,7 +16,7 @@ from .common import (
     open_input,
     pipeline_from_args,
 )
-from .paths import JSON_FILES, Output, check_outputs, input_files
+from .paths import JSON_FILES, Output, check_outputs, input_files, write_json
 
 HELP = "evaluate tracking against ground truth (a folder's gt.csv: sim or world; or MOTChallenge gt.txt)"
 
@@ -103,6 +102,5 @@ def run(args: argparse.Namespace) -> int:
                              "--gt-csv, or --gt gt.txt --tracks tracks.txt")
     if args.json:
         res.get("3d", {}).pop("false_list", None)
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=2, default=float)
+        write_json(args.json, res, default=float)
     return 0

@@ -3,6 +3,8 @@
 its writer supports. Every command that writes files calls `check_outputs` first."""
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -116,3 +118,23 @@ def source_files(src: Optional[str]) -> list[str]:
     if any(c in src for c in "*?["):
         return glob.glob(src)
     return [src]
+
+
+def _strict(v):
+    """v with every non-finite float (NaN, inf) as None, recursively (JSON has no such numbers)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _strict(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_strict(x) for x in v]
+    return v
+
+
+def write_json(path: str | os.PathLike, obj, default=None) -> None:
+    """obj as strict JSON (NaN and inf as null, readable by any parser) at `path`, its folder
+    created first as every output's is (check_outputs has refused a path that cannot be)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_strict(json.loads(json.dumps(obj, default=default))), indent=2, allow_nan=False)
+    p.write_text(text + "\n", encoding="utf-8")
