@@ -387,7 +387,10 @@ class RecordingReader(StereoSource):
         self.dir = Path(path)
         if not self.dir.is_dir():
             raise StreamError(f"{self.dir}: recording folder not found")
-        self.rows = read_frames_csv(self.dir / "frames.csv")[start:stop]
+        listed = read_frames_csv(self.dir / "frames.csv")
+        if not listed:  # a recording stopped before its first pair, or a header written alone
+            raise StreamError(f"{self.dir / 'frames.csv'}: no pairs listed (only the header): nothing to replay")
+        self.rows = listed[start:stop]
         self.meta: dict = {}
         mp = self.dir / "meta.json"
         if mp.is_file():

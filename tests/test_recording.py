@@ -100,12 +100,17 @@ def test_truncated_video_ends_cleanly(tmp_path, capsys):
     ("index,t0,t1\n0,0.0,0.0\n0,0.1,0.1\n", "does not increase"),
     ("index,t0,t1\n0,,\n", "both t0 and t1 are empty"),
     ("index,t0,t1\n0,nan,0.0\n", "finite time"),
+    ("index,t0,t1\n", "no pairs listed"),  # replay said 'pairs in 0 ... 0 tracks' and exited 0
 ])
-def test_malformed_frames_csv(tmp_path, content, match):
+def test_malformed_frames_csv(tmp_path, content, match, capsys):
     out = write_sim_recording(SMALL.with_(seconds=0.2), tmp_path / "m", seed=1)
     (out / "frames.csv").write_text(content)
     with pytest.raises(StreamError, match=match):
         RecordingReader(out)
+    capsys.readouterr()
+    assert main(["replay", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "frames.csv" in err[0]
 
 
 def test_missing_parts_are_clear(tmp_path, capsys):
