@@ -28,6 +28,7 @@ from calib import StereoCalibration, load_calibration, save_calibration
 from .base import Closeable, Pacer
 from .errors import OutputError, StreamError
 from .frames import FramePair
+from .jpegstream import JpegStreamIndex
 from .pairing import StereoSource
 
 log = logging.getLogger(__name__)
@@ -413,10 +414,19 @@ class RecordingReader(StereoSource):
         for p, c in zip(self.video_paths, self.caps):
             if not c.isOpened():
                 raise StreamError(f"{p}: cannot open the video")
+        self._start = start
+        # Our own Motion-JPEG streams are walked one image ahead of the decoder (streams.jpegstream):
+        # it would skip a damaged image silently and pair the cameras' frames wrongly after it.
+        self._jpeg = [JpegStreamIndex(p) if p.suffix.lower() == ".mjpg" else None for p in self.video_paths]
         if self.calib is not None:
             self._check_sizes(calib is not None)
         if start:
-            for c in self.caps:
+            for k, c in enumerate(self.caps):
+                for i in range(start):  # the images skipped must be whole too, or the seek lands elsewhere
+                    if self._next_image(k, i) != "whole":
+                        self.close()
+                        raise StreamError(f"{self.video_paths[k]}: holds fewer than {start} whole images before "
+                                          f"the pair to start from")
                 c.set(cv2.CAP_PROP_POS_FRAMES, start)
         self._pacer = Pacer() if realtime else None
         self.truncated = 0
@@ -445,8 +455,9 @@ class RecordingReader(StereoSource):
         if self._i >= len(self.rows):
             return None
         idx, t0, t1 = self.rows[self._i]
-        ok0, img0 = self.caps[0].read()
-        ok1, img1 = self.caps[1].read()
+        whole = all(self._next_image(k, self._start + self._i) == "whole" for k in (0, 1))
+        ok0, img0 = self.caps[0].read() if whole else (False, None)
+        ok1, img1 = self.caps[1].read() if whole else (False, None)
         if not (ok0 and ok1):
             self.truncated = len(self.rows) - self._i
             log.warning("%s: videos end after %d of %d pairs listed in frames.csv; stopping cleanly",
@@ -463,6 +474,30 @@ class RecordingReader(StereoSource):
         pair = FramePair(idx, t0, t1, img0 if not math.isnan(t0) else None, img1 if not math.isnan(t1) else None)
         return self._hand_out(pair, self._pacer)
 
+    def _next_image(self, k: int, number: int) -> str:
+        """Camera k's next image in its Motion-JPEG stream (number: its place in the video):
+        "whole", or "end" (the file ends, or ends inside it: a cut-off recording); StreamError for
+        damage with whole images after it. "whole" for videos of other formats."""
+        ix = self._jpeg[k]
+        if ix is None:
+            return "whole"
+        img = ix.next()
+        if img is None or img.kind == "cut":
+            return "end"
+        if img.kind == "whole":
+            return "whole"
+        while (later := ix.next()) is not None and later.kind != "whole":
+            pass
+        if later is None:  # garbage to the end of the file: where a cut-off recording ends
+            return "end"
+        path = self.video_paths[k]
+        raise StreamError(f"{path}: image {number} (byte {img.start}) is damaged, with whole images after it: the "
+                          f"decoder would skip it and pair the two cameras' frames wrongly from there on; keep the "
+                          f"first {number} rows of frames.csv to replay the pairs before it")
+
     def close(self) -> None:
+        for ix in getattr(self, "_jpeg", ()):
+            if ix is not None:
+                ix.close()
         for c in self.caps:
             c.release()

@@ -169,3 +169,85 @@ def test_bad_fps_in_meta_json_is_one_line_naming_the_field(tmp_path, fps, capsys
     assert main(["replay", str(out), "--gate", "hits"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "meta.json" in err[0] and "fps" in err[0]
+
+
+def _jpeg_offsets(path):
+    """Start offsets of the JPEG images of a .mjpg stream, by the markers (streams.jpegstream)."""
+    from streams.jpegstream import JpegStreamIndex
+
+    ix, out = JpegStreamIndex(path), []
+    while (img := ix.next()) is not None:
+        assert img.kind == "whole"
+        out.append(img.start)
+    ix.close()
+    return out
+
+
+def test_damage_inside_a_video_stops_at_that_pair_instead_of_pairing_frames_wrongly(tmp_path, capsys):
+    """Random bytes over image 12 of cam0: OpenCV's decoder skipped it silently and every later
+    pair joined cam0's image k+n with cam1's image k (3D IDF1 0.95 -> 0.03, exit 0). Now the
+    pairs before it come out whole and the damage is one line naming the image and the byte."""
+    out = write_sim_recording(SMALL, tmp_path / "d", seed=2)
+    offs = _jpeg_offsets(out / "cam0.mjpg")
+    assert len(offs) == 30
+    with open(out / "cam0.mjpg", "r+b") as f:
+        f.seek(offs[12] + 700)
+        f.write(np.random.default_rng(0).integers(0, 256, offs[14] - offs[12], dtype=np.uint8).tobytes())
+    rec = RecordingReader(out)
+    pairs = []
+    with pytest.raises(StreamError, match=r"cam0.mjpg: image 12 \(byte \d+\) is damaged.*first 12 rows of frames"):
+        while (p := rec.read()) is not None:
+            pairs.append(p)
+    rec.close()
+    assert len(pairs) == 12
+    assert main(["replay", str(out)]) == 2
+    assert "is damaged" in capsys.readouterr().err
+    # Keeping the rows before the damage replays them (the damage lies past the listed pairs).
+    lines = (out / "frames.csv").read_text().splitlines()
+    (out / "frames.csv").write_text("\n".join(lines[:13]) + "\n")
+    clean = RecordingReader(out)
+    assert sum(1 for _ in clean) == 12 and clean.truncated == 0
+
+
+def test_a_video_cut_inside_an_image_ends_at_the_last_whole_one(tmp_path):
+    """The decoder made a mix of the cut image and the one before it and tracked it; now the
+    replay ends at the last whole image and counts the rest as missing."""
+    out = write_sim_recording(SMALL, tmp_path / "c", seed=3)
+    offs = _jpeg_offsets(out / "cam1.mjpg")
+    ref = [p.img1.copy() for p in RecordingReader(out)]
+    os.truncate(out / "cam1.mjpg", offs[20] + (offs[21] - offs[20]) // 2)
+    rec = RecordingReader(out)
+    got = [p.img1 for p in rec]
+    assert len(got) == 20 and rec.truncated == 10
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+    # The run's summary says it too, for scripts that read it rather than the console.
+    assert main(["replay", str(out), "--summary-json", str(tmp_path / "s.json")]) == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert (s["pairs_listed"], s["pairs_missing"], s["pairs_in"]) == (30, 10, 20)
+
+
+@pytest.mark.parametrize("cut", ["none", "header", "entropy", "after_eoi_garbage"])
+def test_jpeg_stream_index_tells_whole_cut_and_damaged_images(tmp_path, cut):
+    import cv2
+
+    from streams.jpegstream import JpegStreamIndex
+
+    rng = np.random.default_rng(1)
+    imgs = [cv2.imencode(".jpg", rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))[1].tobytes() for _ in range(3)]
+    data = b"".join(imgs)
+    if cut == "header":
+        data = data[:len(imgs[0]) + len(imgs[1]) + 100]
+    elif cut == "entropy":
+        data = data[:-50]
+    elif cut == "after_eoi_garbage":
+        data += b"\x00\x01\x02garbage"
+    p = tmp_path / "s.mjpg"
+    p.write_bytes(data)
+    ix = JpegStreamIndex(p)
+    kinds = []
+    while (img := ix.next()) is not None:
+        kinds.append(img.kind)
+    expected = {"none": ["whole"] * 3, "header": ["whole", "whole", "cut"], "entropy": ["whole", "whole", "cut"],
+                "after_eoi_garbage": ["whole"] * 3 + ["damaged"]}[cut]
+    assert kinds == expected
+    ix.close()

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
-from streams import TrackPublisher
+from streams import RecordingReader, TrackPublisher
 from streams.detections import DetectionFolder
 from streams.publisher import DEFAULT_ENDPOINT
 
@@ -36,6 +35,7 @@ from .paths import (
     Output,
     check_outputs,
     input_files,
+    write_json,
 )
 from .signals import STOP
 
@@ -148,9 +148,11 @@ def run(args: argparse.Namespace) -> int:
                 x.close()
     summary = stats.summary(rec.stats.as_dict(), pub)
     print(format_summary(summary))
+    if isinstance(rec, RecordingReader):  # what frames.csv listed and the videos could not give
+        summary["pairs_listed"] = len(rec)
+        summary["pairs_missing"] = rec.truncated
     if args.summary_json:
-        with open(args.summary_json, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1, default=float)
+        write_json(args.summary_json, summary, default=float)
     if rec.truncated:
         print(f"{rec.truncated} listed pairs missing from the videos (recording cut off)")
     if args.out:

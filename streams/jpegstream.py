@@ -1,0 +1,129 @@
+"""Frame boundaries of a Motion-JPEG elementary stream (`cam0.mjpg`: JPEG images one after
+another), found from the JPEG markers alone, without decoding.
+
+OpenCV's FFmpeg reader decodes such a stream but skips (or splits) a damaged image without
+saying so, and decodes a cut-off last image into a mix of it and the one before. The recording
+reader walks the stream with `JpegStreamIndex` one image ahead of the decoder, so it knows that
+image k is whole before it takes the decoder's k-th frame as camera frame k: damage in the middle
+stops the replay at that pair instead of pairing the cameras' frames wrongly from there on.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+SOI, EOI, SOS = 0xD8, 0xD9, 0xDA
+# The end of a scan's entropy-coded data is a marker: 0xFF followed by neither a stuffed 0x00, a
+# restart marker (0xD0-0xD7) nor another 0xFF (fill bytes before the marker).
+
+
+@dataclass(frozen=True)
+class JpegFrame:
+    """One image of the stream: whole (start, end byte offsets), cut off by the end of the file,
+    or damaged (its bytes break the JPEG syntax at `start`)."""
+
+    kind: str  # "whole", "cut" or "damaged"
+    start: int
+    end: int
+
+
+class JpegStreamIndex:
+    """Walks a Motion-JPEG stream image by image (`next()`), checking each one's marker syntax.
+    The file is mapped, not read: a walk touches the bytes it checks, once."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            self._data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self.size = size
+        self.pos = 0  # where the next image starts
+        self.count = 0  # images walked so far
+
+    def close(self) -> None:
+        if isinstance(self._data, mmap.mmap):
+            self._data.close()
+
+    def next(self) -> Optional[JpegFrame]:
+        """The next image, or None at the end of the file."""
+        if self.pos >= self.size:
+            return None
+        start = self.pos
+        end, kind = _image_end(self._data, start, self.size)
+        if kind == "whole":
+            self.pos = end
+        elif kind == "damaged":
+            # Go on from the next start of an image, if any (so a later whole image shows the
+            # damage was in the middle, not a cut-off end).
+            nxt = self._data.find(b"\xff\xd8\xff", start + 1)
+            self.pos = nxt if nxt >= 0 else self.size
+        else:
+            self.pos = self.size
+        self.count += 1
+        return JpegFrame(kind, start, end)
+
+
+def _image_end(data, start: int, size: int) -> tuple[int, str]:
+    """(end offset, "whole") of the JPEG image at `start`, or (offset, "cut") where the file ends
+    inside it, or (offset, "damaged") where its bytes stop being JPEG syntax."""
+    if start + 2 > size:
+        return size, "cut"
+    if data[start] != 0xFF or data[start + 1] != SOI:
+        return start, "damaged"
+    i = start + 2
+    seen_scan = False
+    while True:
+        if i + 2 > size:
+            return size, "cut"
+        if data[i] != 0xFF:
+            return i, "damaged"
+        while i + 1 < size and data[i + 1] == 0xFF:  # fill bytes
+            i += 1
+        if i + 2 > size:
+            return size, "cut"
+        m = data[i + 1]
+        if m == EOI:
+            return (i + 2, "whole") if seen_scan else (i, "damaged")
+        if m == SOI or m == 0x00:
+            return i, "damaged"
+        if 0xD0 <= m <= 0xD7 or m == 0x01:  # standalone markers
+            i += 2
+            continue
+        if i + 4 > size:
+            return size, "cut"
+        length = (data[i + 2] << 8) | data[i + 3]
+        if length < 2:
+            return i, "damaged"
+        i += 2 + length
+        if i > size:
+            return size, "cut"
+        if m == SOS:
+            seen_scan = True
+            i = _scan_end(data, i, size)
+            if i < 0:
+                return size, "cut"
+
+
+def _scan_end(data, i: int, size: int) -> int:
+    """Offset of the marker that ends the entropy-coded data starting at i (-1: the file ends
+    first). numpy over growing windows: ~5x faster than a byte search in Python's re or find,
+    whose speed falls with every 0xFF (1 byte in ~200 of JPEG data)."""
+    window = 1 << 17
+    while i < size:
+        n = min(window, size - i)
+        a = np.frombuffer(data, np.uint8, count=n, offset=i)
+        ff = np.flatnonzero(a[:-1] == 0xFF)
+        if len(ff):
+            nxt = a[ff + 1]
+            end = ff[(nxt != 0x00) & (nxt != 0xFF) & ((nxt < 0xD0) | (nxt > 0xD7))]
+            if len(end):
+                return i + int(end[0])
+        if i + n >= size:
+            return -1
+        i += n - 1  # the window's last byte may be a marker's 0xFF
+        window *= 2
+    return -1
