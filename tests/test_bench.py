@@ -11,6 +11,7 @@ from tracker3d.bench.pipeline_bench import (
     format_rows,
     format_scaling,
     run_scene,
+    steady_figures,
 )
 
 
@@ -25,6 +26,8 @@ def test_pipeline_row_times_every_stage_and_publishes_to_a_real_subscriber():
         assert r[f"{stage}_ms_median"] > 0, stage
         assert r[f"{stage}_ms_p99"] >= r[f"{stage}_ms_median"], stage
     assert r["pairs_per_s"] > 0 and math.isfinite(r["rmse_m"])
+    # The figures are over the pairs after the detector's 2 s warm-up (60 of 90).
+    assert r["steady_pairs"] == frames - 60 and r["pairs_per_s_all"] > 0
     assert r["live_tracks_median"] == 1 and r["assoc3d_ms_per_track"] > 0 and r["dropped"] == 0
     table = format_rows([r]).splitlines()
     assert len(table) == 2 and "pub" in table[0] and table[1].split()[4] == "hits"
@@ -60,3 +63,26 @@ def test_scaling_line_gives_association_and_3d_per_live_track_as_ratios_to_10_ob
     assert "200 objects 0.250 ms (140 live tracks, 2.50x of 10)" in line and "1000 objects 0.400 ms" in line
     assert "4.00x of 10" in line and "<= 1.5x" in line
     assert format_scaling(rows[:3]) == ""  # no 200-object row: no ratio
+
+
+def test_steady_figures_take_rate_latency_and_stages_from_the_pairs_given():
+    steady = [(10.0 + 0.02 * k, {"detect": 2.0 + k, "publish": 0.1}, 5.0 + k) for k in range(11)]
+    f = steady_figures(steady, ("detect", "publish", "gate"))
+    assert abs(f["pairs_per_s"] - 50.0) < 1e-9  # 10 intervals of 20 ms
+    assert f["detect_ms_median"] == 7.0 and f["latency_ms_median"] == 10.0 and f["publish_ms_p99"] == 0.1
+    assert math.isnan(f["gate_ms_median"]) and math.isnan(steady_figures([], ("detect",))["pairs_per_s"])
+
+
+def test_a_signal_ends_the_bench_without_keeping_the_row_it_cut_short(monkeypatch):
+    """Ctrl-C ended the scene's run early and the bench went on, printing and saving that row
+    (IDF1 0, RMSE nan) as a real one."""
+    import pytest
+
+    import tracker3d.bench.pipeline_bench as pb
+
+    calls = []
+    monkeypatch.setattr(pb, "run_scene", lambda *a, **k: calls.append(a) or {"row": len(calls)})
+    with pytest.raises(KeyboardInterrupt):
+        pb.pipeline_rows(True, stop=lambda: len(calls) == 2)
+    assert len(calls) == 2
+    assert len(pb.pipeline_rows(True, stop=lambda: False)) == 3  # the quick plan, whole

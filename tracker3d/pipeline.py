@@ -127,6 +127,9 @@ class Frame3D:
     # to its publication, or None where the source has no capture wall time (recordings, files):
     # the value every message of this pair carries (ZMQ and --out files alike). Set by run().
     latency_ms: Optional[float] = None
+    # ms from capture, or from arrival where there is no capture time, to publication: what
+    # run()'s latency statistics take, for every pair (set by run()).
+    age_ms: Optional[float] = None
 
 
 def hit_count_rule(gate) -> Optional[HitCountGate]:
@@ -1014,6 +1017,7 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
         c = time.perf_counter()
         latency = (time.time() - det.pair.wall) * 1e3  # the summary's: from arrival where not captured
         f3.latency_ms = latency if captured else None
+        f3.age_ms = latency
         if publisher is not None:
             publisher.publish(f3.index, f3.t, f3.tracks, latency_ms=f3.latency_ms)
             st.published += 1

@@ -132,11 +132,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench.pipeline_bench import format_p99, format_scaling, pipeline_rows
     from ..bench.pipeline_bench import format_rows as format_pipeline
+    from .signals import STOP
 
-    res["pipeline"] = pipeline_rows(args.quick, progress=lambda it: progress(it, "pipeline"))
+    res["pipeline"] = pipeline_rows(args.quick, progress=lambda it: progress(it, "pipeline"), stop=STOP.requested)
     print("\nstereo pipeline end to end (sim scenes; 'live' = rendered and paced at 30 fps like a camera, latency "
           "= capture -> published; 'fast' = the scene's recording (MJPEG, written first, not timed) replayed as "
-          "fast as possible, as `tracker3d replay --fast` does; gate: learn = learned persistence gate (the default), "
+          "fast as possible, as `tracker3d replay --fast` does; pairs/s, latency and stage times over the pairs after "
+          "the detector's 2 s warm-up (the whole run's pairs/s in the JSON: pairs_per_s_all); "
+          "gate: learn = learned persistence gate (the default), "
           "hits = min_hits 3; stage times ms median; a+3d/tr = association + 3D ms per live 3D track; "
           "RMSE of 3D tracks vs ground truth, "
           "bound = triangulation limit for the 2D noise measured)")
