@@ -217,4 +217,8 @@ def test_eval_line_never_prints_a_bare_nan():
          "bound_m": nan, "pixel_sigma": nan, "false_tracks": 0, "false_track_s": 0.0, "false_by_kind": {},
          "time_to_track_s_median": nan, "time_to_track_s_p90": nan, "objects": 3, "objects_never_tracked": 3}
     line = format_3d("3D", m)
-    assert "nan" not in line and "none (no 3D track matched an object)" in line and "none (not smoothed)" in line
+    assert "nan" not in line and "RMSE none (no 3D track matched an object)  false tracks 0" in line
+    assert "cm (raw none" not in line  # one reason, not nested in a sentence about centimetres
+    # Nothing to score (a run inside the warm-up, an empty gt.csv): said so, not MOTA 0.000.
+    line = format_3d("3D", m | {"objects": 0, "objects_never_tracked": 0})
+    assert line.startswith("3D: scored nothing: no ground-truth object") and "MOTA" not in line

@@ -188,10 +188,17 @@ def _or_none(v: float, scale: float, fmt: str, why: str) -> str:
 
 def format_3d(name: str, m: dict) -> str:
     nomatch, nosmooth, notrack = "no 3D track matched an object", "not smoothed", "no object tracked"
+    if not m["objects"]:  # MOTA/IDF1 0.000 would read as a failed run
+        return (f"{name}: scored nothing: no ground-truth object in the frames scored (after the detector's "
+                f"warm-up); false tracks {m['false_tracks']}")
+    if np.isfinite(float(m["rmse_m"])):
+        rmse = (f"RMSE {m['rmse_m'] * 100:.1f} cm (raw {_or_none(m['rmse_raw_m'], 100, '.1f', nomatch)}, smoothed "
+                f"{_or_none(m['rmse_smooth_m'], 100, '.1f', nosmooth)}, bound {_or_none(m['bound_m'], 100, '.1f', nomatch)} "
+                f"cm for {_or_none(m['pixel_sigma'], 1, '.2f', nomatch)} px rms)")
+    else:
+        rmse = f"RMSE none ({nomatch})"
     return (f"{name}: MOTA {m['MOTA']:.3f}  IDF1 {m['IDF1']:.3f}  HOTA {m['HOTA']:.3f}  IDSW {m['IDSW']}  "
-            f"RMSE {_or_none(m['rmse_m'], 100, '.1f', nomatch)} cm (raw {_or_none(m['rmse_raw_m'], 100, '.1f', nomatch)}, "
-            f"smoothed {_or_none(m['rmse_smooth_m'], 100, '.1f', nosmooth)}, bound "
-            f"{_or_none(m['bound_m'], 100, '.1f', nomatch)} cm for {_or_none(m['pixel_sigma'], 1, '.2f', nomatch)} px rms)  "
+            f"{rmse}  "
             f"false tracks {m['false_tracks']} ({m['false_track_s']:.1f} track-s"
             f"{'; ' + describe_false_kinds(m['false_by_kind']) if m['false_by_kind'] else ''})  "
             f"time-to-track median {_or_none(m['time_to_track_s_median'], 1000, '.0f', notrack)} ms, "
