@@ -157,3 +157,32 @@ def test_no_room_for_the_shared_image_is_one_line_not_a_crash(monkeypatch):
     finally:
         child.close()
     assert set(glob.glob(os.path.join(_shm_dir(), "tracker3d-frame-*"))) <= before  # the file was removed
+
+
+def test_a_detector_process_killed_mid_replay_ends_the_run_with_status_1_and_whole_outputs(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """A child SIGKILLed (the OOM killer, an operator) is a failure of the run, not bad input: one
+    line, exit status 1 (it was 2, the status for bad options), the messages before it readable."""
+    from tracker3d.cli import main
+    from tracker3d.detect import process as proc
+    from tracker3d.outputs.files import read_jsonl
+    from tracker3d.sim import get_scene, write_sim_recording
+
+    rec = write_sim_recording(get_scene("default").with_(seconds=2.5, width=160, height=120, n_objects=3),
+                              tmp_path / "rec", seed=0)
+    submit, count = proc.DetectorProcess.submit, {"n": 0}
+
+    def kill_at_the_70th(self, image, t):
+        count["n"] += 1
+        if count["n"] == 70 and self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+        return submit(self, image, t)
+
+    monkeypatch.setattr(proc.DetectorProcess, "submit", kill_at_the_70th)
+    out = tmp_path / "t.jsonl"
+    assert main(["replay", str(rec), "--out", str(out), "--gate", "hits"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the detector process ended unexpectedly" in err[0] and "pairs before it" in err[0]
+    got = read_jsonl(out)
+    assert 0 < len(got) < 75 and got.cut == 0

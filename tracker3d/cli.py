@@ -58,6 +58,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise
             print(f"tracker3d {args.command}: error: {exc}", file=sys.stderr)
             return 1
+        except errors.RunFailure as exc:  # not the input's fault: as a failed write
+            if args.traceback:
+                raise
+            print(f"tracker3d {args.command}: error: {exc}; the outputs hold the pairs before it", file=sys.stderr)
+            return 1
         except errors.USER_ERRORS as exc:
             if args.traceback:
                 raise

@@ -6,6 +6,11 @@ class Tracker3DError(RuntimeError):
     """A user-facing failure of the application layer (bad option, bad input)."""
 
 
+class RunFailure(Tracker3DError):
+    """A failure during a run that is not the input's (a detector process killed): one line and
+    exit status 1, as a failed write; what was written before it is readable."""
+
+
 #: Every exception type the CLI turns into a one-line message.
 USER_ERRORS: tuple[type[BaseException], ...] = (CalibrationError, Tracker3DError)
 

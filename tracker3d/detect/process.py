@@ -24,7 +24,7 @@ from typing import BinaryIO, Optional
 
 import numpy as np
 
-from ..errors import Tracker3DError
+from ..errors import RunFailure, Tracker3DError
 from .detections import Detections
 
 _HEADER = struct.Struct("<Q")  # a count or a length in bytes
@@ -174,7 +174,7 @@ class DetectorProcess:
         try:
             _send(self._proc.stdin, msg)
         except (BrokenPipeError, OSError, ValueError):
-            raise Tracker3DError(self._ended()) from None
+            raise RunFailure(self._ended()) from None
 
     def _reply(self):
         try:
@@ -182,7 +182,7 @@ class DetectorProcess:
         except (OSError, ValueError):
             rep = None
         if rep is None:
-            raise Tracker3DError(self._ended())
+            raise RunFailure(self._ended())
         kind, value = rep
         if kind == "error":
             raise Tracker3DError(f"{self.name}: {value}")
