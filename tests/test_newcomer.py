@@ -131,6 +131,17 @@ def test_recording_videos_keep_the_recordings_frame_times(tmp_path):
     assert abs(got[1] - got[0] - 1 / 15) < 1e-9 and "15 fps from --fps" in src.rate_note()
 
 
+def test_record_from_files_takes_seconds_of_their_frame_time(tmp_path, capsys):
+    """Files are read as fast as they decode, so --seconds counted wall time and the length of
+    the recording depended on the machine (2 s gave 332 pairs); now it is their frame time."""
+    rec = _small_recording(tmp_path / "rec", seconds=1.0)
+    out = tmp_path / "rec2"
+    assert main(["record", "--cam0", str(rec / "cam0.mjpg"), "--cam1", str(rec / "cam1.mjpg"), "--out", str(out),
+                 "--calib", str(rec / "calib.yaml"), "--seconds", "0.5"]) == 0
+    times = [float(line.split(",")[1]) for line in (out / "frames.csv").read_text().splitlines()[1:]]
+    assert len(times) == 15 and times[-1] - times[0] < 0.5
+
+
 def test_record_without_calib_warns_how_to_add_it(tmp_path, capsys):
     rec = _small_recording(tmp_path / "rec", seconds=0.3)
     assert main(["record", "--cam0", str(rec / "cam0.mjpg"), "--cam1", str(rec / "cam1.mjpg"),

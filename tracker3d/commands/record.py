@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -46,19 +47,26 @@ def run(args: argparse.Namespace) -> int:
     if hasattr(src, "rate_note"):
         print(src.rate_note())
     t_start = time.monotonic()
+    t_first = None  # files: --seconds counts their frame time (they are read as fast as they decode)
     rec = None
     try:
         rec = RecordingWriter(args.out, calib=calib, fps=args.fps or getattr(src, "fps", 30.0), codec=args.codec,
                               meta={"source": "tracker3d record", "cam0": args.cam0, "cam1": args.cam1})
         with STOP.soft():
             for _ in progress(iter(int, 1), "recording", unit="pair"):
-                if STOP.requested() or (args.seconds is not None and time.monotonic() - t_start >= args.seconds):
+                if STOP.requested() or (args.seconds is not None and src.live
+                                        and time.monotonic() - t_start >= args.seconds):
                     break
                 pair = src.read(timeout=1.0)
                 if pair is None:
                     if src.live:
                         continue
                     break
+                if args.seconds is not None and not src.live:
+                    t = pair.t0 if math.isfinite(pair.t0) else pair.t1
+                    t_first = t if t_first is None else t_first
+                    if t - t_first >= args.seconds - 1e-9:
+                        break
                 rec.write(pair)
     except OutputError:
         pass  # rec.error says why; reported below with the readable count
