@@ -48,9 +48,41 @@ def test_demo_never_prints_a_bare_nan(capsys):
     assert " nan" not in out and "none (" in out
 
 
-def test_summary_with_no_tracks_says_why():
+def test_summary_with_no_tracks_says_why_from_what_the_run_saw():
+    """The reason names the first stage that had nothing (it used to blame the background
+    warm-up in every case, also for outside detections)."""
+    from types import SimpleNamespace
+
+    from tracker3d.commands.common import run_summary
+
     st = RunStats(pairs_in=10, processed=10, published=10, tracks_max=0, wall_s=1.0)
-    assert "no 3D track at all:" in format_summary(st.summary())
+
+    def why(det, conf, detector="bg", outside=False):
+        pipe = SimpleNamespace(detections_seen=det, confirmed_max=conf, cfg=SimpleNamespace(detector=detector),
+                               outside_boxes=outside)
+        return format_summary(run_summary(st, {}, None, pipe))
+
+    assert "no 3D track at all: neither camera detected anything in 10 pairs (a background detector learns" in \
+        why([0, 0], [0, 0])
+    assert "learns" not in why([0, 0], [0, 0], outside=True)
+    assert "camera 1 detected nothing in 10 pairs (camera 0: 7 detections)" in why([7, 0], [0, 0])
+    assert "camera 0's 12 detections never made a confirmed 2D track" in why([12, 9], [0, 2])
+    assert "confirmed in both cameras but none paired" in why([12, 9], [1, 2])
+    ok = RunStats(pairs_in=10, processed=10, published=10, tracks_max=2, wall_s=1.0)
+    assert "no 3D track" not in format_summary(run_summary(ok, {}, None, None))
+
+
+def test_a_replay_of_outside_boxes_in_one_camera_says_which_camera_saw_nothing(tmp_path, capsys):
+    import shutil
+
+    from conftest import DATA
+
+    d = tmp_path / "wt"
+    shutil.copytree(DATA / "wildtrack_c1c2_slice" / "clean", d)
+    (d / "det1.txt").write_text("")
+    assert main(["replay", str(d), "--no-detect-processes"]) == 0
+    out = capsys.readouterr().out
+    assert "no 3D track at all: camera 1 detected nothing" in out and "background" not in out
 
 
 def test_smoothing_covers_tracks_dropped_as_duplicates():

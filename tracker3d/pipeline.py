@@ -211,6 +211,10 @@ class StereoPipeline:
         self._gaps = 0  # frame periods seen (the first one sets the dt estimate)
         self.resets = 0  # time jumps that ended every track
         self.warnings: list[str] = []  # said once each (logged, and in the run summary)
+        # Per camera over the run: detections seen, and the most confirmed 2D tracks at once
+        # (what a run with no 3D track at all is explained from: tracker3d.commands.common).
+        self.detections_seen = [0, 0]
+        self.confirmed_max = [0, 0]
         self._unpaired: Optional[tuple[float, int]] = None  # (since, frames) with tracks in both views, no pair
         self.outside_boxes = False  # set by the first DetectionPair: boxes from an outside detector
         self._apply_box_noise()
@@ -382,10 +386,14 @@ class StereoPipeline:
         trk0, trk1 = self.trackers
         trk0.update(det0 if det0 is not None else Detections.empty(), t0, run_gate=False)
         trk1.update(det1 if det1 is not None else Detections.empty(), t1, run_gate=False)
+        for c, trk in enumerate(self.trackers):
+            self.detections_seen[c] += len(trk.last_detections)
         self._learn_aspects()
         self._note_classes()
         c2 = time.perf_counter()
         self._run_gate()
+        for c, trk in enumerate(self.trackers):
+            self.confirmed_max[c] = max(self.confirmed_max[c], int(np.count_nonzero(trk.confirmed)))
         c3 = time.perf_counter()
         if self._last_t is not None and 0 < t - self._last_t <= self.reset_gap_s:
             gap = t - self._last_t

@@ -250,8 +250,33 @@ SOURCE_COUNTS = {
 }
 
 
-NO_TRACKS_WHY = (" (no 3D track at all: no object was detected and confirmed in both cameras at once; a background "
-                 "detector reports nothing in its first 2 s, and the gate confirms a 2D track only after a few frames)")
+def run_summary(stats, source_stats: dict, pub, pipe) -> dict:
+    """stats.summary() of a finished run, with `no_tracks_why` where it made no 3D track."""
+    summary = stats.summary(source_stats, pub)
+    if summary["processed"] and not summary["tracks_max"]:
+        summary["no_tracks_why"] = no_tracks_why(pipe, summary["processed"])
+    return summary
+
+
+def no_tracks_why(pipe, processed: int) -> str:
+    """Why a run made no 3D track at all, from what the pipeline saw per camera (detections,
+    confirmed 2D tracks): the first stage that had nothing, in words."""
+    det, conf = pipe.detections_seen, pipe.confirmed_max
+    background = pipe.cfg.detector in ("bg", "mog2", "knn") and not pipe.outside_boxes
+    if not det[0] and not det[1]:
+        why = f"neither camera detected anything in {processed} pairs"
+        if background:
+            why += " (a background detector learns for its first 2 s and reports nothing then)"
+        return why
+    for c in (0, 1):
+        if not det[c]:
+            return f"camera {c} detected nothing in {processed} pairs (camera {1 - c}: {det[1 - c]} detections)"
+    for c in (0, 1):
+        if not conf[c]:
+            return (f"camera {c}'s {det[c]} detections never made a confirmed 2D track (the gate confirms a track "
+                    "after a few frames; flashes and clutter never)")
+    return ("2D tracks were confirmed in both cameras but none paired into a 3D track in front of both (the "
+            "calibration, the camera order or their timing; see any warning below)")
 
 
 def format_source(src: dict) -> str:
@@ -276,7 +301,7 @@ def format_summary(summary: dict) -> str:
     lines = [f"pairs in {summary['pairs_in']}, processed {summary['processed']} "
              f"({summary['pairs_per_s']:.1f} pairs/s over {summary['wall_s']:.1f} s), published "
              f"{summary['published']}, most 3D tracks at once {summary['tracks_max']}"
-             + (NO_TRACKS_WHY if summary["processed"] and not summary["tracks_max"] else "")
+             + (f" (no 3D track at all: {summary['no_tracks_why']})" if summary.get("no_tracks_why") else "")
              + (f"; detected pairs replaced by a newer one before tracking (newest wins) {summary['dropped_stale']}"
                 if summary.get("dropped_stale") else "")]
     src = summary.get("source")

@@ -23,6 +23,7 @@ from .common import (
     open_publisher,
     pipeline_from_args,
     require_display,
+    run_summary,
     start_viewer,
 )
 from .signals import STOP
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
               f"nothing (give --seconds above {skip:.0f})")
     else:
         print_scores(col.evaluate(gt_columns(src.gt), cfg.frame_rate, skip), skip)
-    print(format_summary(stats.summary(src.stats.as_dict(), pub)))
+    print(format_summary(run_summary(stats, src.stats.as_dict(), pub, pipe)))
     finish_viewer(viewer)
     return 0
 

@@ -26,6 +26,7 @@ from .common import (
     open_publisher,
     pipeline_from_args,
     require_display,
+    run_summary,
     start_viewer,
 )
 from .paths import TRACK_FILES, Output, check_outputs, source_files
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         for x in (src, pipe, pub, rec, out):
             if x is not None:
                 x.close()
-    print(format_summary(stats.summary(src.stats.as_dict(), pub)))
+    print(format_summary(run_summary(stats, src.stats.as_dict(), pub, pipe)))
     failed = [x for x in (rec, out) if x is not None and x.error]
     for x in (rec, out):
         if x is not None:

@@ -25,6 +25,7 @@ from .common import (
     open_input,
     pipeline_from_args,
     require_display,
+    run_summary,
     start_viewer,
 )
 from .paths import (
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         for x in (overlay, rec, pipe, pub, out):
             if x is not None:
                 x.close()
-    summary = stats.summary(rec.stats.as_dict(), pub)
+    summary = run_summary(stats, rec.stats.as_dict(), pub, pipe)
     print(format_summary(summary))
     if isinstance(rec, RecordingReader):  # what frames.csv listed and the videos could not give
         summary["pairs_listed"] = len(rec)
