@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import re
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any, Optional
@@ -154,14 +156,21 @@ def _fs_size(fs: cv2.FileStorage, path: Any = "", suffix: str = "") -> Optional[
     return None
 
 
+def _parse_error(exc: BaseException) -> str:
+    """OpenCV's parse error as 'line N: what' (its text is 'OpenCV(v) source.cpp:L: error: (-212:Parsing
+    error) func in function 'FILE(N): what''), or its last line shortened at a word."""
+    text = str(exc.__cause__ or exc).strip()
+    m = re.search(r"in function '.*\((\d+)\): (.*)'$", text, re.S)
+    if m:
+        return f"line {m.group(1)}: {m.group(2).strip()}"
+    return textwrap.shorten(text.splitlines()[-1], 160, placeholder=" ...") if text else "parse error"
+
+
 def _load_opencv(path: Path) -> StereoCalibration:
     try:
         fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
     except (cv2.error, SystemError) as exc:  # OpenCV 5 raises SystemError from the parser
-        cause = exc.__cause__ or exc
-        text = str(cause).strip()
-        msg = text.splitlines()[-1][:160] if text else "parse error"
-        raise CalibrationError(f"{path}: not a readable OpenCV FileStorage file ({msg})") from None
+        raise CalibrationError(f"{path}: not a readable OpenCV FileStorage file ({_parse_error(exc)})") from None
     if not fs.isOpened():
         raise CalibrationError(f"{path}: not a readable OpenCV FileStorage file")
     try:

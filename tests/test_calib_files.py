@@ -79,6 +79,21 @@ def test_missing_empty_unknown(tmp_path):
         load_calibration(tmp_path / "g.yaml")
 
 
+@pytest.mark.parametrize("name, text, line", [
+    ("g.yaml", "this: is: [not yaml\n", 1),
+    ("g.xml", '<?xml version="1.0"?>\n<opencv_storage><M1 type_id="opencv-matrix"><rows>3', 2),
+])
+def test_a_file_opencv_cannot_parse_is_named_with_its_line(tmp_path, name, text, line):
+    """OpenCV's parse error as 'line N: what', not OpenCV's own source file and line cut at 160
+    characters mid-word ('... in function '/x/g.yaml(1): Invalid or u)')."""
+    (tmp_path / name).write_text(text)
+    with pytest.raises(CalibrationError) as ei:
+        load_calibration(tmp_path / name)
+    msg = str(ei.value)
+    assert msg.startswith(f"{tmp_path / name}: not a readable OpenCV FileStorage file (line {line}: ")
+    assert msg.endswith(")") and ".cpp" not in msg and "OpenCV(" not in msg and "\n" not in msg
+
+
 def test_world_transform_round_trip(tmp_path):
     rig = make_rig()
     rvec0, tvec0 = np.array([0.3, -0.2, 0.1]), np.array([0.5, 1.0, 3.0])
