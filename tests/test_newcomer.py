@@ -70,6 +70,10 @@ def test_summary_with_no_tracks_says_why_from_what_the_run_saw():
     assert "confirmed in both cameras but none paired" in why([12, 9], [1, 2])
     ok = RunStats(pairs_in=10, processed=10, published=10, tracks_max=2, wall_s=1.0)
     assert "no 3D track" not in format_summary(run_summary(ok, {}, None, None))
+    # A run without a publisher says so, not 'published 0'.
+    quiet = RunStats(pairs_in=10, processed=10, published=0, tracks_max=2, wall_s=1.0)
+    assert "not published (no ZMQ publisher in this run)" in format_summary(quiet.summary())
+    assert "published 10," in format_summary(ok.summary())
 
 
 def test_a_replay_of_outside_boxes_in_one_camera_says_which_camera_saw_nothing(tmp_path, capsys):

@@ -298,9 +298,11 @@ def format_source(src: dict) -> str:
 
 def format_summary(summary: dict) -> str:
     """The run summary in plain words: one line per topic, every number with its unit."""
+    published = (f"published {summary['published']}" if summary.get("zmq") is not None or summary["published"]
+                 else "not published (no ZMQ publisher in this run)")
     lines = [f"pairs in {summary['pairs_in']}, processed {summary['processed']} "
-             f"({summary['pairs_per_s']:.1f} pairs/s over {summary['wall_s']:.1f} s), published "
-             f"{summary['published']}, most 3D tracks at once {summary['tracks_max']}"
+             f"({summary['pairs_per_s']:.1f} pairs/s over {summary['wall_s']:.1f} s), {published}, "
+             f"most 3D tracks at once {summary['tracks_max']}"
              + (f" (no 3D track at all: {summary['no_tracks_why']})" if summary.get("no_tracks_why") else "")
              + (f"; detected pairs replaced by a newer one before tracking (newest wins) {summary['dropped_stale']}"
                 if summary.get("dropped_stale") else "")]
