@@ -5,7 +5,7 @@ from streams.pairing import PairStats
 from tracker3d.cli import main
 from tracker3d.commands.common import format_summary
 from tracker3d.evaluation.eval3d import describe_false_kinds, format_3d
-from tracker3d.pipeline import RunStats
+from tracker3d.pipeline import PipelineConfig, RunStats
 
 
 def _summary():
@@ -58,12 +58,13 @@ def test_summary_with_no_tracks_says_why_from_what_the_run_saw():
     st = RunStats(pairs_in=10, processed=10, published=10, tracks_max=0, wall_s=1.0)
 
     def why(det, conf, detector="bg", outside=False):
-        pipe = SimpleNamespace(detections_seen=det, confirmed_max=conf, cfg=SimpleNamespace(detector=detector),
+        pipe = SimpleNamespace(detections_seen=det, confirmed_max=conf, cfg=PipelineConfig(detector=detector),
                                outside_boxes=outside)
         return format_summary(run_summary(st, {}, None, pipe))
 
-    assert "no 3D track at all: neither camera detected anything in 10 pairs (a background detector learns" in \
-        why([0, 0], [0, 0])
+    assert "no 3D track at all: neither camera detected anything in 10 pairs (a background detector learns for its " \
+        "first 2 s" in why([0, 0], [0, 0])
+    assert "learns" not in why([0, 0], [0, 0], detector="marker")
     assert "learns" not in why([0, 0], [0, 0], outside=True)
     assert "camera 1 detected nothing in 10 pairs (camera 0: 7 detections)" in why([7, 0], [0, 0])
     assert "camera 0's 12 detections never made a confirmed 2D track" in why([12, 9], [0, 2])

@@ -261,12 +261,14 @@ def run_summary(stats, source_stats: dict, pub, pipe) -> dict:
 def no_tracks_why(pipe, processed: int) -> str:
     """Why a run made no 3D track at all, from what the pipeline saw per camera (detections,
     confirmed 2D tracks): the first stage that had nothing, in words."""
+    from ..evaluation.runs import warmup_s
+
     det, conf = pipe.detections_seen, pipe.confirmed_max
-    background = pipe.cfg.detector in ("bg", "mog2", "knn") and not pipe.outside_boxes
     if not det[0] and not det[1]:
         why = f"neither camera detected anything in {processed} pairs"
-        if background:
-            why += " (a background detector learns for its first 2 s and reports nothing then)"
+        warm = 0.0 if pipe.outside_boxes else warmup_s(pipe.cfg, 30.0)
+        if warm:
+            why += f" (a background detector learns for its first {warm:g} s and reports nothing then)"
         return why
     for c in (0, 1):
         if not det[c]:
