@@ -114,7 +114,7 @@ def _bad(option: str, value, expected: str) -> Tracker3DError:
     return Tracker3DError(f"{option} {value}: expected {expected}")
 
 
-def _number(option: str, v: Optional[float], ok, expected: str) -> None:
+def check_number(option: str, v: Optional[float], ok, expected: str) -> None:
     """A number option: None (not given) or finite with ok(v) (NaN is never valid), else a
     one-line Tracker3DError naming the option and what was expected."""
     if v is not None and not (math.isfinite(v) and ok(v)):
@@ -123,21 +123,21 @@ def _number(option: str, v: Optional[float], ok, expected: str) -> None:
 
 def check_fps(fps: Optional[float], option: str = "--fps") -> None:
     """A frame rate option: None (not given) or frames per second > 0 (one-line Tracker3DError)."""
-    _number(option, fps, lambda v: v > 0, "frames per second > 0")
+    check_number(option, fps, lambda v: v > 0, "frames per second > 0")
 
 
 def check_seconds(seconds: Optional[float], option: str = "--seconds") -> None:
     """A duration option: None (not given) or a finite number of seconds > 0."""
-    _number(option, seconds, lambda v: v > 0, "a number of seconds > 0")
+    check_number(option, seconds, lambda v: v > 0, "a number of seconds > 0")
 
 
 def check_detector_args(args: argparse.Namespace) -> None:
     """The detector's size options (pixels, pixels^2), where the command has them: finite,
     areas and merge distance >= 0, max above min."""
     lo, hi, merge = (getattr(args, k, None) for k in ("min_area", "max_area", "merge_px"))
-    _number("--min-area", lo, lambda v: v >= 0, "pixels^2 >= 0")
-    _number("--max-area", hi, lambda v: v > 0, "pixels^2 > 0")
-    _number("--merge-px", merge, lambda v: v >= 0, "pixels >= 0")
+    check_number("--min-area", lo, lambda v: v >= 0, "pixels^2 >= 0")
+    check_number("--max-area", hi, lambda v: v > 0, "pixels^2 > 0")
+    check_number("--merge-px", merge, lambda v: v >= 0, "pixels >= 0")
     if lo is not None and hi is not None and hi <= lo:
         raise _bad("--max-area", hi, f"pixels^2 above --min-area {lo:g}")
 
@@ -145,20 +145,20 @@ def check_detector_args(args: argparse.Namespace) -> None:
 def check_pipeline_args(args: argparse.Namespace) -> None:
     """The pipeline options' values, checked before anything runs: Tracker3DError (one line)
     naming the option. NaN is never a valid value."""
-    _number("--window", args.window, lambda v: v > 0, "seconds > 0")
+    check_number("--window", args.window, lambda v: v > 0, "seconds > 0")
     if args.min_hits < 1:
         raise _bad("--min-hits", args.min_hits, "a count >= 1")
-    _number("--gate-on", args.gate_on, lambda v: 0 < v <= 1, "a score in (0, 1]")
-    _number("--gate-off", args.gate_off, lambda v: 0 <= v < 1, "a score in [0, 1)")
+    check_number("--gate-on", args.gate_on, lambda v: 0 < v <= 1, "a score in (0, 1]")
+    check_number("--gate-off", args.gate_off, lambda v: 0 <= v < 1, "a score in [0, 1)")
     if args.gate_on is not None and args.gate_off is not None and args.gate_off >= args.gate_on:
         raise _bad("--gate-off", args.gate_off, f"a score below --gate-on {args.gate_on}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(args.gate_device)):
         raise _bad("--gate-device", args.gate_device, "auto, cpu, cuda or cuda:N")
-    _number("--gate-latch", getattr(args, "gate_latch", 0.5), lambda v: v >= 0, "seconds >= 0")
-    _number("--pixel-sigma", getattr(args, "pixel_sigma", None), lambda v: v > 0, "pixels > 0")
-    _number("--max-coast", getattr(args, "max_coast", None), lambda v: v >= 0, "seconds >= 0")
-    _number("--box-noise", getattr(args, "box_noise", None), lambda v: 0 <= v < 1, "a fraction in [0, 1)")
-    _number("--detect-scale", getattr(args, "detect_scale", None), lambda v: 0 < v <= 1, "a factor in (0, 1]")
+    check_number("--gate-latch", getattr(args, "gate_latch", 0.5), lambda v: v >= 0, "seconds >= 0")
+    check_number("--pixel-sigma", getattr(args, "pixel_sigma", None), lambda v: v > 0, "pixels > 0")
+    check_number("--max-coast", getattr(args, "max_coast", None), lambda v: v >= 0, "seconds >= 0")
+    check_number("--box-noise", getattr(args, "box_noise", None), lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+    check_number("--detect-scale", getattr(args, "detect_scale", None), lambda v: 0 < v <= 1, "a factor in (0, 1]")
     check_detector_args(args)
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 import typing
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from ..errors import Tracker3DError
 from ..progress import progress
 from ..sim import SCENES, SceneConfig, get_scene, write_sim_recording
+from .common import check_number
 
 HELP = "render a synthetic stereo scene into a recording folder (with gt.csv)"
 
@@ -77,9 +77,8 @@ def scene_from_args(args: argparse.Namespace) -> SceneConfig:
         k, v = item.split("=", 1)
         kw[k.strip()] = _coerce(cfg, k.strip(), v.strip())
     cfg = cfg.with_(**kw)
-    for option, v in (("--seconds", cfg.seconds), ("--fps", cfg.fps)):
-        if not (math.isfinite(v) and v > 0):
-            raise Tracker3DError(f"{option} {v}: expected a number > 0")
+    check_number("--seconds", cfg.seconds, lambda v: v > 0, "a number > 0")
+    check_number("--fps", cfg.fps, lambda v: v > 0, "a number > 0")
     if cfg.n_objects < 0:
         raise Tracker3DError(f"--objects {cfg.n_objects}: expected a count >= 0")
     for name in ("drop_prob", "flash_3d_fraction"):  # probabilities and shares
