@@ -18,17 +18,31 @@ class Frame:
     image: np.ndarray
 
 
+@dataclass(frozen=True)
+class VideoImage:
+    """An image not decoded yet: image `number` (0-based, its place in the file) of the video at
+    `path`, `size` (width, height) pixels where the calibration expects one. A recording replayed
+    into detector processes hands these over instead of pixels: each camera's child decodes its
+    own video (streams.videoimages.VideoImageReader), the two side by side, and no image is copied
+    between processes (RecordingReader.decode_in_detectors)."""
+
+    path: str
+    number: int
+    size: Optional[tuple[int, int]] = None
+
+
 @dataclass
 class FramePair:
     """Two images taken at (about) the same time. index: the pair's number in its source (the
     `index` of a recording's frames.csv). An image is None when that camera gave no frame for this
-    pair (dropped or dead camera); its time is then NaN."""
+    pair (dropped or dead camera); its time is then NaN. An image may be a VideoImage (decoded by
+    the detector process it goes to) where the source was asked to leave the decoding to them."""
 
     index: int
     t0: float
     t1: float
-    img0: Optional[np.ndarray]
-    img1: Optional[np.ndarray]
+    img0: Optional[np.ndarray | VideoImage]
+    img1: Optional[np.ndarray | VideoImage]
     wall: float = float("nan")  # wall-clock time (time.time()) the pair was captured: a label, for latency
 
     @property

@@ -43,6 +43,11 @@ FORBIDDEN = {
 # may import that module, and nothing else of streams.
 FORBIDDEN["tracker3d.track2d.mot"] = APP + tuple(
     f"streams.{p.stem}" for p in sorted((ROOT / "streams").glob("*.py")) if p.stem not in ("__init__", "mot"))
+# The detector's child process (a runner, not a detector) decodes the VideoImages it is handed:
+# it may import the module that reads them and the two it needs (the image type, the error).
+FORBIDDEN["tracker3d.detect.process"] = APP + tuple(
+    f"streams.{p.stem}" for p in sorted((ROOT / "streams").glob("*.py"))
+    if p.stem not in ("__init__", "videoimages", "frames", "errors"))
 KNOWN_FOLDERS = {"detect", "track2d", "stereo", "evaluation", "outputs", "viewer", "sim", "bench", "batch",
                  "commands"}
 
@@ -114,6 +119,8 @@ def test_every_tracker3d_folder_has_a_rule():
 @pytest.mark.parametrize("module,name", [("tracker3d.track2d.tracker", "streams.frames"),
                                          ("tracker3d.track2d.tracker", "streams.mot"),
                                          ("tracker3d.track2d.mot", "streams.sources"),
+                                         ("tracker3d.detect.process", "streams.recording"),
+                                         ("tracker3d.detect.background", "streams.videoimages"),
                                          ("calib.io", "tracker3d.pipeline")])
 def test_the_rule_check_catches_a_forbidden_import(module, name):
     assert any(_under(name, f) for f in _rule_for(module))

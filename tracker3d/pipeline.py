@@ -937,12 +937,13 @@ class RunStats:
     wall_s: float = 0.0
     pipelined: bool = False
     warnings: list[str] = field(default_factory=list)  # said once each by the pipeline
+    decoded_by: str = "reader"  # who decoded the images: the source's reader, or the detector processes
 
     def summary(self, source_stats: Optional[dict] = None, publisher=None) -> dict:
         out = {"pairs_in": self.pairs_in, "processed": self.processed, "published": self.published,
                "tracks_max": self.tracks_max, "wall_s": round(self.wall_s, 3),
                "pairs_per_s": self.processed / self.wall_s if self.wall_s > 0 else float("nan"),
-               "pipelined": self.pipelined, "dropped_stale": self.dropped_stale}
+               "pipelined": self.pipelined, "dropped_stale": self.dropped_stale, "decoded_by": self.decoded_by}
         for k, v in self.timings.items():
             if len(v):
                 out[f"{k}_ms_median"] = v.quantile(0.5)
@@ -964,7 +965,8 @@ STOP_POLL_S = 0.1  # the tracking thread checks stop() at least this often while
 
 def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Callable[[Frame3D], None]] = None,
         recorder=None, max_pairs: Optional[int] = None, progress=None,
-        stop: Optional[Callable[[], bool]] = None, pipelined: Optional[bool] = None) -> RunStats:
+        stop: Optional[Callable[[], bool]] = None, pipelined: Optional[bool] = None,
+        images_needed: bool = True) -> RunStats:
     """Drive `pipeline` with pairs from `source` until it ends (or Ctrl-C / stop()).
 
     Live sources hand over only their newest pair (a slow loop drops, never queues); recordings
@@ -976,8 +978,14 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
     pairs: lossless for files and recordings (same pairs, same order, same tracks as the plain
     loop), newest-wins for a live source (a stale pair is replaced: RunStats.dropped_stale).
     Latency is always from the pair's capture (or arrival) to its publication.
+    images_needed=False: nothing but the detectors looks at the images (no recorder or on_frame
+    that draws on them); a recording's Motion-JPEG videos are then decoded by the detector
+    processes, each its own camera's (RecordingReader.decode_in_detectors; RunStats.decoded_by).
     """
     st = RunStats()
+    if not images_needed and getattr(pipeline, "children", None) and hasattr(source, "decode_in_detectors") \
+            and source.decode_in_detectors():
+        st.decoded_by = "detector processes"
     if pipelined is None:
         pipelined = bool(getattr(getattr(pipeline, "cfg", None), "pipelined", False))
     st.pipelined = pipelined

@@ -89,7 +89,7 @@ def _run_source(src, calib, gt: Optional[dict], cfg, kind: str, pipelined: bool,
             live.append(len(f3.tracks))
 
     with _LoopbackSubscriber() as sub:
-        stats = run(src, pipe, publisher=sub.publisher, on_frame=on_frame)
+        stats = run(src, pipe, publisher=sub.publisher, on_frame=on_frame, images_needed=False)
     pipe.close()
     m = col.evaluate(gt if gt is not None else gt_columns(src.gt), cfg.frame_rate, warm_s)["3d"]
     s = stats.summary(src.stats.as_dict())

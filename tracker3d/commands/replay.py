@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
 
         with STOP.soft():
             stats = run_pipeline(rec, pipe, publisher=pub, on_frame=on_frame, recorder=last_pair,
-                                 progress=bar("replay", total=len(rec), unit="pair"), stop=STOP.requested)
+                                 progress=bar("replay", total=len(rec), unit="pair"), stop=STOP.requested,
+                                 images_needed=overlay is not None)
         if args.offline and out is not None:
             pipe.offline_frames(frames)
             for f3 in frames:

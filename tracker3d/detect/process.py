@@ -5,7 +5,8 @@ cores: the Python of tracking and of detection take turns).
 The child is a plain `python -m tracker3d.detect.process` (no multiprocessing: nothing of the
 parent's main module is re-imported, nothing forked from a threaded process). Images go through
 a shared memory file that both map (the file is unlinked as soon as both have it open, so nothing
-is left behind whatever happens to either process); requests and Detections go as JSON plus raw
+is left behind whatever happens to either process), or, for a recording's Motion-JPEG videos, as
+a VideoImage (file and image number) that the child decodes itself; requests and Detections go as JSON plus raw
 array bytes (no pickle) over the child's stdin/stdout. The child ignores SIGINT and SIGTERM (sent to the whole group, they are
 the parent's to handle) and ends when its stdin closes, so it never outlives the parent.
 """
@@ -23,6 +24,9 @@ import tempfile
 from typing import BinaryIO, Optional
 
 import numpy as np
+
+from streams.errors import StreamError
+from streams.frames import VideoImage
 
 from ..errors import RunFailure, Tracker3DError
 from .detections import Detections
@@ -186,6 +190,8 @@ class DetectorProcess:
         kind, value = rep
         if kind == "error":
             raise Tracker3DError(f"{self.name}: {value}")
+        if kind == "stream_error":  # the input's fault, and the line names the file
+            raise StreamError(value)
         return value
 
     def _ended(self) -> str:
@@ -234,12 +240,18 @@ class DetectorProcess:
             self._starting = False
             self._reply()
 
-    def submit(self, image: np.ndarray, t: float) -> None:
+    def submit(self, image: np.ndarray | VideoImage, t: float) -> None:
         """Hand one image (captured at t seconds) to the child; result() returns Detections in
-        the order of submission. At most SLOTS images may wait for their result."""
+        the order of submission. At most SLOTS images may wait for their result. A VideoImage is
+        decoded by the child (images of one video in their order: see VideoImageReader)."""
         if self._outstanding + len(self._held) >= SLOTS:
             raise RuntimeError(f"{self.name}: {SLOTS} images already wait for their results")
         self.wait_ready()
+        if isinstance(image, VideoImage):
+            self._request(("decode", image.path, image.number, image.size, float(t)))
+            self._submitted += 1
+            self._outstanding += 1
+            return
         image = np.ascontiguousarray(image)
         slot = self._submitted % SLOTS
         self._ensure_map(slot, image.nbytes)
@@ -287,12 +299,16 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
     """The child's loop: one reply per request, in order, until stdin closes."""
     import time
 
+    from streams.videoimages import VideoImageReader
+
     detector = None
     views: list[Optional[mmap.mmap]] = [None] * SLOTS
+    videos = VideoImageReader()  # the camera's own video, for VideoImages
     later = None  # an error of the work done after the last answer: the next request gets it
     while True:
         msg = _receive(inp)
         if msg is None:
+            videos.close()
             return
         try:
             if later is not None:
@@ -317,6 +333,12 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
                 with open(path, "r+b") as f:
                     views[slot] = mmap.mmap(f.fileno(), nbytes)
                 reply = ("ok", None)
+            elif msg[0] == "decode":
+                _, path, number, size, t = msg
+                c = time.perf_counter()
+                image = videos.read(VideoImage(path, number, tuple(size) if size is not None else None))
+                det = detector.detect(image, t)  # a fresh array: the warm-up may keep it
+                reply = ("det", (det, (time.perf_counter() - c) * 1e3))
             else:
                 _, slot, t, shape, dtype = msg
                 c = time.perf_counter()
@@ -327,6 +349,8 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
                 reply = ("det", (det, (time.perf_counter() - c) * 1e3))
         except Tracker3DError as e:
             reply = ("error", str(e))
+        except StreamError as e:
+            reply = ("stream_error", str(e))
         except Exception as e:  # noqa: BLE001 - anything the detector raises reaches the parent as one line
             reply = ("error", f"{type(e).__name__}: {e}")
         _send(out, reply)

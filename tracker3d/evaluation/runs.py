@@ -135,7 +135,7 @@ def evaluate_source(src, calib, gt_path, config: Optional[PipelineConfig] = None
     col = Collector(pipe)
     prog = bar("eval", total=len(src), unit="pair") if show_progress else None
     try:
-        stats = run(src, pipe, on_frame=col, progress=prog)
+        stats = run(src, pipe, on_frame=col, progress=prog, images_needed=False)
     finally:
         src.close()
         pipe.close()
