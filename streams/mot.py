@@ -8,14 +8,18 @@ are skipped. Used by `read_det_file` (detections folders, streams.detections) an
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from .errors import StreamError
+
+log = logging.getLogger(__name__)
 
 COLUMNS = 8  # frame, id, x, y, w, h, conf, class (what is read; later columns are ignored)
 
@@ -35,36 +39,50 @@ def read_mot_table(path: str | os.PathLike, fmt: MotFormat) -> np.ndarray:
     """(N, 8) float64 rows [frame, id, x, y, w, h, conf, class] of a MOT file, in file order;
     a missing conf is 1, a missing class -1. fmt.error names the file, line and field on bad
     content: fewer than 6 fields, a field that is not a finite number, a frame that is not an
-    integer >= 1, and (fmt.positive_size) a box of zero or negative size."""
+    integer >= 1, and (fmt.positive_size) a box of zero or negative size. A bad last line with no
+    newline after it is a write cut off (a detector killed mid-line): it is left out, with a
+    warning naming it, as a recording's frames.csv does."""
     path = Path(path)
     if not path.is_file():
         raise fmt.error(f"{path}: {fmt.what} not found")
     rows = []
     with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            line = line.strip()
+        for n, raw in enumerate(f, start=1):
+            line = raw.strip()
             if not line or line.startswith("#"):
                 continue
-            parts = [p for p in line.replace("\t", ",").replace(" ", ",").split(",") if p != ""]
-            if len(parts) < 6:
-                raise fmt.error(f"{path}:{n}: expected at least 6 comma-separated fields{fmt.hint}, got {len(parts)}")
-            vals = []
-            for k, p in enumerate(parts[:COLUMNS]):
-                try:
-                    v = float(p)
-                except ValueError:
-                    raise fmt.error(f"{path}:{n}: field '{fmt.fields[k]}': expected a number, got {p!r}") from None
-                if not math.isfinite(v):
-                    raise fmt.error(f"{path}:{n}: field '{fmt.fields[k]}': expected a finite number, got {p!r}")
-                vals.append(v)
-            if vals[0] < 1 or vals[0] != int(vals[0]):
-                raise fmt.error(f"{path}:{n}: field 'frame': expected an integer >= 1, got {parts[0]}")
-            if fmt.positive_size and (vals[4] <= 0 or vals[5] <= 0):
-                raise fmt.error(f"{path}:{n}: fields 'w','h': expected a positive box size, got {parts[4]},{parts[5]}")
-            while len(vals) < COLUMNS:
-                vals.append(1.0 if len(vals) == 6 else -1.0)
+            vals, problem = _parse_row(line, fmt)
+            if problem is not None:
+                if not raw.endswith("\n"):
+                    log.warning("%s:%d: ignoring a partial last line (the file was cut off mid-write?): %s",
+                                path, n, problem)
+                    break
+                raise fmt.error(f"{path}:{n}: {problem}")
             rows.append(vals)
     return np.asarray(rows, dtype=np.float64).reshape(-1, COLUMNS)
+
+
+def _parse_row(line: str, fmt: MotFormat) -> tuple[list[float], Optional[str]]:
+    """A line's 8 values, or what is wrong with it (None: nothing)."""
+    parts = [p for p in line.replace("\t", ",").replace(" ", ",").split(",") if p != ""]
+    if len(parts) < 6:
+        return [], f"expected at least 6 comma-separated fields{fmt.hint}, got {len(parts)}"
+    vals = []
+    for k, p in enumerate(parts[:COLUMNS]):
+        try:
+            v = float(p)
+        except ValueError:
+            return [], f"field '{fmt.fields[k]}': expected a number, got {p!r}"
+        if not math.isfinite(v):
+            return [], f"field '{fmt.fields[k]}': expected a finite number, got {p!r}"
+        vals.append(v)
+    if vals[0] < 1 or vals[0] != int(vals[0]):
+        return [], f"field 'frame': expected an integer >= 1, got {parts[0]}"
+    if fmt.positive_size and (vals[4] <= 0 or vals[5] <= 0):
+        return [], f"fields 'w','h': expected a positive box size, got {parts[4]},{parts[5]}"
+    while len(vals) < COLUMNS:
+        vals.append(1.0 if len(vals) == 6 else -1.0)
+    return vals, None
 
 
 def write_mot(path: str | os.PathLike, rows: list[tuple]) -> None:

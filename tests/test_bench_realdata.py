@@ -79,3 +79,18 @@ def test_the_row_maker_matches_what_eval_prints(tmp_path, capsys):
     assert main(["eval", str(SLICE / "clean"), "--json", str(tmp_path / "e.json")]) == 0
     res = json.loads((tmp_path / "e.json").read_text())
     assert res["ground"]["MOTA"] == pytest.approx(ours["MOTA"]) and res["ground"]["FN"] == ours["FN"]
+
+
+def test_bench_wildtrack_says_each_runs_note_once(capsys, caplog):
+    """Six runs of the loop at WildTrack's 2 fps: the learned gate's fallback note was said six
+    times among the tables; once now (the progress lines still each time)."""
+    with caplog.at_level("INFO"):
+        assert main(["bench", "--wildtrack", str(SLICE)]) == 0
+    said = [r.getMessage() for r in caplog.records]
+    fallback = [m for m in said if "outside the learned gate's" in m]
+    assert len(fallback) == 1 and "2 fps" in fallback[0]
+    assert sum("wildtrack" in m and "done" in m for m in said) >= 1
+    caplog.clear()
+    with caplog.at_level("INFO"):  # a later command in the same process says its notes again
+        assert main(["eval", str(SLICE / "clean")]) == 0
+    assert sum("outside the learned gate's" in r.getMessage() for r in caplog.records) == 1

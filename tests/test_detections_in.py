@@ -54,6 +54,23 @@ def test_det_file_with_a_bad_field_names_file_line_and_field(tmp_path):
         read_det_file(p)
 
 
+def test_a_det_file_cut_off_mid_line_keeps_its_whole_lines_and_says_so(tmp_path, caplog):
+    """A detector killed mid-write leaves a partial last line (no newline after it): it was refused
+    like any bad line, the run refused with no word of the cut; now the lines before it are read
+    and the cut line is named. The same line with its newline is still an error."""
+    p = tmp_path / "det0.txt"
+    p.write_text("1,-1,10,10,5,5,1\n2,-1,10,10,5,5,1\n3,-1,11")
+    with caplog.at_level("WARNING"):
+        dets = read_det_file(p)
+    assert sorted(dets) == [1, 2]
+    assert any("det0.txt:3: ignoring a partial last line" in r.getMessage() for r in caplog.records)
+    p.write_text("1,-1,10,10,5,5,1\n3,-1,11\n")
+    with pytest.raises(StreamError, match=r"det0.txt:2: expected at least 6"):
+        read_det_file(p)
+    p.write_text("1,-1,10,10,5,5,1\n3,-1,11,12,5,5,1")  # a whole last line with no newline: read
+    assert sorted(read_det_file(p)) == [1, 3]
+
+
 def test_detection_folder_gives_one_pair_per_frames_csv_row_with_its_times():
     src = DetectionFolder.open_folder(SLICE / "clean")
     pairs = list(src)

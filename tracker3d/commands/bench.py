@@ -7,6 +7,7 @@ import time
 from ..bench.detect_speed import detect_speed
 from ..bench.machine import machine
 from ..progress import progress
+from .logonce import notes_said_once
 from .paths import write_json
 
 HELP = "benchmark detection and tracking (speed with accuracy); --quick in under a minute"
@@ -108,6 +109,13 @@ def run_real(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The bench runs the loop dozens of times: each run's notes (the learned gate falling back at
+    # WildTrack's 2 fps, the gate's device) are said once, not once a run among the tables.
+    with notes_said_once():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.real:
         return run_real(args)
     if args.wildtrack:
