@@ -61,7 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except errors.RunFailure as exc:  # not the input's fault: as a failed write
             if args.traceback:
                 raise
-            print(f"tracker3d {args.command}: error: {exc}; the outputs hold the pairs before it", file=sys.stderr)
+            done = f"the {exc.processed} pairs processed" if exc.processed is not None else "the pairs"
+            print(f"tracker3d {args.command}: error: {exc}; the outputs hold {done} before it", file=sys.stderr)
             return 1
         except errors.USER_ERRORS as exc:
             if args.traceback:

@@ -1,4 +1,6 @@
 """Errors that the CLI reports as one line (no traceback)."""
+from typing import Optional
+
 from calib.errors import CalibrationError
 
 
@@ -8,7 +10,10 @@ class Tracker3DError(RuntimeError):
 
 class RunFailure(Tracker3DError):
     """A failure during a run that is not the input's (a detector process killed): one line and
-    exit status 1, as a failed write; what was written before it is readable."""
+    exit status 1, as a failed write; what was written before it is readable. processed: the
+    pairs the loop had finished before it (set by pipeline.run; None elsewhere)."""
+
+    processed: Optional[int] = None
 
 
 #: Every exception type the CLI turns into a one-line message.

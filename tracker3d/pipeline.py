@@ -28,7 +28,7 @@ from .detect import make_detector
 from .detect.detections import Detections
 from .detect.process import SLOTS, DetectorProcess, pin_cpu
 from .detect.sizeprior import area_range_px
-from .errors import Tracker3DError
+from .errors import RunFailure, Tracker3DError
 from .handoff import EMPTY, END, HandOff, ProducerThread
 from .stereo.associate import AssociationConfig, StereoAssociator
 from .stereo.boxcut import AspectModel, axis_sigma, complete_boxes, cut_sides
@@ -1103,6 +1103,9 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
                     finish(*item)
     except KeyboardInterrupt:
         log.info("interrupted: shutting down")
+    except RunFailure as exc:  # the pairs done before it are in the outputs: say how many
+        exc.processed = st.processed
+        raise
     finally:
         for stage in reversed(stages):  # the tracking side first: the reader may be waiting on it
             stage.stop()
