@@ -86,3 +86,23 @@ def test_a_signal_ends_the_bench_without_keeping_the_row_it_cut_short(monkeypatc
         pb.pipeline_rows(True, stop=lambda: len(calls) == 2)
     assert len(calls) == 2
     assert len(pb.pipeline_rows(True, stop=lambda: False)) == 3  # the quick plan, whole
+
+
+def test_detect_rows_time_each_config_twice_in_mirrored_order_and_keep_the_lower(monkeypatch):
+    from tracker3d.bench import detect_speed as ds
+
+    calls = []
+
+    def fake(width, height, frames=150, detect_scale=1.0):  # the second run of a config is 1 ms slower
+        calls.append((width, detect_scale))
+        k = calls.count((width, detect_scale))
+        return {"resolution": f"{width}x{height}", "detect_scale": detect_scale, "recall": 0.9,
+                "ms_median": width / 100 + k - 1, "ms_p99": 2 * width / 100 - k}
+
+    monkeypatch.setattr(ds, "detect_speed", fake)
+    rows = ds.detect_rows([(640, 480, 1.0), (1280, 720, 1.0), (1280, 720, 0.5)], frames=10)
+    assert calls == [(640, 1.0), (1280, 1.0), (1280, 0.5), (1280, 0.5), (1280, 1.0), (640, 1.0)]
+    assert [(r["resolution"], r["detect_scale"]) for r in rows] == [("640x480", 1.0), ("1280x720", 1.0),
+                                                                   ("1280x720", 0.5)]
+    assert rows[0]["ms_median"] == 6.4 and rows[0]["runs_ms_median"] == [6.4, 7.4]  # the lower median
+    assert rows[0]["ms_p99"] == 12.8 - 2  # the lower p99 (the second run's here)
