@@ -208,15 +208,15 @@ class StereoAssociator:
         # Last frame's pairs are never pruned: they are feasible up to 1 / keep_factor gates, or
         # with no evidence at all (keep_cost).
         keep = np.zeros((len(idx0), len(idx1)), bool)
-        if held:
-            keep[tuple(np.array(held).T)] = True
+        hi, hj = np.array(held, np.int64).reshape(-1, 2).T
+        keep[hi, hj] = True
         sam = self.cost_matrix(trk0, idx0, trk1, idx1, t_now, dt_frame, prune_gate=gate if c.prune else None,
                                keep=keep)
         cost = sam / gate
         if len(idx0) and len(idx1):
             cost[self.last_count < need] = np.inf  # not enough joint evidence yet
-        for i, j in held:
-            cost[i, j] = cost[i, j] * c.keep_factor if np.isfinite(cost[i, j]) else c.keep_cost
+        kept = cost[hi, hj]
+        cost[hi, hj] = np.where(np.isfinite(kept), kept * c.keep_factor, c.keep_cost)
         feasible = cost < 1.0
         # Reject candidates that triangulate behind a camera or absurdly far (latest positions), or
         # whose boxes, scaled to metres by each camera's depth, differ in size (a wide baseline
@@ -248,10 +248,10 @@ class StereoAssociator:
             sub = cost[np.ix_(rows, cols)]
             sub = np.where(sub < 1.0, sub, 1e6)
             ri, ci = linear_sum_assignment(sub)
-            for a, b in zip(ri, ci):
-                if sub[a, b] < 1.0:
-                    i, j = rows[a], cols[b]
-                    pairs.append((int(idx0[i]), int(idx1[j]), float(sam[i, j])))
-                    self.evidence_s[(int(idx0[i]), int(idx1[j]))] = float(self.last_span[i, j])
+            ok = sub[ri, ci] < 1.0
+            i, j = rows[ri[ok]], cols[ci[ok]]  # in assignment order, as one by one
+            a0, a1 = idx0[i].tolist(), idx1[j].tolist()
+            pairs = list(zip(a0, a1, sam[i, j].tolist()))
+            self.evidence_s = dict(zip(zip(a0, a1), self.last_span[i, j].tolist()))
         self.pairs = {int(trk0.ids[i]): int(trk1.ids[j]) for i, j, _ in pairs}
         return pairs
