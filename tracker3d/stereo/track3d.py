@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-from filterpy.kalman import rts_smoother
 from scipy.spatial import cKDTree
 
 from calib import StereoCalibration
@@ -136,6 +135,10 @@ class Track3D:
         Ps = np.array(self.log_P)
         if len(xs) < 2:
             return np.array(self.log_frame), xs, Ps
+        # Imported here: filterpy imports scipy.stats (0.3 s), which every command paid at start-up
+        # (`tracker3d --help` 1.38 s) for the --smooth/--offline replays that use it.
+        from filterpy.kalman import rts_smoother
+
         xs_s, Ps_s, _, _ = rts_smoother(xs, Ps, np.array(self.log_F), np.array(self.log_Q))
         return np.array(self.log_frame), xs_s, Ps_s
 
