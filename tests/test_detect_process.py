@@ -187,3 +187,26 @@ def test_a_detector_process_killed_mid_replay_ends_the_run_with_status_1_and_who
     got = read_jsonl(out)
     assert 0 < len(got) < 75 and got.cut == 0
     assert f"the outputs hold the {len(got)} pairs processed before it" in err[0]  # how many, not just "the pairs"
+
+
+def test_a_detector_process_lost_to_a_stop_signal_is_a_stop_not_a_failure(monkeypatch, capsys):
+    """systemd stops a service by signalling its whole cgroup: a child that dies of it while the
+    command itself was asked to stop is reported as the stop (128 + signal), not as a failure."""
+    import signal
+
+    from tracker3d.cli import main
+    from tracker3d.commands import replay
+    from tracker3d.commands.signals import STOP
+    from tracker3d.errors import RunFailure
+
+    def stopped_then_child_lost(args):
+        with STOP.soft():
+            STOP._handle(signal.SIGTERM, None)
+        raise RunFailure("cam0 detector: the detector process ended unexpectedly (exit code -15)")
+
+    monkeypatch.setattr(replay, "run", stopped_then_child_lost)
+    assert main(["replay", "anything"]) == 143
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("tracker3d replay: stopped by SIGTERM (cam0 detector:") and "exit status 143" in err
+    monkeypatch.setattr(replay, "run", lambda args: (_ for _ in ()).throw(RunFailure("cam1 detector: gone")))
+    assert main(["replay", "anything"]) == 1  # no stop asked: a failure

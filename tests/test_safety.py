@@ -419,6 +419,26 @@ def test_a_signal_to_the_whole_group_stops_replay_in_order_detector_processes_in
     assert _wait_for(lambda: not any(os.path.exists(f"/proc/{c}") and _state(c) != "Z" for c in children), 10)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads the process tree from /proc (Linux)")
+@pytest.mark.parametrize("sig, rc", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_the_group_while_the_detector_processes_start_is_a_stop_not_a_crash(rec, tmp_path, sig, rc):
+    """Signalled while its children still import numpy and OpenCV (a second or so), the run ended
+    as a failure (exit 1, 'the detector process ended unexpectedly') with the children's
+    KeyboardInterrupt tracebacks: they ignored the signals only once their imports were done."""
+    out = tmp_path / "s.jsonl"
+    proc = _cli("replay", str(rec), "--realtime", "--gate", "hits", "--out", str(out), new_session=True)
+    try:
+        assert _wait_for(lambda: proc.poll() is not None or len(_children(proc.pid)) == 2, 30)
+        time.sleep(0.2)  # the children are importing (they answer their start-up a second later)
+        os.killpg(proc.pid, sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == rc, stderr
+    assert "ended unexpectedly" not in stderr and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert f"stopped by {signal.Signals(sig).name}" in stderr
+
+
 def _children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(c) for c in f.read().split()]

@@ -61,6 +61,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except errors.RunFailure as exc:  # not the input's fault: as a failed write
             if args.traceback:
                 raise
+            if STOP.requested():  # a signal to every process (systemd stops a service's whole cgroup)
+                print(f"tracker3d {args.command}: stopped by {STOP.name} ({exc}); the outputs hold what was "
+                      f"processed (exit status {STOP.rc})", file=sys.stderr)
+                return STOP.rc
             done = f"the {exc.processed} pairs processed" if exc.processed is not None else "the pairs"
             print(f"tracker3d {args.command}: error: {exc}; the outputs hold {done} before it", file=sys.stderr)
             return 1

@@ -2,7 +2,7 @@
 thread's interpreter lock (on a few cores the stereo loop is bound by that lock, not by the
 cores: the Python of tracking and of detection take turns).
 
-The child is a plain `python -m tracker3d.detect.process` (no multiprocessing: nothing of the
+The child is a plain Python running this module as __main__ (no multiprocessing: nothing of the
 parent's main module is re-imported, nothing forked from a threaded process). Images go through
 a shared memory file that both map (the file is unlinked as soon as both have it open, so nothing
 is left behind whatever happens to either process), or, for a recording's Motion-JPEG videos, as
@@ -31,6 +31,11 @@ from streams.frames import VideoImage
 from ..errors import RunFailure, Tracker3DError
 from .detections import Detections
 
+# The child ignores SIGINT and SIGTERM before it imports anything: `-m tracker3d.detect.process`
+# ignored them only in main(), after a second of imports (numpy, OpenCV) during which a Ctrl-C to
+# the group killed it with a traceback and the run ended as a failure (exit 1, not 130).
+_LAUNCH = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+           "import runpy; runpy.run_module('tracker3d.detect.process', run_name='__main__', alter_sys=True)")
 _HEADER = struct.Struct("<Q")  # a count or a length in bytes
 SLOTS = 2  # images a child may hold at once: one it works on, the next one waiting (submit twice, then result)
 
@@ -147,7 +152,7 @@ class DetectorProcess:
         if os.path.isfile(os.path.join(root, "pyproject.toml")):
             env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
-            self._proc = subprocess.Popen([sys.executable, "-m", "tracker3d.detect.process"], stdin=subprocess.PIPE,
+            self._proc = subprocess.Popen([sys.executable, "-c", _LAUNCH], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, env=env)
         except OSError as e:
             raise Tracker3DError(f"{self.name}: cannot start a detector process ({e}); --no-detect-processes "
