@@ -19,14 +19,19 @@ import numpy as np
 SOI, EOI, SOS = 0xD8, 0xD9, 0xDA
 
 
+SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
 @dataclass(frozen=True)
 class JpegFrame:
     """One image of the stream: whole (start, end byte offsets), cut off by the end of the file,
-    or damaged (its bytes break the JPEG syntax at `start`)."""
+    or damaged (its bytes break the JPEG syntax at `start`). size: (width, height) pixels from
+    its frame header (None where the walk did not reach one)."""
 
     kind: str  # "whole", "cut" or "damaged"
     start: int
     end: int
+    size: Optional[tuple[int, int]] = None
 
 
 class JpegStreamIndex:
@@ -50,7 +55,7 @@ class JpegStreamIndex:
         if self.pos >= self.size:
             return None
         start = self.pos
-        end, kind = _image_end(self._data, start, self.size)
+        end, kind, wh = _image_end(self._data, start, self.size)
         if kind == "whole":
             self.pos = end
         elif kind == "damaged":
@@ -60,48 +65,52 @@ class JpegStreamIndex:
             self.pos = nxt if nxt >= 0 else self.size
         else:
             self.pos = self.size
-        return JpegFrame(kind, start, end)
+        return JpegFrame(kind, start, end, wh)
 
 
-def _image_end(data, start: int, size: int) -> tuple[int, str]:
-    """(end offset, "whole") of the JPEG image at `start`, or (offset, "cut") where the file ends
-    inside it, or (offset, "damaged") where its bytes stop being JPEG syntax."""
+def _image_end(data, start: int, size: int) -> tuple[int, str, Optional[tuple[int, int]]]:
+    """(end offset, "whole", (width, height)) of the JPEG image at `start`, or (offset, "cut",
+    ...) where the file ends inside it, or (offset, "damaged", ...) where its bytes stop being JPEG
+    syntax; the size is that of its frame header (SOFn), None if not reached."""
+    wh = None
     if start + 2 > size:
-        return size, "cut"
+        return size, "cut", wh
     if data[start] != 0xFF or data[start + 1] != SOI:
-        return start, "damaged"
+        return start, "damaged", wh
     i = start + 2
     seen_scan = False
     while True:
         if i + 2 > size:
-            return size, "cut"
+            return size, "cut", wh
         if data[i] != 0xFF:
-            return i, "damaged"
+            return i, "damaged", wh
         while i + 1 < size and data[i + 1] == 0xFF:  # fill bytes
             i += 1
         if i + 2 > size:
-            return size, "cut"
+            return size, "cut", wh
         m = data[i + 1]
         if m == EOI:
-            return (i + 2, "whole") if seen_scan else (i, "damaged")
+            return (i + 2, "whole", wh) if seen_scan else (i, "damaged", wh)
         if m == SOI or m == 0x00:
-            return i, "damaged"
+            return i, "damaged", wh
         if 0xD0 <= m <= 0xD7 or m == 0x01:  # standalone markers
             i += 2
             continue
         if i + 4 > size:
-            return size, "cut"
+            return size, "cut", wh
         length = (data[i + 2] << 8) | data[i + 3]
         if length < 2:
-            return i, "damaged"
+            return i, "damaged", wh
+        if m in SOF_MARKERS and length >= 7 and i + 9 <= size:  # precision, height, width
+            wh = ((data[i + 7] << 8) | data[i + 8], (data[i + 5] << 8) | data[i + 6])
         i += 2 + length
         if i > size:
-            return size, "cut"
+            return size, "cut", wh
         if m == SOS:
             seen_scan = True
             i = _scan_end(data, i, size)
             if i < 0:
-                return size, "cut"
+                return size, "cut", wh
 
 
 def _scan_end(data, i: int, size: int) -> int:

@@ -59,12 +59,17 @@ class StereoSource(Readable[FramePair]):
 
     def _hand_out(self, pair, pacer=None):
         """A file source's pair on its way out: paced to its recorded time (`pacer`, realtime
-        replay), counted, and its skew noted when both cameras delivered."""
+        replay), counted (with one camera only, as a live pairing counts them: a recording's or a
+        detections folder's row with an empty time), and its skew noted when both cameras delivered."""
         if pacer is not None:
             pacer.wait(pair.t)
         self.stats.pairs += 1
         if not math.isnan(pair.skew):
             self.stats.skews.append(pair.skew)
+        elif math.isnan(pair.t1) and not math.isnan(pair.t0):
+            self.stats.single0 += 1
+        elif math.isnan(pair.t0) and not math.isnan(pair.t1):
+            self.stats.single1 += 1
         return pair
 
 

@@ -418,6 +418,7 @@ class RecordingReader(StereoSource):
         # Our own Motion-JPEG streams are walked one image ahead of the decoder (streams.jpegstream):
         # it would skip a damaged image silently and pair the cameras' frames wrongly after it.
         self._jpeg = [JpegStreamIndex(p) if p.suffix.lower() == ".mjpg" else None for p in self.video_paths]
+        self._sizes: list[Optional[tuple[int, int]]] = [None, None]  # each video's first image size (no calibration)
         if self.calib is not None:
             self._check_sizes(calib is not None)
         if start:
@@ -507,6 +508,7 @@ class RecordingReader(StereoSource):
         if img is None or img.kind == "cut":
             return "end"
         if img.kind == "whole":
+            self._check_image_size(k, number, img)
             return "whole"
         while (later := ix.next()) is not None and later.kind != "whole":
             pass
@@ -516,6 +518,23 @@ class RecordingReader(StereoSource):
         raise StreamError(f"{path}: image {number} (byte {img.start}) is damaged, with whole images after it: the "
                           f"decoder would skip it and pair the two cameras' frames wrongly from there on; keep the "
                           f"first {number} rows of frames.csv to replay the pairs before it")
+
+    def _check_image_size(self, k: int, number: int, img) -> None:
+        """A JPEG of another size than the calibration's (or, without one, than the video's first
+        image) is refused: FFmpeg's reader would scale it to the stream's first size without a word
+        (a video of another size appended to a recording tracked on, MOTA 0.86 -> 0.19)."""
+        if img.size is None:
+            return
+        if self.calib is not None:
+            want, what = tuple((self.calib.cam0, self.calib.cam1)[k].image_size), f"the calibration expects for cam{k}"
+        else:
+            if self._sizes[k] is None:
+                self._sizes[k] = img.size
+            want, what = self._sizes[k], "the video's first image is"
+        if img.size != want:
+            raise StreamError(f"{self.video_paths[k]}: image {number} (byte {img.start}) is {img.size[0]}x{img.size[1]} "
+                              f"but {what} {want[0]}x{want[1]}; keep the first {number} rows of frames.csv to replay "
+                              f"the pairs before it")
 
     def close(self) -> None:
         for ix in getattr(self, "_jpeg", ()):

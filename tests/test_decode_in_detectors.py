@@ -115,3 +115,48 @@ def test_a_child_that_cannot_decode_or_gets_another_size_says_which_file(rec, tm
     finally:
         child.close()
     assert child._proc.returncode == 0
+
+
+@pytest.mark.parametrize("images_needed", [True, False])
+def test_a_video_whose_images_change_size_midway_is_refused_at_that_image(rec, tmp_path, images_needed):
+    """A stranger appended a 320x240 video to the first 74 images of a 640x480 one: FFmpeg scaled
+    the small images up without a word and the replay tracked on (MOTA 0.86 -> 0.19, exit 0)."""
+    import shutil
+
+    from streams.jpegstream import JpegStreamIndex
+
+    small = write_sim_recording(get_scene("default").with_(seconds=1.0, width=160, height=120, n_objects=2),
+                                tmp_path / "small", seed=2)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(rec, mixed)
+    ix = JpegStreamIndex(rec / "cam0.mjpg")
+    ends = [ix.next().end for _ in range(20)]
+    ix.close()
+    cut = (rec / "cam0.mjpg").read_bytes()[:ends[-1]]
+    (mixed / "cam0.mjpg").write_bytes(cut + (small / "cam0.mjpg").read_bytes())
+    with pytest.raises(StreamError, match=r"cam0\.mjpg: image 20 \(byte \d+\) is 160x120 but the calibration "
+                                          r"expects for cam0 320x240; keep the first 20 rows"):
+        _tracks(mixed, images_needed=images_needed)
+    (mixed / "calib.yaml").unlink()  # no calibration: the video's own first image is the size to keep
+    src = RecordingReader(mixed)
+    try:
+        with pytest.raises(StreamError, match=r"image 20 .* is 160x120 but the video's first image is 320x240"):
+            while src.read() is not None:
+                pass
+    finally:
+        src.close()
+
+
+def test_a_recordings_one_camera_pairs_are_counted_as_a_live_pairing_counts_them(rec):
+    """The summary said 'none dropped or unpaired' for a recording with 45 of 147 one-camera rows."""
+    rows = [r.split(",") for r in (rec / "frames.csv").read_text().splitlines()[1:]]
+    only0 = sum(t0 != "" and t1 == "" for _, t0, t1 in rows)
+    only1 = sum(t0 == "" and t1 != "" for _, t0, t1 in rows)
+    assert only0 and only1
+    src = RecordingReader(rec)
+    try:
+        while src.read() is not None:
+            pass
+    finally:
+        src.close()
+    assert (src.stats.single0, src.stats.single1) == (only0, only1)
