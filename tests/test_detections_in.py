@@ -69,6 +69,12 @@ def test_a_det_file_cut_off_mid_line_keeps_its_whole_lines_and_says_so(tmp_path,
         read_det_file(p)
     p.write_text("1,-1,10,10,5,5,1\n3,-1,11,12,5,5,1")  # a whole last line with no newline: read
     assert sorted(read_det_file(p)) == [1, 3]
+    caplog.clear()
+    p.write_text("1,-1,10,10,5,5,1.0,-1,-1,-1\n3,-1,11,12,5,1")  # cut inside 'h': parses, as a 5x1 box
+    with caplog.at_level("WARNING"):
+        assert sorted(read_det_file(p)) == [1]
+    assert "det0.txt:2: ignoring a partial last line" in caplog.text and "6 fields where the line before has 10" \
+        in caplog.text
 
 
 def test_detection_folder_gives_one_pair_per_frames_csv_row_with_its_times():
