@@ -180,13 +180,15 @@ def test_a_detector_process_killed_mid_replay_ends_the_run_with_status_1_and_who
         return submit(self, image, t)
 
     monkeypatch.setattr(proc.DetectorProcess, "submit", kill_at_the_70th)
-    out = tmp_path / "t.jsonl"
-    assert main(["replay", str(rec), "--out", str(out), "--gate", "hits"]) == 1
+    out, summary = tmp_path / "t.jsonl", tmp_path / "s.json"
+    assert main(["replay", str(rec), "--out", str(out), "--gate", "hits", "--summary-json", str(summary)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the detector process ended unexpectedly" in err[0]
     got = read_jsonl(out)
     assert 0 < len(got) < 75 and got.cut == 0
     assert f"the outputs hold the {len(got)} pairs processed before it" in err[0]  # how many, not just "the pairs"
+    s = json.loads(summary.read_text())  # the summary of the run up to it, and why it ended
+    assert s["processed"] == len(got) and "ended unexpectedly" in s["failed"]
 
 
 def test_a_detector_process_lost_to_a_stop_signal_is_a_stop_not_a_failure(monkeypatch, capsys):

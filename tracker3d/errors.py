@@ -11,9 +11,11 @@ class Tracker3DError(RuntimeError):
 class RunFailure(Tracker3DError):
     """A failure during a run that is not the input's (a detector process killed): one line and
     exit status 1, as a failed write; what was written before it is readable. processed: the
-    pairs the loop had finished before it (set by pipeline.run; None elsewhere)."""
+    pairs the loop had finished before it, stats: the run's RunStats up to it (both set by
+    pipeline.run; None elsewhere)."""
 
     processed: Optional[int] = None
+    stats: Optional[object] = None
 
 
 #: Every exception type the CLI turns into a one-line message.

@@ -1104,7 +1104,7 @@ def run(source, pipeline: StereoPipeline, publisher=None, on_frame: Optional[Cal
     except KeyboardInterrupt:
         log.info("interrupted: shutting down")
     except RunFailure as exc:  # the pairs done before it are in the outputs: say how many
-        exc.processed = st.processed
+        exc.processed, exc.stats = st.processed, st
         raise
     finally:
         for stage in reversed(stages):  # the tracking side first: the reader may be waiting on it

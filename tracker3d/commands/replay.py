@@ -8,7 +8,7 @@ from streams import RecordingReader, TrackPublisher
 from streams.detections import DetectionFolder
 from streams.publisher import DEFAULT_ENDPOINT
 
-from ..errors import Tracker3DError
+from ..errors import RunFailure, Tracker3DError
 from ..outputs.files import open_writer
 from ..outputs.overlay import OverlayWriter
 from ..pipeline import StereoPipeline
@@ -64,7 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlay", metavar="VIDEO", help="write both views side by side with the 2D tracks (box, ID, "
                    "persistence score; grey = not persistent) and the reprojected 3D tracks (.mp4 or .avi)")
     p.add_argument("--plot", metavar="PNG", help="draw the 3D trajectories (top and side views) to this image")
-    p.add_argument("--summary-json", metavar="JSON", help="write the run summary (pairs, pairs/s, stage times) here")
+    p.add_argument("--summary-json", metavar="JSON", help="write the run summary (pairs, pairs/s, stage times) here; after a "
+                   "detector process died, the summary up to it with 'failed': why")
     add_view_arg(p)
     p.add_argument("--curve-keys", metavar="DIR", help="encrypt the published tracks with CURVE and admit only "
                    "subscribers whose keys are in DIR/authorized (see tracker3d keys)")
@@ -129,9 +130,15 @@ def run(args: argparse.Namespace) -> int:
                 messages.append({"frame_id": pipe.frame_id, "tracks": f3.tracks})
 
         with STOP.soft():
-            stats = run_pipeline(rec, pipe, publisher=pub, on_frame=on_frame, recorder=last_pair,
-                                 progress=bar("replay", total=len(rec), unit="pair"), stop=STOP.requested,
-                                 images_needed=overlay is not None)
+            try:
+                stats = run_pipeline(rec, pipe, publisher=pub, on_frame=on_frame, recorder=last_pair,
+                                     progress=bar("replay", total=len(rec), unit="pair"), stop=STOP.requested,
+                                     images_needed=overlay is not None)
+            except RunFailure as exc:  # a detector process died: the summary of the pairs before it, then the error
+                if args.summary_json and exc.stats is not None:
+                    summary = run_summary(exc.stats, rec.stats.as_dict(), pub, pipe)
+                    write_json(args.summary_json, {**summary, "failed": str(exc)}, default=float)
+                raise
         if args.offline and out is not None:
             pipe.offline_frames(frames)
             for f3 in frames:
