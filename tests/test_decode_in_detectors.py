@@ -89,15 +89,18 @@ def test_the_reader_decodes_itself_for_other_formats_and_once_reading_has_begun(
         src.close()
 
 
-def test_video_images_are_read_forward_with_skips_and_seeks(rec):
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_video_images_are_read_forward_with_skips_and_seeks(rec, prefetch):
     cap = cv2.VideoCapture(str(rec / "cam1.mjpg"))
     want = [cap.read()[1] for _ in range(80)]
     cap.release()
-    r = VideoImageReader()
+    r = VideoImageReader(prefetch=prefetch)
     try:
         path = str(rec / "cam1.mjpg")
-        for n in (0, 1, 4, 5, 75, 3, 79):  # forward, skipping a few or many, back (from the start again)
+        for n in (0, 1, 2, 4, 5, 75, 3, 79):  # forward, skipping a few or many, back (from the start again)
             assert np.array_equal(r.read(VideoImage(path, n, (320, 240))), want[n]), n
+            # with prefetch the next image is being decoded meanwhile (and served from there if asked)
+            assert (r._ahead[:2] == (path, n + 1)) if prefetch else r._ahead is None
     finally:
         r.close()
 
