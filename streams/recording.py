@@ -464,6 +464,8 @@ class RecordingReader(StereoSource):
         if self._i or not all(self._jpeg):
             return False
         self.decoded_here = False
+        cams = (self.calib.cam0, self.calib.cam1) if self.calib is not None else (None, None)
+        self._expected = [tuple(c.image_size) if c is not None else None for c in cams]
         return True
 
     def read(self, timeout: Optional[float] = None) -> Optional[FramePair]:
@@ -473,10 +475,8 @@ class RecordingReader(StereoSource):
         number = self._start + self._i
         whole = all(self._next_image(k, number) == "whole" for k in (0, 1))
         if not self.decoded_here and whole:
-            cams = (self.calib.cam0, self.calib.cam1) if self.calib is not None else (None, None)
             self._i += 1
-            img0, img1 = (VideoImage(str(p), number, tuple(c.image_size) if c is not None else None)
-                          for p, c in zip(self.video_paths, cams))
+            img0, img1 = (VideoImage(str(p), number, size) for p, size in zip(self.video_paths, self._expected))
             pair = FramePair(idx, t0, t1, img0 if not math.isnan(t0) else None, img1 if not math.isnan(t1) else None)
             return self._hand_out(pair, self._pacer)
         ok0, img0 = self.caps[0].read() if whole else (False, None)

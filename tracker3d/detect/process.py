@@ -338,18 +338,17 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
                 with open(path, "r+b") as f:
                     views[slot] = mmap.mmap(f.fileno(), nbytes)
                 reply = ("ok", None)
-            elif msg[0] == "decode":
-                _, path, number, size, t = msg
+            else:  # "decode" (a VideoImage) or "detect" (an image in a shared slot)
                 c = time.perf_counter()
-                image = videos.read(VideoImage(path, number, tuple(size) if size is not None else None))
-                det = detector.detect(image, t)  # a fresh array: the warm-up may keep it
-                reply = ("det", (det, (time.perf_counter() - c) * 1e3))
-            else:
-                _, slot, t, shape, dtype = msg
-                c = time.perf_counter()
-                n = int(np.prod(shape))
-                # A copy: detectors may keep frames (the warm-up's median) and the slot is reused.
-                image = np.frombuffer(views[slot], np.dtype(dtype), n).reshape(shape).copy()
+                if msg[0] == "decode":
+                    _, path, number, size, t = msg
+                    image = videos.read(VideoImage(path, number, tuple(size) if size is not None else None))
+                else:
+                    _, slot, t, shape, dtype = msg
+                    n = int(np.prod(shape))
+                    # A copy: detectors may keep frames (the warm-up's median) and the slot is reused
+                    # (a decoded image is a fresh array already).
+                    image = np.frombuffer(views[slot], np.dtype(dtype), n).reshape(shape).copy()
                 det = detector.detect(image, t)
                 reply = ("det", (det, (time.perf_counter() - c) * 1e3))
         except Tracker3DError as e:
