@@ -54,10 +54,11 @@ def read_mot_table(path: str | os.PathLike, fmt: MotFormat) -> np.ndarray:
             if not line or line.startswith("#"):
                 continue
             vals, problem, count = _parse_row(line, fmt)
-            if not raw.endswith("\n") and problem is None and count < fields:  # cut after a field's first digits
+            last = not raw.endswith("\n")  # (only a file's last line can lack its newline)
+            if last and problem is None and count < fields:  # cut after a field's first digits
                 problem = f"{count} fields where the line before has {fields}"
             if problem is not None:
-                if not raw.endswith("\n"):
+                if last:
                     log.warning("%s:%d: ignoring a partial last line (the file was cut off mid-write?): %s",
                                 path, n, problem)
                     break

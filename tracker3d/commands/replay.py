@@ -119,6 +119,13 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(2.0)  # let the viewer connect before the first messages
         last_pair = _LastPair()
 
+        def summarize(st) -> dict:
+            """The run summary (a recording's: with what frames.csv listed and the videos could not give)."""
+            out = run_summary(st, rec.stats.as_dict(), pub, pipe)
+            if isinstance(rec, RecordingReader):
+                out["pairs_listed"], out["pairs_missing"] = len(rec), rec.truncated
+            return out
+
         def on_frame(f3):
             if args.smooth or args.offline:
                 frames.append(f3)
@@ -136,8 +143,7 @@ def run(args: argparse.Namespace) -> int:
                                      images_needed=overlay is not None)
             except RunFailure as exc:  # a detector process died: the summary of the pairs before it, then the error
                 if args.summary_json and exc.stats is not None:
-                    summary = run_summary(exc.stats, rec.stats.as_dict(), pub, pipe)
-                    write_json(args.summary_json, {**summary, "failed": str(exc)}, default=float)
+                    write_json(args.summary_json, {**summarize(exc.stats), "failed": str(exc)}, default=float)
                 raise
         if args.offline and out is not None:
             pipe.offline_frames(frames)
@@ -155,11 +161,8 @@ def run(args: argparse.Namespace) -> int:
         for x in (overlay, rec, pipe, pub, out):
             if x is not None:
                 x.close()
-    summary = run_summary(stats, rec.stats.as_dict(), pub, pipe)
+    summary = summarize(stats)
     print(format_summary(summary))
-    if isinstance(rec, RecordingReader):  # what frames.csv listed and the videos could not give
-        summary["pairs_listed"] = len(rec)
-        summary["pairs_missing"] = rec.truncated
     if args.summary_json:
         write_json(args.summary_json, summary, default=float)
     if rec.truncated:
