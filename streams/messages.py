@@ -260,6 +260,28 @@ def significant(values: np.ndarray, digits: int = 6) -> list[float]:
     return out.tolist()
 
 
+def rounded(values: np.ndarray, ndigits: int) -> list[float]:
+    """round(v, ndigits) of every value (Python's: the nearest double to v's correctly rounded
+    decimal), bit for bit, in batch: v x 10^n rounds to an integer q and q / 10^n is one
+    correctly rounded operation on exact numbers. Values near a rounding tie (where the
+    product's own rounding could decide), products beyond 2^52 (q not exact), NaN and inf take
+    Python's round."""
+    if not 0 <= ndigits <= 22:
+        raise ValueError(f"ndigits {ndigits}: expected 0..22")
+    v = np.asarray(values, np.float64).ravel()
+    p = _POW10[ndigits + 22]
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = v * p
+        frac = np.abs(scaled - np.trunc(scaled))
+        # The product is within 1 ulp of the exact one; 2^-20 of a unit is far more than an ulp below 2^32.
+        ok = (np.abs(scaled) < 2.0 ** 32) & (np.abs(frac - 0.5) > 2.0 ** -20)
+        out = np.rint(scaled) / p
+    rest = np.flatnonzero(~ok)
+    if len(rest):
+        out[rest] = [round(x, ndigits) for x in v[rest].tolist()]
+    return out.tolist()
+
+
 # The keys whose value may be null in a message; orjson writes NaN and inf as null too, so a
 # payload with any other null goes through json.dumps, which refuses them.
 _NULL_OK = (b'"latency_ms":null', b'"cam0":null', b'"cam1":null')

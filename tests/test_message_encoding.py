@@ -81,3 +81,24 @@ def test_significant_is_float_of_the_g_format_bit_for_bit(digits):
     assert messages.significant(np.zeros((0, 3, 3))) == []
     with pytest.raises(ValueError, match="digits"):
         messages.significant(values, 13)
+
+
+@pytest.mark.parametrize("ndigits", [0, 2, 4, 5, 9])
+def test_rounded_is_pythons_round_bit_for_bit(ndigits):
+    """rounded() (the message's positions, velocities, pixels, scores and ages) equals round(v, N)
+    for every value: random magnitudes, exact decimal ties and their neighbours, values too large
+    for the batch path, zeros of both signs, tiny negatives (-0.0), NaN and inf."""
+    rng = np.random.default_rng(ndigits)
+    ties = (rng.integers(-10 ** 6, 10 ** 6, 5000) + 0.5) / 10.0 ** ndigits
+    values = np.concatenate([
+        rng.normal(0, 10, 20000), rng.lognormal(0, 8, 20000) * rng.choice([-1, 1], 20000), ties,
+        np.nextafter(ties, 0), np.nextafter(ties, np.inf), -rng.uniform(0, 0.4, 100) / 10.0 ** ndigits,
+        [0.0, -0.0, 5e-324, 2.0 ** 40, -(2.0 ** 60), 1.7976931348623157e308, math.nan, math.inf, -math.inf]])
+    got = messages.rounded(values, ndigits)
+    want = [round(v, ndigits) for v in values.tolist()]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert (g == w and math.copysign(1, g) == math.copysign(1, w)) or (math.isnan(g) and math.isnan(w))
+    assert messages.rounded(np.zeros((0, 2)), 2) == []
+    with pytest.raises(ValueError, match="ndigits"):
+        messages.rounded(values, 23)

@@ -21,7 +21,7 @@ from calib.triangulate import triangulate
 from persistence import Gate, HitCountGate, RateGuardedGate
 from streams.detections import Boxes2D, DetectionPair
 from streams.frames import FramePair
-from streams.messages import significant
+from streams.messages import rounded, significant
 
 from .cores import TrackCore, free_children
 from .detect import make_detector
@@ -861,8 +861,8 @@ class StereoPipeline:
             return []
         # In batch: the same floats as round(v, 5), round(v, 4) and float(f"{v:.6g}") one by one.
         c = significant(cov, 6)
-        x = list(map(round, xyz.ravel().tolist(), (5,) * (3 * n)))
-        w = list(map(round, vel.ravel().tolist(), (4,) * (3 * n)))
+        x = rounded(xyz, 5)
+        w = rounded(vel, 4)
         return [{"xyz": x[i:i + 3], "vel": w[i:i + 3], "cov": [c[j:j + 3], c[j + 3:j + 6], c[j + 6:j + 9]]}
                 for i, j in zip(range(0, 3 * n, 3), range(0, 9 * n, 9))]
 
@@ -874,15 +874,21 @@ class StereoPipeline:
         """The message's track entries of live 3D tracks (their states converted in one batch)."""
         if not tracks:
             return []
+        # Rounded in batch (the same floats as round() one by one): persistence and age, then
+        # each view's uv of the tracks that have one.
+        n = len(tracks)
+        pa = rounded(np.array([[tr.persistence, t - tr.born_t] for tr in tracks], float), 4)
+        views = []
+        for c in (0, 1):
+            has = [tr for tr in tracks if getattr(tr, f"uv{c}") is not None and tr.pair[c] >= 0]
+            uv = rounded(np.array([getattr(tr, f"uv{c}") for tr in has], float).reshape(-1, 2), 2)
+            views.append({id(tr): {"track": int(tr.pair[c]), "uv": uv[2 * k:2 * k + 2]} for k, tr in enumerate(has)})
+        cam0, cam1 = views
         return [{
-            "id": tr.id, **fields, "persistence": round(float(tr.persistence), 4),
-            "age_s": round(float(t - tr.born_t), 4), "state": tr.state,
-            "cam0": {"track": int(tr.pair[0]), "uv": [round(float(v), 2) for v in tr.uv0]}
-            if tr.uv0 is not None and tr.pair[0] >= 0 else None,
-            "cam1": {"track": int(tr.pair[1]), "uv": [round(float(v), 2) for v in tr.uv1]}
-            if tr.uv1 is not None and tr.pair[1] >= 0 else None,
+            "id": tr.id, **fields, "persistence": pa[2 * k], "age_s": pa[2 * k + 1], "state": tr.state,
+            "cam0": cam0.get(id(tr)), "cam1": cam1.get(id(tr)),
             **({"class": c} if (c := self.track_class(tr)) is not None else {}),
-        } for tr, fields in zip(tracks, self.states_fields(*self.tracker3d.states(tracks)))]
+        } for k, tr, fields in zip(range(n), tracks, self.states_fields(*self.tracker3d.states(tracks)))]
 
 
 class StreamingQuantiles:

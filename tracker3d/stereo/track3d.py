@@ -322,16 +322,19 @@ class Tracker3D:
         # Coast or delete.
         in_view = self._in_view()
         pos_std = self._pos_std()
-        alive = np.zeros(len(self.tracks), bool)
-        for i, (tr, seen) in enumerate(zip(self.tracks, in_view)):
-            if tr.last_t < t:
+        n = len(self.tracks)
+        last = np.fromiter((tr.last_t for tr in self.tracks), float, n)
+        since = t - (last if self.planar else np.fromiter((tr.last_stereo_t for tr in self.tracks), float, n))
+        # fmax: Python's max(limit, nan) is the limit
+        limit = np.fmax(self.cfg.max_pos_std, self.max_pos_rel * np.fromiter((tr.meas_std for tr in self.tracks),
+                                                                            float, n))
+        alive = ~((since > max_coast) | ~in_view | (pos_std > limit))
+        for i, (tr, stale, a) in enumerate(zip(self.tracks, (last < t).tolist(), alive.tolist())):
+            if stale:
                 tr.state = "coasting"
-            lost = t - (tr.last_t if self.planar else tr.last_stereo_t) > max_coast or not seen or \
-                pos_std[i] > max(self.cfg.max_pos_std, self.max_pos_rel * tr.meas_std)
-            if lost:
+            if not a:
                 tr.state = "lost"
                 continue
-            alive[i] = True
             if self.keep_log:
                 tr.log_t.append(t)
                 tr.log_frame.append(frame)
@@ -465,19 +468,18 @@ class Tracker3D:
         tr_S = np.trace(self.bank.P[coasting, :3, :3], axis1=1, axis2=2)[None] + \
             np.array([np.trace(p.cov) for p in pts])[:, None]
         near = ~(y2 > self.cfg.gate_chi2 * tr_S * (1 + 1e-6))
-        cands, z, R = [], [], []
-        for p, m in zip(pts, near):
-            shared = [tr.kf.row for tr in (by_id0.get(p.id0), by_id1.get(p.id1)) if tr is not None]
-            rows = np.concatenate([np.array(shared, np.int64), coasting[m]])
-            cands.append(rows)
-            z.append(np.broadcast_to(p.xyz, (len(rows), 3)))
-            R.append(np.broadcast_to(p.cov, (len(rows), 3, 3)))
-        d2 = self.bank.position_d2(np.concatenate(cands), np.concatenate(z), np.concatenate(R))
-        out, k = {}, 0
-        for p, rows in zip(pts, cands):
-            out[id(p)] = (rows, d2[k:k + len(rows)])
-            k += len(rows)
-        return out
+        # Candidates as (point, row) entries, the shared tracks' first: a stable sort by point keeps
+        # each point's shared rows, then its coasting rows in order.
+        shared = [(k, tr.kf.row) for k, p in enumerate(pts)
+                  for tr in (by_id0.get(p.id0), by_id1.get(p.id1)) if tr is not None]
+        pk, ck = np.nonzero(near)
+        owner = np.concatenate([np.array([k for k, _ in shared], np.int64), pk])
+        order = np.argsort(owner, kind="stable")
+        owner = owner[order]
+        rows = np.concatenate([np.array([r for _, r in shared], np.int64), coasting[ck]])[order]
+        d2 = self.bank.position_d2(rows, Z[owner], np.array([p.cov for p in pts])[owner])
+        ends = np.searchsorted(owner, np.arange(len(pts) + 1)).tolist()
+        return {id(p): (rows[ends[k]:ends[k + 1]], d2[ends[k]:ends[k + 1]]) for k, p in enumerate(pts)}
 
     def _takeover(self, p: PairObservation, cands: Optional[tuple[np.ndarray, np.ndarray]],
                   used_row: np.ndarray) -> tuple[Optional[Track3D], Optional[float]]:
