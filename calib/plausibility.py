@@ -7,8 +7,10 @@ tracker with pinhole cameras, and returns one-line warnings for what is only unu
 - refused: a horizontal field of view of 170 deg or more (fx of a few pixels: K normalised?),
   a baseline under 1 micrometre, two views that share no point in front of the rig at any depth
   (R rotated, or R/T of another convention);
-- warned: |T| over 20 (units of T are metres: millimetres?), |T| under 1 cm, a field of view
-  under 1 deg, views that overlap by under 5 % of camera 0's image.
+- warned: |T| over 20 with near-parallel optical axes (units of T are metres: millimetres?; a
+  rig of cameras 20 m and more apart converges on a common area, as WildTrack's, 31 m apart with
+  axes 152 deg apart), |T| under 1 cm, a field of view under 1 deg, views that overlap by under
+  5 % of camera 0's image.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ MAX_FOV_DEG = 170.0
 MIN_FOV_DEG = 1.0
 MIN_BASELINE = 1e-6  # refused below (unit of T; a micrometre)
 SMALL_BASELINE = 0.01  # warned below (a centimetre)
-LARGE_BASELINE = 20.0  # warned above: a 20 m rig is rare, 20 mm common (T in millimetres)
+LARGE_BASELINE = 20.0  # warned above: a 20 m rig is rare, 20 mm common (T in millimetres) ...
+PARALLEL_AXES_DEG = 30.0  # ... where the optical axes are within this angle (a bench rig, not cameras around a square)
 LOW_OVERLAP = 0.05
 
 
@@ -53,6 +56,11 @@ def view_overlap(calib: StereoCalibration, grid: int = 15) -> float:
     return best
 
 
+def axes_angle_deg(calib: StereoCalibration) -> float:
+    """Angle between the two cameras' optical axes, degrees (0: parallel)."""
+    return math.degrees(math.acos(max(-1.0, min(1.0, float(calib.R[2, 2])))))
+
+
 def check_plausible(calib: StereoCalibration, path: Any = "<calibration>") -> list[str]:
     """CalibrationError for a calibration that cannot work; the warnings for one that looks wrong."""
     warnings = []
@@ -71,8 +79,11 @@ def check_plausible(calib: StereoCalibration, path: Any = "<calibration>") -> li
         raise CalibrationError(f"{path}: field 'T': baseline |T| = {b:.3g} (expected metres: the distance "
                                "between the two cameras)")
     if b > LARGE_BASELINE:
-        warnings.append(f"{path}: field 'T': baseline |T| = {b:g}: a rig wider than {LARGE_BASELINE:g} m is rare; "
-                        f"if T is in millimetres, give metres ({b / 1000:g} m?)")
+        axes = axes_angle_deg(calib)
+        if axes < PARALLEL_AXES_DEG:  # cameras this far apart would look at a common area
+            warnings.append(f"{path}: field 'T': baseline |T| = {b:g} with optical axes {axes:.0f} deg apart: a rig "
+                            f"of near-parallel cameras wider than {LARGE_BASELINE:g} m is rare; if T is in "
+                            f"millimetres, give metres ({b / 1000:g} m?)")
     elif b < SMALL_BASELINE:
         warnings.append(f"{path}: field 'T': baseline |T| = {b:g} m is under 1 cm: depth will be very noisy "
                         "(is T in metres?)")

@@ -247,10 +247,15 @@ def test_degenerate_geometry_triangulates_to_flags_not_a_singular_matrix_error()
 
 def test_real_wide_baseline_rig_is_plausible():
     """WildTrack's cameras C1 and C2 (real, 31 m apart, converging on a square): the overlap check
-    must find their common view at a fraction of the baseline, and only the rare-width note warns."""
-    from calib.plausibility import check_plausible, view_overlap
+    must find their common view at a fraction of the baseline, and nothing warns: the millimetres
+    hint is for near-parallel cameras (a 31 mm rig never has axes 152 deg apart); the same rig with
+    camera 1 turned parallel to camera 0 is warned."""
+    from calib.plausibility import axes_angle_deg, check_plausible, view_overlap
 
     calib = load_calibration(Path(__file__).parent / "data" / "wildtrack_c1c2_slice" / "clean" / "calib.yaml")
     assert view_overlap(calib) > 0.2
-    notes = check_plausible(calib)
-    assert len(notes) == 1 and "rig wider than 20 m" in notes[0]
+    assert axes_angle_deg(calib) > 150
+    assert check_plausible(calib) == []
+    parallel = _with(calib, R=np.eye(3), T=np.array([31.35, 0.0, 0.0]))
+    notes = check_plausible(parallel)
+    assert len(notes) == 1 and "near-parallel cameras wider than 20 m" in notes[0] and "0.03135 m?" in notes[0]
