@@ -133,3 +133,36 @@ def test_walkers_that_walk_away_leave_the_scene_and_are_replaced():
     for row in gt:
         if row.kind == "object" and (row.vis0 or row.vis1):
             assert row.xyz[2] <= far + 0.1
+
+
+def test_a_stopped_sim_recording_says_so_in_meta_json(tmp_path, caplog):
+    """Ctrl-C (or a full disk) in the middle of `tracker3d sim`: the folder holds the pairs written
+    and meta.json says how many of how many (it said the seconds asked for), gt.csv the same frames."""
+    import json
+
+    import pytest
+
+    from streams import RecordingReader
+    from tracker3d.sim import write_sim_recording
+
+    cfg = get_scene("default").with_(seconds=1.0, width=320, height=240)
+
+    def stop_after(frames, n=7):
+        for k in frames:
+            if k == n:
+                raise KeyboardInterrupt
+            yield k
+
+    with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt):
+        write_sim_recording(cfg, tmp_path / "rec", progress=stop_after)
+    meta = json.loads((tmp_path / "rec" / "meta.json").read_text())
+    assert (meta["pairs"], meta["pairs_asked"], meta["complete"]) == (7, cfg.n_frames, False)
+    assert any("stopped after 7 of 30 pairs" in r.getMessage() for r in caplog.records)
+    src = RecordingReader(tmp_path / "rec")
+    n = 0
+    while src.read() is not None:
+        n += 1
+    src.close()
+    assert n == 7 and set(read_gt(tmp_path / "rec" / "gt.csv")["frame"].tolist()) == set(range(7))
+    write_sim_recording(cfg, tmp_path / "whole")
+    assert "complete" not in json.loads((tmp_path / "whole" / "meta.json").read_text())

@@ -1,6 +1,8 @@
 """Writing a synthetic scene as a standard recording (plus gt.csv), and reading gt.csv back."""
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 from dataclasses import asdict
@@ -17,6 +19,8 @@ from .world import GT_HEADER, SimWorld
 
 GT_KINDS = ("object", "flash", "clutter", "noise")
 
+log = logging.getLogger(__name__)
+
 
 def write_sim_recording(cfg: SceneConfig, out_dir: str | os.PathLike, seed: int = 0, codec: str = "MJPEG",
                         overwrite: bool = False,
@@ -25,15 +29,24 @@ def write_sim_recording(cfg: SceneConfig, out_dir: str | os.PathLike, seed: int 
     world = SimWorld(cfg, seed=seed)
     meta = {"source": "tracker3d sim", "scene": asdict(cfg), "seed": seed, "frame_id": "cam0"}
     out = Path(out_dir)
+    written = 0
     with RecordingWriter(out, calib=world.calib, fps=cfg.frame_rate, codec=codec, meta=meta, overwrite=overwrite) as rec, \
             open(out / "gt.csv", "w", encoding="utf-8", newline="") as gt:
         gt.write(",".join(GT_HEADER) + "\n")
         frames = range(cfg.n_frames)
-        for _ in (progress(frames) if progress else frames):
-            pair, rows = world.step()
-            gt.write("".join(r.csv() + "\n" for r in rows))
-            rec.write(pair)
-            gt.flush()
+        try:
+            for _ in (progress(frames) if progress else frames):
+                pair, rows = world.step()
+                gt.write("".join(r.csv() + "\n" for r in rows))
+                rec.write(pair)
+                gt.flush()
+                written += 1
+        finally:
+            if written < cfg.n_frames:  # stopped (a signal, a full disk): meta.json says what the folder holds
+                rec.meta.update(pairs=written, pairs_asked=cfg.n_frames, complete=False)
+                (out / "meta.json").write_text(json.dumps(rec.meta, indent=2))
+                log.warning("%s: stopped after %d of %d pairs (%.1f of %.1f s); meta.json says so (complete: false)",
+                            out, written, cfg.n_frames, written / cfg.frame_rate, cfg.n_frames / cfg.frame_rate)
     return out
 
 
