@@ -217,8 +217,9 @@ def test_side_by_side_detection_holds_numpy_blas_to_one_thread_and_copes_without
 
 
 class _FakeChild:
-    def __init__(self):
+    def __init__(self, pid=None):
         self.pins = []
+        self.pid = pid
 
     def pin(self, cpu):
         self.pins.append(cpu)
@@ -227,14 +228,18 @@ class _FakeChild:
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs thread affinity and 2 cores")
-def test_tracking_gets_a_core_of_its_own_only_while_it_is_the_bottleneck():
-    """Every DECIDE_EVERY pairs: the tracking thread alone on the first core (children on the
-    others) when its CPU per pair exceeds the others' per remaining core by MARGIN, shared again
-    when it falls below by MARGIN or while other programs keep the machine busy; close() puts
-    the calling thread's affinity back."""
+def test_tracking_gets_a_core_of_its_own_only_while_it_is_the_bottleneck(monkeypatch):
+    """Every DECIDE_EVERY pairs: the tracking thread (with the reader and detect threads) on the
+    first core, the children on the others, when the three threads' CPU per pair exceeds the
+    children's per remaining core by MARGIN, shared again when it falls below by MARGIN or while
+    other programs keep the machine busy; close() puts the calling thread's affinity back."""
+    import tracker3d.cores as cores_mod
+
     before = os.sched_getaffinity(0)
     cpus = sorted(before)
-    kids = [_FakeChild(), _FakeChild()]
+    kids = [_FakeChild(pid=-1), _FakeChild(pid=-2)]
+    kid_cpu = {-1: 0.0, -2: 0.0}
+    monkeypatch.setattr(cores_mod, "process_cpu_s", lambda pid: kid_cpu[pid])
     busy = {"other programs": False, "s": 0.0}
 
     def machine_busy():  # None: no machine-wide figure (the check is skipped); else huge growth
@@ -246,10 +251,12 @@ def test_tracking_gets_a_core_of_its_own_only_while_it_is_the_bottleneck():
     core = TrackCore(kids, cpus[0], cpus[1:], before, machine_busy=machine_busy)
     rest = len(cpus) - 1
 
-    def pairs(track_ms, other_ms, n=TrackCore.DECIDE_EVERY):
-        for _ in range(n):
-            core.read_s += other_ms * rest / 2e3
-            core.detect_s += other_ms * rest / 2e3
+    def pairs(track_ms, other_ms, n=TrackCore.DECIDE_EVERY, stages_ms=0.0):
+        for _ in range(n):  # other_ms: the children's per remaining core; stages_ms: read + detect threads
+            kid_cpu[-1] += other_ms * rest / 2e3
+            kid_cpu[-2] += other_ms * rest / 2e3
+            core.read_s += stages_ms / 2e3
+            core.detect_s += stages_ms / 2e3
             core.note_track(track_ms / 1e3)
 
     try:
@@ -257,15 +264,19 @@ def test_tracking_gets_a_core_of_its_own_only_while_it_is_the_bottleneck():
         assert not core.dedicated and kids[0].pins == []
         pairs(11.0, 10.0)  # within the margin: no move
         assert not core.dedicated
+        pairs(8.0, 10.0, stages_ms=4.0)  # the stage threads share the tracking thread's core: counted with it
+        assert core.dedicated
+        pairs(5.0, 10.0)
+        assert not core.dedicated
         pairs(20.0, 10.0)  # tracking-bound (a crowd)
         assert core.dedicated and os.sched_getaffinity(0) == {cpus[0]}
-        assert kids[0].pins == [{cpus[1]}] and kids[1].pins == [{cpus[1 % rest + 1] if rest > 1 else cpus[1]}]
+        assert kids[0].pins[-1] == {cpus[1]} and kids[1].pins[-1] == {cpus[1 % rest + 1] if rest > 1 else cpus[1]}
         pairs(9.5, 10.0)  # within the margin the other way: stays
         assert core.dedicated
         pairs(5.0, 10.0)
         assert not core.dedicated and os.sched_getaffinity(0) == before and kids[0].pins[-1] == before
         pairs(20.0, 10.0)
-        assert core.dedicated and core.dedicated_pairs == 2 * TrackCore.DECIDE_EVERY  # pairs tracked alone
+        assert core.dedicated and core.dedicated_pairs == 3 * TrackCore.DECIDE_EVERY  # pairs tracked alone
         busy["other programs"] = True  # another program keeps cores busy: the core is given back ...
         pairs(20.0, 10.0)
         pairs(20.0, 10.0)
@@ -282,7 +293,7 @@ def test_tracking_gets_a_core_of_its_own_only_while_it_is_the_bottleneck():
 def test_replay_with_detector_processes_and_the_tracking_core_gives_the_plain_loops_tracks(rec, monkeypatch):
     """Detector processes, free to run on every core in a replay, the tracking thread moved to a
     core of its own from the 5th pair on (forced): the same tracks as the plain loop; meanwhile
-    the children and the stage threads run on the other cores; afterwards every affinity is back
+    the children run on the other cores, the stage threads with the tracking thread; afterwards every affinity is back
     (each child on its own core). Live sources never get the layout."""
     monkeypatch.setattr(TrackCore, "DECIDE_EVERY", 5)
     monkeypatch.setattr(TrackCore, "_decide", lambda self: None if self.dedicated else self._place(True))
@@ -313,7 +324,7 @@ def test_replay_with_detector_processes_and_the_tracking_core_gives_the_plain_lo
     assert seen[0] == [before, before]  # free before the tracking core is given
     main_then, kids_then, threads_then = seen[1]
     assert main_then == {cpus[0]} and all(k == {cpus[1 + c % (len(cpus) - 1)]} for c, k in enumerate(kids_then))
-    assert threads_then and all(v == set(cpus[1:]) for v in threads_then.values())
+    assert threads_then and all(v == {cpus[0]} for v in threads_then.values())
     assert os.sched_getaffinity(0) == before
     assert children_after == [{cpus[c % len(cpus)]} for c in range(2)]  # each back on its own core (pin_cpu)
     assert TrackCore.for_run(pipe, live=True, pipelined=True) is None

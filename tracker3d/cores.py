@@ -67,9 +67,14 @@ def free_children(pipeline, live: bool, pipelined: bool) -> list:
 
 
 class TrackCore:
-    """The tracking thread on core `track` alone and everything else on `rest`, while tracking
-    needs more CPU per pair than the others can give it elsewhere; decided every DECIDE_EVERY
-    pairs on the pairs since the last decision, with a MARGIN either way (no flapping).
+    """The tracking thread, with the reader and detect threads, on core `track` and the detector
+    processes on `rest`, while that process's threads need more CPU per pair than the children
+    can give them elsewhere; decided every DECIDE_EVERY pairs on the pairs since the last
+    decision, with a MARGIN either way (no flapping). The stage threads stay with the tracking
+    thread: they share its GIL, and on the children's busy core a stage thread handed the GIL
+    waited for a time slice while the tracking thread waited for the GIL (crowd, 2 cores: the
+    tracking thread's wall time 1.21-1.27x its CPU time there, 1.09-1.13x beside it; six
+    interleaved pairs of replays, five faster, 54.4-60.7 -> 60.3-68.2 pairs/s in a fast phase).
 
     The run reports CPU seconds: `read_s` (the reader thread's) and `detect_s` (the detect
     thread's), each written by its own thread, and note_track() per pair from the tracking
@@ -130,16 +135,16 @@ class TrackCore:
         self._mark = (self.read_s, self.detect_s, self.track_s, self.pairs)
         (wall0, own0, kids0, busy0), (wall, own, kids, busy) = self._usage, self._usage_now()
         self._usage = (wall, own, kids, busy)
-        track = (self.track_s - t) / k
-        other = (self.read_s - r + self.detect_s - d + kids - kids0) / k / len(self.rest)  # per core left to them
+        track = (self.track_s - t + self.read_s - r + self.detect_s - d) / k  # the threads that share the core
+        other = (kids - kids0) / k / len(self.rest)  # the children's, per core left to them
         want = track > other * (self.MARGIN if not self.dedicated else 1.0 / self.MARGIN)
         if busy0 is not None and busy is not None and wall > wall0:
             self.foreign = max(0.0, (busy - busy0 - (own - own0) - (kids - kids0)) / (wall - wall0))
             want = want and self.foreign <= self.FOREIGN_MAX
         if want != self.dedicated:
-            log.debug("tracking %.2f ms a pair, the rest %.2f ms per other core (read %.2f, detect %.2f, children "
-                      "%.2f), other programs %.2f cores: %s", track * 1e3, other * 1e3, (self.read_s - r) / k * 1e3,
-                      (self.detect_s - d) / k * 1e3, (kids - kids0) / k * 1e3, self.foreign,
+            log.debug("tracking %.2f ms a pair (read %.2f, detect %.2f), the children %.2f ms per other core, "
+                      "other programs %.2f cores: %s", track * 1e3, (self.read_s - r) / k * 1e3,
+                      (self.detect_s - d) / k * 1e3, other * 1e3, self.foreign,
                       "a core of its own" if want else "shared cores")
             self._place(want)
 
@@ -152,7 +157,7 @@ class TrackCore:
         for tid in self.stage_threads:
             if tid is not None:
                 try:
-                    os.sched_setaffinity(tid, set(self.rest) if dedicated else self.before)
+                    os.sched_setaffinity(tid, {self.track} if dedicated else self.before)
                 except OSError:  # the thread has ended
                     pass
         for c, d in enumerate(self.children):  # shared: free to run anywhere (see run())
