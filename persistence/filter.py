@@ -203,11 +203,14 @@ class TrackPersistenceFilter:
         self.on, self.off = float(on), float(off)
 
     def forget(self, ids: Iterable[int]) -> None:
-        self._last_ids = None
+        ids = [int(i) for i in ids]
         for i in ids:
-            slot = self._slot_of.pop(int(i), None)
+            slot = self._slot_of.pop(i, None)
             if slot is not None:
                 heapq.heappush(self._free, slot)
+        if self._last_ids is not None and ids:  # the last call's ids stay a subset of _slot_of
+            keep = ~np.isin(self._last_ids, np.array(ids, np.int64))
+            self._last_ids, self._last_slots = self._last_ids[keep], self._last_slots[keep]
 
     def reset(self) -> None:
         self.forget(list(self._slot_of))
@@ -229,8 +232,18 @@ class TrackPersistenceFilter:
         if last is not None and last.shape == ids.shape and (last == ids).all():
             return self._last_slots
         slots = np.empty(len(ids), np.int64)
+        todo = np.arange(len(ids))
+        if last is not None and len(last) and len(ids):
+            # The ids of the last call (most of a frame's: 2D tracks live on) take their slots in
+            # one lookup; the others (new tracks) go through the dictionary, in order.
+            order = np.argsort(last, kind="stable")
+            known = last[order]
+            pos = np.minimum(np.searchsorted(known, ids), len(last) - 1)
+            found = known[pos] == ids
+            slots[found] = self._last_slots[order[pos[found]]]
+            todo = np.flatnonzero(~found)
         new = []
-        for k, i in enumerate(ids.tolist()):
+        for k, i in zip(todo.tolist(), ids[todo].tolist()):
             s = self._slot_of.get(i)
             if s is None:
                 if not self._free:
@@ -251,6 +264,8 @@ class TrackPersistenceFilter:
             self._t_on[ns] = np.inf
         if len(np.unique(slots)) == len(slots):  # repeated ids are scored, never reused
             self._last_ids, self._last_slots = ids.copy(), slots
+        else:
+            self._last_ids = None
         return slots
 
     def __call__(self, ids: np.ndarray, hist: np.ndarray, lengths: np.ndarray,

@@ -97,7 +97,9 @@ def test_gate_with_per_track_image_sizes_and_a_strided_history_equals_full_forwa
 def test_slots_follow_ids_in_order_reuse_the_lowest_free_and_grow():
     """Track id -> cache slot, as one loop over the ids would give them: new ids take the lowest
     free slots in the order they come (a repeated new id one slot), forgotten slots are reused,
-    the cache doubles when full; a new slot starts at its track's birth time."""
+    the cache doubles when full; a new slot starts at its track's birth time. Frames with and
+    without repeated ids, in any order, some live ids left out of a call: the last call's ids
+    take their slots by lookup, the rest through the dictionary."""
     import heapq
 
     g = TrackPersistenceFilter(device="cpu")
@@ -125,14 +127,17 @@ def test_slots_follow_ids_in_order_reuse_the_lowest_free_and_grow():
             heapq.heappush(ref_free, ref_of.pop(i))
         live = [i for i in live if i not in gone]
         live += [i for i in dict.fromkeys(rng.integers(1000 * frame, 1000 * frame + 900, 30).tolist())]
-        ids = np.array(live + live[-3:], np.int64)  # the last three twice: repeated new ids
+        if frame % 3 == 0:
+            ids = np.array(live + live[-3:], np.int64)  # the last three twice: repeated new ids
+        else:  # shuffled, one in five live ids left out of this call (they keep their slots)
+            ids = rng.permutation(np.array([i for i in live if rng.random() > 0.2 or i >= 1000 * frame], np.int64))
         hist = np.zeros((len(ids), 4, 7))
         hist[:, 0, 0] = frame + (ids % 7) / 10
         fresh = np.array([i not in ref_of for i in ids.tolist()])
         slots = g._slots(ids, hist)
         assert slots.dtype == np.int64 and slots.tolist() == reference(ids)
         np.testing.assert_array_equal(g._t_birth[slots[fresh]], hist[fresh, 0, 0])
-        assert fresh.sum() >= 30
+        assert fresh.sum() >= 25
     assert len(g._pos) == cap > 64 and len(set(ref_of.values())) == len(ref_of)
     assert g._slots(np.zeros(0, np.int64), np.zeros((0, 4, 7))).shape == (0,)
 

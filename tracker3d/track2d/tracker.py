@@ -242,7 +242,7 @@ class ByteTracker:
             for stage_state in (TRACKED, LOST):
                 rows = (st == stage_state).nonzero()[0]
                 if len(rows):
-                    cost = cost_hi if stage_state == TRACKED else self._reacquire_cost(cost_hi, dets)
+                    cost = cost_hi if stage_state == TRACKED else self._reacquire_cost(cost_hi, dets, rows)
                     self._mark(*_assign(cost, rows, high[~det_used[high]]), det_used)
                 if stage_state == TRACKED and len(low):
                     rem = ((st == TRACKED) & ~self.matched).nonzero()[0]
@@ -326,42 +326,56 @@ class ByteTracker:
         if c.iou_buffer:
             pad = (b[:, 2:] - b[:, :2]) * c.iou_buffer
             b = np.hstack([b[:, :2] - pad, b[:, 2:] + pad])
-        one_minus_iou = 1.0 - iou_matrix(np.hstack([x[:, :2] - half, x[:, :2] + half]), b)
         s = self.kf.innovation_var()
         dx = dets.centroids[:, 0] - x[:, 0, None]
         dy = dets.centroids[:, 1] - x[:, 1, None]
-        d2 = dx * dx / s[:, 0, None] + dy * dy / s[:, 1, None]
-        if c.size_gate:
-            dw = (b[:, 2] - b[:, 0]) - x[:, 2, None]
-            dh = (b[:, 3] - b[:, 1]) - x[:, 3, None]
-            d2 = d2 + (dw * dw / s[:, 2, None] + dh * dh / s[:, 3, None])
-            d2 *= c.gate_chi2 / c.size_gate_chi2
         # The jump allowed grows with the time since the last frame (at 2 fps a walker crosses many
         # times its size between frames); at high rates max_jump per frame is the bound.
         size = np.maximum(np.maximum(x[:, 2], x[:, 3]), c.min_size_px) * max(c.max_jump, c.max_jump_per_s * self.dt)
-        too_far = dx * dx + dy * dy > (size * size)[:, None]
+        # Costs only for the pairs within the jump (inf beyond): the same arithmetic per pair as
+        # over the whole matrix (iou_matrix's), at a cost that grows with the pairs nearby.
+        r, q = np.nonzero(dx * dx + dy * dy <= (size * size)[:, None])
+        dx, dy = dx[r, q], dy[r, q]
+        a = np.hstack([x[:, :2] - half, x[:, :2] + half])[r]
+        bq = b[q]
+        w = np.minimum(a[:, 2], bq[:, 2]) - np.maximum(a[:, 0], bq[:, 0])
+        h = np.minimum(a[:, 3], bq[:, 3]) - np.maximum(a[:, 1], bq[:, 1])
+        inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
+        union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (bq[:, 2] - bq[:, 0]) * (bq[:, 3] - bq[:, 1]) - inter
+        one_minus_iou = 1.0 - inter / np.maximum(union, 1e-12)
+        sr = s[r]
+        d2 = dx * dx / sr[:, 0] + dy * dy / sr[:, 1]
+        if c.size_gate:
+            dw = (bq[:, 2] - bq[:, 0]) - x[r, 2]
+            dh = (bq[:, 3] - bq[:, 1]) - x[r, 3]
+            d2 = d2 + (dw * dw / sr[:, 2] + dh * dh / sr[:, 3])
+            d2 *= c.gate_chi2 / c.size_gate_chi2
         iou_cost = c.outside_iou_cost if self.outside and c.outside_iou_cost is not None else c.iou_cost
-        hi = np.minimum(one_minus_iou * (1.0 / iou_cost), np.sqrt(d2 * (1.0 / c.gate_chi2)))
-        hi[too_far] = np.inf
+        shape = (len(x), len(b))
+        hi = np.full(shape, np.inf)
+        hi[r, q] = np.minimum(one_minus_iou * (1.0 / iou_cost), np.sqrt(d2 * (1.0 / c.gate_chi2)))
         if not with_low:
             return hi, None
-        lo = np.minimum(one_minus_iou * (1.0 / c.low_iou_cost), np.sqrt(d2 * (1.0 / c.low_gate_chi2)))
-        lo[too_far] = np.inf
+        lo = np.full(shape, np.inf)
+        lo[r, q] = np.minimum(one_minus_iou * (1.0 / c.low_iou_cost), np.sqrt(d2 * (1.0 / c.low_gate_chi2)))
         return hi, lo
 
-    def _reacquire_cost(self, cost: np.ndarray, dets: Detections) -> np.ndarray:
-        """cost with the pairs a lost track may not re-acquire set to inf: boxes whose height or
-        width differs from the track's by more than the ratios cfg.reacquire_size."""
+    def _reacquire_cost(self, cost: np.ndarray, dets: Detections, rows: np.ndarray) -> np.ndarray:
+        """cost with the pairs lost tracks `rows` may not re-acquire set to inf: boxes whose height
+        or width differs from the track's by more than the ratios cfg.reacquire_size (the other
+        rows as they are)."""
         if self.cfg.reacquire_size is None:
             return cost
         rh, rw = self.cfg.reacquire_size
         b = dets.boxes
         w = np.maximum(b[:, 2] - b[:, 0], 1e-6)[None, :]
         h = np.maximum(b[:, 3] - b[:, 1], 1e-6)[None, :]
-        tw = np.maximum(self.kf.x[:, 2], 1e-6)[:, None]
-        th = np.maximum(self.kf.x[:, 3], 1e-6)[:, None]
+        tw = np.maximum(self.kf.x[rows, 2], 1e-6)[:, None]
+        th = np.maximum(self.kf.x[rows, 3], 1e-6)[:, None]
         ok = (np.maximum(h / th, th / h) <= rh) & (np.maximum(w / tw, tw / w) <= rw)
-        return np.where(ok, cost, np.inf)
+        out = cost.copy()
+        out[rows] = np.where(ok, cost[rows], np.inf)
+        return out
 
     def _mark(self, rows: np.ndarray, cols: np.ndarray, det_used: np.ndarray) -> None:
         self.matched[rows] = True
