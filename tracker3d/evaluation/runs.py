@@ -35,12 +35,13 @@ class Collector:
         self.frames2d: tuple[dict, dict] = ({}, {})
 
     def __call__(self, f3) -> None:
-        rep = self.pipe.tracker3d.reported()
-        ids = np.array([tr.id for tr in rep], int)
-        nan2 = [np.nan, np.nan]
+        t3 = self.pipe.tracker3d
+        rep = t3.reported()
+        id_list = [tr.id for tr in rep]
+        nan2, nan3 = [np.nan, np.nan], [np.nan] * 3
         self.frames3d[f3.index] = FrameTracks(
-            ids, np.array([tr.xyz for tr in rep]).reshape(-1, 3),
-            np.array([f3.raw.get(int(i), [np.nan] * 3) for i in ids]).reshape(-1, 3),
+            np.array(id_list, int), t3.states(rep)[0] if rep else np.zeros((0, 3)),  # positions in one gather
+            np.array([f3.raw.get(i, nan3) for i in id_list]).reshape(-1, 3),
             uv0=np.array([tr.uv0 if tr.uv0 is not None else nan2 for tr in rep]).reshape(-1, 2),
             uv1=np.array([tr.uv1 if tr.uv1 is not None else nan2 for tr in rep]).reshape(-1, 2))
         for c, trk in enumerate(self.pipe.trackers):
