@@ -2,8 +2,9 @@
 the accuracy that goes with them."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -125,43 +126,68 @@ _SHORT = {"detect": "detect", "track2d": "trk2d", "gate": "gate", "associate": "
 _COLUMNS = tuple((s, _SHORT[s]) for s in STAGES)
 
 
+# The bench's subscriber, run as its own process: counts raw frames (not decoded) until its
+# stdin closes, then drains until 0.3 s pass without one and prints the count.
+_SUBSCRIBER = """
+import sys, time, zmq
+ctx = zmq.Context()
+sock = ctx.socket(zmq.SUB)
+sock.setsockopt(zmq.LINGER, 0)
+sock.setsockopt(zmq.SUBSCRIBE, b"")
+sock.connect(sys.argv[1])
+print("ready", flush=True)
+poller = zmq.Poller()
+poller.register(sock, zmq.POLLIN)
+poller.register(sys.stdin, zmq.POLLIN)
+n, closing, quiet = 0, False, None
+while True:
+    events = dict(poller.poll(50))
+    if sock in events:
+        sock.recv_multipart()
+        n += 1
+        quiet = None
+    if not closing and any(k is not sock for k in events):
+        closing = True
+        poller.unregister(sys.stdin)
+    if closing:
+        quiet = quiet or time.monotonic()
+        if time.monotonic() - quiet > 0.3:
+            break
+print(n, flush=True)
+"""
+
+
 class _LoopbackSubscriber:
-    """A real publisher on a free loopback port and one subscriber draining it in a thread (raw
-    frames, not decoded: a subscriber is usually another process), so the publish stage is timed
-    as it runs in use."""
+    """A real publisher on a free loopback port and one subscriber process draining it (raw
+    frames, not decoded), so the publish stage is timed as it runs in use. A process, as a
+    subscribing app is: a subscriber thread in this process shared the tracking thread's GIL, and
+    when the scheduler ran it on the detectors' busy core, the tracking thread waited for it."""
 
     def __init__(self):
         from streams.publisher import TrackPublisher
 
         self.publisher = TrackPublisher("tcp://127.0.0.1:*")
-        self.sock = self.publisher.ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(self.publisher.sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        self.endpoint = self.publisher.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.received = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drain, daemon=True, name="bench-subscriber")
-
-    def _drain(self) -> None:
-        while not self._stop.is_set():
-            if self.sock.poll(50):
-                self.sock.recv_multipart()
-                self.received += 1
+        self._proc: Optional[subprocess.Popen] = None
 
     def __enter__(self) -> "_LoopbackSubscriber":
-        self._thread.start()
+        self._proc = subprocess.Popen([sys.executable, "-c", _SUBSCRIBER, self.endpoint], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+        self._proc.stdout.readline()  # "ready": connected
         deadline = time.monotonic() + 2.0  # let the subscription reach the publisher
         while self.publisher.sock.poll(10) == 0 and time.monotonic() < deadline:
             pass
         return self
 
     def __exit__(self, *exc) -> None:
-        deadline = time.monotonic() + 2.0  # the last messages in flight
-        while self.received < self.publisher.stats.sent and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self._stop.set()
-        self._thread.join()
-        self.sock.close(0)
+        proc, self._proc = self._proc, None
+        try:
+            out, _ = proc.communicate(timeout=5.0)  # closes its stdin: it drains the last messages
+            self.received = int(out.split()[-1]) if out.split() else 0
+        except (subprocess.TimeoutExpired, ValueError):
+            proc.kill()
+            proc.wait()
         self.publisher.close()
 
 
