@@ -160,8 +160,7 @@ print(n, flush=True)
 class _LoopbackSubscriber:
     """A real publisher on a free loopback port and one subscriber process draining it (raw
     frames, not decoded), so the publish stage is timed as it runs in use. A process, as a
-    subscribing app is: a subscriber thread in this process shared the tracking thread's GIL, and
-    when the scheduler ran it on the detectors' busy core, the tracking thread waited for it."""
+    subscribing app is (a thread here would share the tracking thread's GIL)."""
 
     def __init__(self):
         from streams.publisher import TrackPublisher
