@@ -264,8 +264,8 @@ def rounded(values: np.ndarray, ndigits: int) -> list[float]:
     """round(v, ndigits) of every value (Python's: the nearest double to v's correctly rounded
     decimal), bit for bit, in batch: v x 10^n rounds to an integer q and q / 10^n is one
     correctly rounded operation on exact numbers. Values near a rounding tie (where the
-    product's own rounding could decide), products beyond 2^52 (q not exact), NaN and inf take
-    Python's round."""
+    product's own rounding could decide), products of 2^32 and more (where an ulp of the product
+    nears the tie margin), NaN and inf take Python's round."""
     if not 0 <= ndigits <= 22:
         raise ValueError(f"ndigits {ndigits}: expected 0..22")
     v = np.asarray(values, np.float64).ravel()

@@ -127,8 +127,12 @@ _COLUMNS = tuple((s, _SHORT[s]) for s in STAGES)
 
 
 # The bench's subscriber, run as its own process: counts raw frames (not decoded) until its
-# stdin closes, then drains until 0.3 s pass without one and prints the count.
+# stdin closes, then drains until 0.3 s pass without one and prints the count. Ctrl-C and SIGTERM
+# reach the whole process group: the bench ends it (stdin, then kill), as run() its detectors.
 _SUBSCRIBER = """
+import signal
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 import sys, time, zmq
 ctx = zmq.Context()
 sock = ctx.socket(zmq.SUB)
