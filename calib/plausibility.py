@@ -7,10 +7,11 @@ tracker with pinhole cameras, and returns one-line warnings for what is only unu
 - refused: a horizontal field of view of 170 deg or more (fx of a few pixels: K normalised?),
   a baseline under 1 micrometre, two views that share no point in front of the rig at any depth
   (R rotated, or R/T of another convention);
-- warned: |T| over 20 with near-parallel optical axes (units of T are metres: millimetres?; a
-  rig of cameras 20 m and more apart converges on a common area, as WildTrack's, 31 m apart with
-  axes 152 deg apart), |T| under 1 cm, a field of view under 1 deg, views that overlap by under
-  5 % of camera 0's image.
+- warned: |T| over 10 where the optical axes are within 60 deg of each other, over 100 where
+  they are further apart (units of T are metres: millimetres or centimetres?; a 10 m rig of
+  near-parallel or toed-in cameras is rare, while cameras that face each other across a room or
+  a square are tens of metres apart, as WildTrack's, 31 m with axes 152 deg apart), |T| under
+  1 cm, a field of view under 1 deg, views that overlap by under 5 % of camera 0's image.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ MAX_FOV_DEG = 170.0
 MIN_FOV_DEG = 1.0
 MIN_BASELINE = 1e-6  # refused below (unit of T; a micrometre)
 SMALL_BASELINE = 0.01  # warned below (a centimetre)
-LARGE_BASELINE = 20.0  # warned above: a 20 m rig is rare, 20 mm common (T in millimetres) ...
-PARALLEL_AXES_DEG = 30.0  # ... where the optical axes are within this angle (a bench rig, not cameras around a square)
+LARGE_BASELINE = 10.0  # warned above: a 10 m rig is rare, 10 mm or cm common (T in millimetres, centimetres) ...
+FACING_AXES_DEG = 60.0  # ... where the optical axes are within this angle (parallel or toed-in cameras); cameras
+FACING_BASELINE = 100.0  # further apart face a shared space (a room, a square): warned above this
 LOW_OVERLAP = 0.05
 
 
@@ -78,12 +80,13 @@ def check_plausible(calib: StereoCalibration, path: Any = "<calibration>") -> li
     if b < MIN_BASELINE:
         raise CalibrationError(f"{path}: field 'T': baseline |T| = {b:.3g} (expected metres: the distance "
                                "between the two cameras)")
-    if b > LARGE_BASELINE:
-        axes = axes_angle_deg(calib)
-        if axes < PARALLEL_AXES_DEG:  # cameras this far apart would look at a common area
-            warnings.append(f"{path}: field 'T': baseline |T| = {b:g} with optical axes {axes:.0f} deg apart: a rig "
-                            f"of near-parallel cameras wider than {LARGE_BASELINE:g} m is rare; if T is in "
-                            f"millimetres, give metres ({b / 1000:g} m?)")
+    axes = axes_angle_deg(calib)
+    limit = LARGE_BASELINE if axes < FACING_AXES_DEG else FACING_BASELINE
+    if b > limit:
+        kind = "near-parallel or toed-in" if axes < FACING_AXES_DEG else "facing"
+        warnings.append(f"{path}: field 'T': baseline |T| = {b:g} with optical axes {axes:.0f} deg apart: {kind} "
+                        f"cameras more than {limit:g} m apart are rare; T is in metres (if in millimetres: "
+                        f"{b / 1000:g} m, centimetres: {b / 100:g} m?)")
     elif b < SMALL_BASELINE:
         warnings.append(f"{path}: field 'T': baseline |T| = {b:g} m is under 1 cm: depth will be very noisy "
                         "(is T in metres?)")

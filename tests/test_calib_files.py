@@ -210,7 +210,7 @@ def test_a_calibration_that_cannot_work_is_refused_at_load(tmp_path, change, mat
         load_calibration(p)
 
 
-@pytest.mark.parametrize("scale, match", [(1000.0, "if T is in millimetres"), (5000.0, "if T is in millimetres"),
+@pytest.mark.parametrize("scale, match", [(1000.0, "if in millimetres"), (5000.0, "if in millimetres"),
                                           (0.02, "under 1 cm")])
 def test_a_calibration_that_looks_wrong_is_warned_at_load(tmp_path, caplog, scale, match):
     rig = make_rig()
@@ -258,4 +258,31 @@ def test_real_wide_baseline_rig_is_plausible():
     assert check_plausible(calib) == []
     parallel = _with(calib, R=np.eye(3), T=np.array([31.35, 0.0, 0.0]))
     notes = check_plausible(parallel)
-    assert len(notes) == 1 and "near-parallel cameras wider than 20 m" in notes[0] and "0.03135 m?" in notes[0]
+    assert len(notes) == 1 and "near-parallel or toed-in cameras more than 10 m apart" in notes[0]
+    assert "millimetres: 0.03135 m" in notes[0]
+
+
+@pytest.mark.parametrize("T_scale, yaw_deg, warned", [
+    (1000.0, 35.0, True),  # a 0.2 m toed-in rig in millimetres
+    (1000.0, 45.0, True),
+    (100.0, 0.0, True),  # in centimetres
+    (1.0, 35.0, False),  # the rig in metres
+    (50.0, 0.0, False),  # 10 m exactly: left alone
+    (None, 120.0, True),  # WildTrack's cameras (facing each other) moved 120 m apart: rare even so
+    (None, 90.0, False),
+])
+def test_baseline_units_warning_follows_the_rigs_geometry(T_scale, yaw_deg, warned):
+    """|T| in millimetres or centimetres: warned for parallel or toed-in cameras over 10 m apart,
+    for cameras facing each other (axes 60 deg or more apart) only over 100 m. T_scale None: the
+    real WildTrack rig (axes 152 deg apart) with its baseline set to yaw_deg metres."""
+    from calib.plausibility import check_plausible
+
+    if T_scale is None:
+        wt = load_calibration(Path(__file__).parent / "data" / "wildtrack_c1c2_slice" / "clean" / "calib.yaml")
+        odd = _with(wt, T=wt.T / np.linalg.norm(wt.T) * yaw_deg)
+    else:
+        rig = make_rig()
+        R = cv2.Rodrigues(np.array([0.0, np.radians(yaw_deg), 0.0]))[0]
+        odd = _with(rig, R=R, T=rig.T / np.linalg.norm(rig.T) * 0.2 * T_scale)
+    notes = [n for n in check_plausible(odd) if "field 'T'" in n]
+    assert bool(notes) == warned, notes

@@ -165,4 +165,17 @@ def test_a_stopped_sim_recording_says_so_in_meta_json(tmp_path, caplog):
     src.close()
     assert n == 7 and set(read_gt(tmp_path / "rec" / "gt.csv")["frame"].tolist()) == set(range(7))
     write_sim_recording(cfg, tmp_path / "whole")
-    assert "complete" not in json.loads((tmp_path / "whole" / "meta.json").read_text())
+    meta = json.loads((tmp_path / "whole" / "meta.json").read_text())
+    assert (meta["pairs"], meta["pairs_asked"], meta["complete"]) == (30, 30, True)
+
+
+def test_sim_out_that_is_a_file_or_goes_through_one_is_one_line(tmp_path, capsys):
+    """--out naming a file, or a folder inside a file, is refused in one line (it was a traceback),
+    as is a --seconds that gives no pair."""
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "rec"):
+        assert main(["sim", "--seconds", "1", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--out" in err and "Traceback" not in err
+    assert main(["sim", "--seconds", "0.01", "--out", str(tmp_path / "short")]) == 2
+    assert "gives no pair" in capsys.readouterr().err and not (tmp_path / "short").exists()

@@ -11,6 +11,7 @@ from ..errors import Tracker3DError
 from ..progress import progress
 from ..sim import SCENES, SceneConfig, get_scene, write_sim_recording
 from .common import check_number
+from .paths import Output, check_outputs
 
 HELP = "render a synthetic stereo scene into a recording folder (with gt.csv)"
 
@@ -78,9 +79,12 @@ def scene_from_args(args: argparse.Namespace) -> SceneConfig:
         kw[k.strip()] = _coerce(cfg, k.strip(), v.strip())
     cfg = cfg.with_(**kw)
     check_number("--seconds", cfg.seconds, lambda v: v > 0, "a number > 0")
-    check_number("--fps", cfg.fps, lambda v: v > 0, "a number > 0")
+    check_number("--fps (or --set fps)", cfg.fps, lambda v: v > 0, "a number > 0")
     if cfg.n_objects < 0:
-        raise Tracker3DError(f"--objects {cfg.n_objects}: expected a count >= 0")
+        raise Tracker3DError(f"--objects (or --set n_objects) {cfg.n_objects}: expected a count >= 0")
+    if cfg.n_frames < 1:
+        raise Tracker3DError(f"--seconds {cfg.seconds:g}: gives no pair at {cfg.frame_rate:g} pairs/s (expected at "
+                             f"least {1 / cfg.frame_rate:.3g} s)")
     for name in ("drop_prob", "flash_3d_fraction"):  # probabilities and shares
         v = getattr(cfg, name)
         if not 0 <= v <= 1:
@@ -99,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise Tracker3DError(f"--out {out}: folder exists and is not empty (choose another --out, or pass "
                              "--overwrite to write into it)")
+    if not (out.is_dir() and args.overwrite):  # a file, or a path through one: one line, not a traceback
+        check_outputs([Output("--out", args.out, folder=True)], [])
     t = time.perf_counter()
     out = write_sim_recording(cfg, args.out, seed=args.seed, codec=args.codec, overwrite=args.overwrite,
                               progress=lambda it: progress(it, f"sim {cfg.name}", total=cfg.n_frames, unit="pair"))

@@ -41,10 +41,13 @@ def write_sim_recording(cfg: SceneConfig, out_dir: str | os.PathLike, seed: int 
                 rec.write(pair)
                 gt.flush()
                 written += 1
-        finally:
-            if written < cfg.n_frames:  # stopped (a signal, a full disk): meta.json says what the folder holds
-                rec.meta.update(pairs=written, pairs_asked=cfg.n_frames, complete=False)
+        finally:  # meta.json says what the folder holds: all pairs asked for, or those before a stop
+            rec.meta.update(pairs=written, pairs_asked=cfg.n_frames, complete=written == cfg.n_frames)
+            try:
                 (out / "meta.json").write_text(json.dumps(rec.meta, indent=2))
+            except OSError as exc:  # a full disk: the error that stopped the run is the one to report
+                log.warning("%s: meta.json not updated (%s)", out, exc.strerror)
+            if written < cfg.n_frames:  # stopped (a signal, a full disk)
                 log.warning("%s: stopped after %d of %d pairs (%.1f of %.1f s); meta.json says so (complete: false)",
                             out, written, cfg.n_frames, written / cfg.frame_rate, cfg.n_frames / cfg.frame_rate)
     return out
