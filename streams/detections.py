@@ -114,9 +114,13 @@ def find_calibration(d: Path) -> Path:
 
 
 def is_detections_folder(path: str | os.PathLike) -> bool:
-    """A folder with det0.txt and det1.txt (and no cam0 video) is a detections folder."""
+    """A folder with det0.txt and det1.txt is a detections folder; so is one with either and no
+    camera video (cam0.*, cam1.*), so that the missing file is the one named."""
     d = Path(path)
-    return (d / "det0.txt").is_file() and (d / "det1.txt").is_file()
+    has = [(d / f"det{c}.txt").is_file() for c in (0, 1)]
+    if all(has):
+        return True
+    return any(has) and not any(d.glob("cam0.*")) and not any(d.glob("cam1.*"))
 
 
 class DetectionFolder(StereoSource):

@@ -67,9 +67,16 @@ def test_seqinfo_fields():
                                                                     "imWidth": 640, "imHeight": 480}
 
 
-def test_missing_vtest_is_one_clear_line(tmp_path):
+def test_missing_vtest_is_one_clear_line(tmp_path, capsys):
     with pytest.raises(Tracker3DError, match="vtest.avi not found: `apt-get download opencv-doc"):
         rf.find_vtest(str(tmp_path / "none.avi"))
+    # From the command: at once (it came after the trackers' section), and not ignored without --real
+    # (the whole bench ran, exit 0).
+    assert main(["bench", "--real", "--vtest", str(tmp_path / "none.avi")]) == 2
+    err = capsys.readouterr()
+    assert "vtest.avi not found" in err.err and "machine:" not in err.out
+    assert main(["bench", "--vtest", str(tmp_path / "none.avi")]) == 2
+    assert "--vtest: used only with --real" in capsys.readouterr().err
 
 
 def test_labelled_people_load():

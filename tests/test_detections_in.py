@@ -146,6 +146,13 @@ def test_a_detections_folder_missing_a_file_is_one_line(tmp_path, capsys):
     assert main(["replay", str(d)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "frames.csv: missing" in err
+    for name in ("det1.txt", "det0.txt"):  # one det file gone: named (it said "no cam0 video")
+        d = tmp_path / f"no_{name}"
+        shutil.copytree(SLICE / "clean", d)
+        (d / name).unlink()
+        assert main(["replay", str(d)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"{name}: missing" in err
 
 
 def test_loose_files_without_times_is_one_line(capsys):

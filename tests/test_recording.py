@@ -224,6 +224,38 @@ def test_a_video_cut_inside_an_image_ends_at_the_last_whole_one(tmp_path):
     assert main(["replay", str(out), "--summary-json", str(tmp_path / "s.json")]) == 0
     s = json.loads((tmp_path / "s.json").read_text())
     assert (s["pairs_listed"], s["pairs_missing"], s["pairs_in"]) == (30, 10, 20)
+    assert s["complete"] is False and s["stopped_by"] is None
+
+
+def test_replay_summary_json_says_whether_the_run_was_whole_or_stopped(tmp_path, monkeypatch):
+    """A script reading --summary-json tells a whole run from one stopped by a signal (it saw
+    processed 5 of 30 pairs listed, none missing, and nothing else)."""
+    import signal
+
+    from tracker3d.commands import replay
+    from tracker3d.commands.signals import STOP
+    from tracker3d.sim import write_sim_recording
+
+    out = write_sim_recording(SMALL, tmp_path / "r", seed=3)
+    assert main(["replay", str(out), "--gate", "hits", "--summary-json", str(tmp_path / "whole.json")]) == 0
+    s = json.loads((tmp_path / "whole.json").read_text())
+    assert (s["complete"], s["stopped_by"], s["processed"]) == (True, None, 30)
+    real = replay.run_pipeline
+
+    def stopped_at_the_fifth(*args, on_frame=None, **kw):
+        def frame(f3):
+            on_frame(f3)
+            if f3.index == 4:
+                STOP._handle(signal.SIGINT, None)
+        return real(*args, on_frame=frame, **kw)
+
+    monkeypatch.setattr(replay, "run_pipeline", stopped_at_the_fifth)
+    try:
+        assert main(["replay", str(out), "--gate", "hits", "--summary-json", str(tmp_path / "cut.json")]) == 130
+    finally:
+        STOP.signum = None  # main() resets it at its next call; nothing else may see this one
+    s = json.loads((tmp_path / "cut.json").read_text())
+    assert (s["complete"], s["stopped_by"], s["pairs_missing"]) == (False, "SIGINT", 0) and s["processed"] < 30
 
 
 @pytest.mark.parametrize("cut", ["none", "header", "entropy", "after_eoi_garbage"])

@@ -77,6 +77,8 @@ def run_real(args: argparse.Namespace) -> int:
     from .paths import JSON_FILES, Output, check_outputs
 
     check_outputs([Output("--json", args.json, JSON_FILES)], [])
+    if args.vtest:  # a video named but not usable: said now, not after the trackers' section
+        video = rf.find_vtest(args.vtest)
     t_start = time.perf_counter()
     res: dict = {"machine": machine()}
     print(f"machine: {res['machine']}\n")
@@ -116,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..errors import Tracker3DError
+
+    if args.vtest and not args.real:
+        raise Tracker3DError("--vtest: used only with --real (the real-footage section)")
     if args.real:
         return run_real(args)
     if args.wildtrack:

@@ -124,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
             out = run_summary(st, rec.stats.as_dict(), pub, pipe)
             if isinstance(rec, RecordingReader):
                 out["pairs_listed"], out["pairs_missing"] = len(rec), rec.truncated
+            # Whether the outputs hold the whole input: not after Ctrl-C / SIGTERM (stopped_by) or a
+            # recording whose videos lack listed pairs (a failed run says "failed" besides).
+            out["stopped_by"] = STOP.name if STOP.requested() else None
+            out["complete"] = out["stopped_by"] is None and not out.get("pairs_missing")
             return out
 
         def on_frame(f3):
@@ -143,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
                                      images_needed=overlay is not None)
             except RunFailure as exc:  # a detector process died: the summary of the pairs before it, then the error
                 if args.summary_json and exc.stats is not None:
-                    write_json(args.summary_json, {**summarize(exc.stats), "failed": str(exc)}, default=float)
+                    write_json(args.summary_json, {**summarize(exc.stats), "failed": str(exc), "complete": False},
+                               default=float)
                 raise
         if args.offline and out is not None:
             pipe.offline_frames(frames)
