@@ -180,7 +180,8 @@ class DetectionFolder(StereoSource):
         """A detections folder: det0.txt, det1.txt, frames.csv and a calibration (or `calib`)."""
         d = Path(path)
         if not d.is_dir():
-            raise StreamError(f"{d}: detections folder not found")
+            raise StreamError(f"{d}: is a file, not a detections folder (det0.txt, det1.txt, frames.csv, calibration)"
+                              if d.exists() else f"{d}: detections folder not found")
         for name in ("det0.txt", "det1.txt", "frames.csv"):
             if not (d / name).is_file():
                 raise StreamError(f"{d / name}: missing (a detections folder has det0.txt, det1.txt, frames.csv "

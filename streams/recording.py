@@ -387,7 +387,8 @@ class RecordingReader(StereoSource):
         super().__init__()
         self.dir = Path(path)
         if not self.dir.is_dir():
-            raise StreamError(f"{self.dir}: recording folder not found")
+            raise StreamError(f"{self.dir}: is a file, not a recording folder (frames.csv, cam0.*, cam1.*, calib.yaml)"
+                              if self.dir.exists() else f"{self.dir}: recording folder not found")
         listed = read_frames_csv(self.dir / "frames.csv")
         if not listed:  # a recording stopped before its first pair, or a header written alone
             raise StreamError(f"{self.dir / 'frames.csv'}: no pairs listed (only the header): nothing to replay")

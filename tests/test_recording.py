@@ -120,6 +120,8 @@ def test_missing_parts_are_clear(tmp_path, capsys):
         RecordingReader(out)
     assert main(["replay", str(tmp_path / "nowhere")]) == 2
     assert "recording folder not found" in capsys.readouterr().err
+    assert main(["replay", __file__]) == 2
+    assert "is a file, not a recording folder" in capsys.readouterr().err
     (out / "meta.json").write_text("[1, 2")
     with pytest.raises(StreamError, match="meta.json: not a JSON object"):
         RecordingReader(out)

@@ -278,7 +278,7 @@ def no_tracks_why(pipe, processed: int) -> str:
             return (f"camera {c}'s {det[c]} detections never made a confirmed 2D track (the gate confirms a track "
                     "after a few frames; flashes and clutter never)")
     return ("2D tracks were confirmed in both cameras but none paired into a 3D track in front of both (the "
-            "calibration, the camera order or their timing; see any warning below)")
+            "calibration, the camera order or their timing; see the warnings printed, if any)")
 
 
 def format_source(src: dict) -> str:
