@@ -82,9 +82,6 @@ def scene_from_args(args: argparse.Namespace) -> SceneConfig:
     check_number("--fps (or --set fps)", cfg.fps, lambda v: v > 0, "a number > 0")
     if cfg.n_objects < 0:
         raise Tracker3DError(f"--objects (or --set n_objects) {cfg.n_objects}: expected a count >= 0")
-    if cfg.n_frames < 1:
-        raise Tracker3DError(f"--seconds {cfg.seconds:g}: gives no pair at {cfg.frame_rate:g} pairs/s (expected at "
-                             f"least {1 / cfg.frame_rate:.3g} s)")
     for name in ("drop_prob", "flash_3d_fraction"):  # probabilities and shares
         v = getattr(cfg, name)
         if not 0 <= v <= 1:
@@ -94,6 +91,9 @@ def scene_from_args(args: argparse.Namespace) -> SceneConfig:
     if not 0 <= cfg.jitter < cfg.stride / cfg.fps / 2:
         raise Tracker3DError(f"--set jitter={cfg.jitter}: expected 0 <= jitter < half the frame interval "
                              f"({cfg.stride / cfg.fps / 2:.4g} s), so capture times keep their order")
+    if cfg.n_frames < 1:
+        raise Tracker3DError(f"--seconds {cfg.seconds:g}: gives no pair at {cfg.frame_rate:g} pairs/s (expected at "
+                             f"least {1 / cfg.frame_rate:.3g} s)")
     return cfg
 
 
