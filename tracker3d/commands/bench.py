@@ -77,8 +77,7 @@ def run_real(args: argparse.Namespace) -> int:
     from .paths import JSON_FILES, Output, check_outputs
 
     check_outputs([Output("--json", args.json, JSON_FILES)], [])
-    if args.vtest:  # a video named but not usable: said now, not after the trackers' section
-        video = rf.find_vtest(args.vtest)
+    named = rf.find_vtest(args.vtest) if args.vtest else None  # unusable: said now, not after the trackers
     t_start = time.perf_counter()
     res: dict = {"machine": machine()}
     print(f"machine: {res['machine']}\n")
@@ -92,10 +91,8 @@ def run_real(args: argparse.Namespace) -> int:
     if not have_trackers():
         print("SORT/ByteTrack/OC-SORT rows skipped: roboflow `trackers` is not installed (make install-bench)")
     try:
-        video = rf.find_vtest(args.vtest)
+        video = named or rf.find_vtest(None)
     except Tracker3DError as exc:
-        if args.vtest:
-            raise
         print(f"\ndetector rows skipped: {exc}")
     else:
         res["detectors"] = rf.detector_rows(video, progress=lambda it: progress(it, "detectors"))
