@@ -191,3 +191,18 @@ def test_median0_equals_numpy_median_bit_for_bit():
             np.testing.assert_array_equal(median0(a), np.median(a, axis=0))
     a = np.array([1.0, np.inf, 3.0, np.inf])
     assert median0(a) == np.median(a) == np.inf
+
+
+def test_iou_pairs_are_iou_matrix_entries_bit_for_bit():
+    """The tracker's costs take IoU only for the pairs within reach (iou_pairs): the same numbers
+    as the whole matrix's, so the tracks do not change."""
+    from tracker3d.track2d.tracker import iou_matrix, iou_pairs
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 100, (50, 2))
+    b = rng.uniform(0, 100, (40, 2))
+    a = np.hstack([a, a + rng.uniform(0, 30, (50, 2))])
+    b = np.hstack([b, b + rng.uniform(0, 30, (40, 2))])
+    r, q = (i.ravel() for i in np.indices((50, 40)))
+    assert np.array_equal(iou_pairs(a[r], b[q]), iou_matrix(a, b).ravel())
+    assert iou_pairs(a[:0], b[:0]).shape == (0,)
